@@ -1,0 +1,6 @@
+//! The SLC edge service. The HTTP layer lands with the edge-service issue.
+
+/// Whether libtorch can see a CUDA device from this binary.
+pub fn cuda_available() -> bool {
+    tch::Cuda::is_available()
+}

@@ -1,0 +1,3 @@
+//! The detector crate's one integration test binary.
+
+mod runtime_links;

@@ -1,0 +1,1 @@
+//! Model code of the SLC edge: tensors in, tensors out. Knows nothing about HTTP.

@@ -1,0 +1,1 @@
+//! The SLC cloud service. The HTTP layer lands with the cloud-reasoner issue.

@@ -1,0 +1,3 @@
+//! The reasoner crate's one integration test binary.
+
+mod no_libtorch;

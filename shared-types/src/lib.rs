@@ -1,0 +1,1 @@
+//! Wire types shared by the edge (`slc-detector`) and the cloud (`slc-reasoner`).
