@@ -1,0 +1,52 @@
+//! The app's entry point on the edge: `POST /v1/ask`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::cues::{CueSet, Mode};
+use crate::detect::DetectResponse;
+use crate::reason::ReasonResponse;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// The query image as base64 or a data URL; absent for text-only questions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub question: String,
+    /// Registered concept ids, bare (`bo`) or bracketed (`<bo>`).
+    pub concepts: Vec<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Replace ids with `<c1>`, `<c2>`, … in everything sent to the cloud, and map them back.
+    #[serde(default)]
+    pub pseudonymize: bool,
+    /// Ask all verification questions in one upstream call.
+    #[serde(default)]
+    pub batched_verification: bool,
+    /// Stream the answer as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AskResponse {
+    pub answer: String,
+    pub mode: Mode,
+    /// The cue set as the small model gave it; absent when detection did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_cues: Option<CueSet>,
+    /// The local detection in full (adapter, usage, timings); absent when it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<DetectResponse>,
+    /// The reasoner's trace: refined cues, identities, verifications, upstream calls, timings.
+    pub reasoning: ReasonResponse,
+    pub timings: AskTimings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AskTimings {
+    pub detect_ms: f64,
+    pub reason_ms: f64,
+    pub total_ms: f64,
+}
