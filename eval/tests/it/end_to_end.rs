@@ -1,0 +1,571 @@
+//! The harness against an edge on loopback: registration, what each request carried,
+//! shuffling, scoring, caching and resumption, and the report files.
+//!
+//! `SLC_EVAL_TEST_EDGE_URL` points `against_a_real_edge` at running services instead (the
+//! lead's check once `/v1/ask` exists); the scripted edge serves everything else.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::Engine;
+use clap::Parser;
+use shared_types::{Concept, Mode};
+use slc_eval::config::{Cli, Command, RunConfig};
+use slc_eval::items::{Expected, Task};
+use slc_eval::report::Report;
+use slc_eval::run::{collect_items, execute};
+use slc_eval::scoring::Parsed;
+
+use crate::scripted_edge::{EdgeState, sha256_hex, spawn_scripted_edge, truth_key};
+use crate::shared_data;
+
+fn run_config(edge_url: &str, out: &Path, extra: &[&str]) -> RunConfig {
+    let data = shared_data();
+    let mut args: Vec<String> = vec![
+        "slc-eval".into(),
+        "run".into(),
+        "--edge-url".into(),
+        edge_url.into(),
+        "--dataset-root".into(),
+        data.display().to_string(),
+        "--concepts-file".into(),
+        data.join("concepts/database.json").display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--no-progress".into(),
+    ];
+    if !extra.contains(&"--only-concepts") {
+        args.extend(["--only-concepts".to_string(), "bo".to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    match Cli::try_parse_from(args).unwrap().command {
+        Command::Run(config) => *config,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn standard_inputs(data: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    for file in ["vqa", "qa", "sqa"] {
+        args.push("--input".to_string());
+        args.push(
+            data.join(format!("eval/slc/yollava_eval/{file}.json"))
+                .display()
+                .to_string(),
+        );
+    }
+    for (flag, path) in [
+        ("--positives", "yollava/test/bo"),
+        ("--negatives", "yollava/negatives"),
+    ] {
+        args.push(flag.into());
+        args.push(data.join(path).display().to_string());
+    }
+    args.push("--recognition-concept".into());
+    args.push("bo".into());
+    // The sample holds five of <bo>'s test images; the authors' files name others too.
+    args.push("--skip-missing-images".into());
+    args
+}
+
+/// The items a run will ask, images resolved, as `execute` selects them.
+fn resolved_items(config: &RunConfig) -> Vec<slc_eval::items::EvalItem> {
+    let (mut items, _) = collect_items(config).unwrap();
+    let root = slc_eval::dataset_root::DatasetRoot::new(
+        config.dataset_root.clone(),
+        config.path_maps.clone(),
+    );
+    if config.skip_missing_images {
+        root.resolve_items_dropping_missing(&mut items);
+    } else {
+        root.resolve_items(&mut items).unwrap();
+    }
+    items
+}
+
+/// The edge knows the right option text of every multiple-choice item and which images show
+/// `<bo>`, so its answers are right exactly when the harness tracked the options correctly.
+fn scripted_state(config: &RunConfig) -> EdgeState {
+    let items = resolved_items(config);
+    let mut state = EdgeState::default();
+    for item in &items {
+        if let Expected::Choice {
+            stem,
+            options,
+            correct,
+            ..
+        } = &item.expected
+        {
+            let image = item
+                .image_path
+                .as_ref()
+                .map(|p| sha256_hex(&std::fs::read(p).unwrap()));
+            let key = truth_key(stem, options, image.as_deref());
+            let previous = state.truths.insert(key, options[*correct].clone());
+            assert!(
+                previous.is_none_or(|p| p == options[*correct]),
+                "ambiguous item {}",
+                item.id
+            );
+        }
+    }
+    for image in
+        slc_eval::readers::recognition::list_images(&shared_data().join("yollava/test/bo")).unwrap()
+    {
+        state
+            .positive_images
+            .insert(sha256_hex(&std::fs::read(image).unwrap()));
+    }
+    state
+}
+
+fn figure(report: &Report, mode: Mode, lenient: bool, task: Task, metric: &str) -> f64 {
+    let mode_report = report.modes.iter().find(|m| m.mode == mode).unwrap();
+    let rows = if lenient {
+        &mode_report.lenient
+    } else {
+        &mode_report.strict
+    };
+    rows.iter()
+        .find(|r| r.task == task && r.metric == metric)
+        .unwrap_or_else(|| panic!("no {task:?} {metric} in {mode:?}"))
+        .figure
+        .value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_run_against_the_scripted_edge() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let mut extra: Vec<String> = standard_inputs(&data);
+    extra.extend(
+        [
+            "--modes",
+            "full,pure",
+            "--shuffle-options",
+            "--seed",
+            "5",
+            "--concurrency",
+            "3",
+        ]
+        .map(String::from),
+    );
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let placeholder = run_config("http://127.0.0.1:9", out.path(), &extra);
+    let mut state = scripted_state(&placeholder);
+    // One visual question fails once: the first run reports it, the second resumes.
+    let items = resolved_items(&placeholder);
+    assert!(items.iter().any(|i| i.task == Task::SpecialQuestions));
+    let flaky = items
+        .iter()
+        .find(|i| i.task == Task::VisualMultipleChoice)
+        .unwrap();
+    let Expected::Choice {
+        stem: flaky_stem, ..
+    } = &flaky.expected
+    else {
+        unreachable!()
+    };
+    state.fail_once.insert(flaky_stem.clone());
+    let edge = spawn_scripted_edge(state).await;
+    let config = run_config(&edge.url, out.path(), &extra);
+
+    let first = execute(&config).await.unwrap();
+    let per_mode = first.report.meta.items_per_mode;
+    assert_eq!(per_mode, items.len());
+    assert_eq!(first.report.items.len(), 2 * per_mode);
+    assert_eq!(first.errors(), 1, "the scripted 503 is reported");
+    assert!(!first.report.meta.skipped_missing_images.is_empty());
+    let failed = first
+        .report
+        .items
+        .iter()
+        .find(|r| r.error.is_some())
+        .unwrap();
+    assert_eq!(failed.id, flaky.id);
+    assert!(
+        failed.error.as_ref().unwrap().contains(&flaky.id),
+        "{:?}",
+        failed.error
+    );
+    assert!(!failed.correct);
+
+    {
+        let state = edge.state.lock().unwrap();
+        // Registration: bo only, with the file's description and its reference image.
+        assert_eq!(state.created.len(), 1);
+        let created = &state.created[0];
+        assert_eq!(created.id, "bo");
+        assert!(
+            created
+                .description
+                .starts_with("<bo> is a well-groomed, medium-sized Shiba Inu")
+        );
+        let image = base64::engine::general_purpose::STANDARD
+            .decode(&created.images[0])
+            .unwrap();
+        assert_eq!(image, std::fs::read(data.join("concepts/bo.jpg")).unwrap());
+        // One request per item and mode, plus the failed one asked again below.
+        assert_eq!(state.asks.len(), 2 * per_mode);
+        let mut asked: HashMap<(Mode, String), Vec<&shared_types::AskRequest>> = HashMap::new();
+        for request in &state.asks {
+            asked
+                .entry((request.mode, request.question.clone()))
+                .or_default()
+                .push(request);
+        }
+        let mut permuted = 0;
+        for record in &first.report.items {
+            let requests = &asked[&(record.mode, record.question.text.clone())];
+            let matching = requests.iter().any(|request| {
+                request.concepts == vec!["bo".to_string()]
+                    && !request.stream
+                    && match (&record.image, &request.image) {
+                        (Some(path), Some(image)) => {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(image)
+                                .unwrap()
+                                == std::fs::read(path).unwrap()
+                        }
+                        (None, None) => true,
+                        _ => false,
+                    }
+            });
+            assert!(
+                matching,
+                "no request carried {}'s question, image and concept",
+                record.id
+            );
+            if record.task == Task::TextMultipleChoice {
+                assert!(record.image.is_none());
+            } else {
+                assert!(record.image.is_some());
+            }
+            if let Some(permutation) = &record.question.permutation
+                && permutation.iter().enumerate().any(|(i, &p)| i != p)
+            {
+                permuted += 1;
+            }
+        }
+        assert!(permuted > 0, "the seed must reorder some options");
+    }
+
+    let report = &first.report;
+    // Full mode answers every multiple-choice item right after shuffling, except the
+    // failed one: the harness tracked each correct option through its permutation.
+    let visual: Vec<_> = report
+        .items
+        .iter()
+        .filter(|r| r.mode == Mode::Full && r.task == Task::VisualMultipleChoice)
+        .collect();
+    let visual_accuracy = figure(
+        report,
+        Mode::Full,
+        false,
+        Task::VisualMultipleChoice,
+        "accuracy",
+    );
+    assert!((visual_accuracy - (visual.len() - 1) as f64 / visual.len() as f64).abs() < 1e-12);
+    assert_eq!(
+        figure(
+            report,
+            Mode::Full,
+            false,
+            Task::TextMultipleChoice,
+            "accuracy"
+        ),
+        1.0
+    );
+    assert_eq!(
+        figure(
+            report,
+            Mode::Full,
+            false,
+            Task::SpecialQuestions,
+            "accuracy"
+        ),
+        1.0
+    );
+    assert_eq!(
+        figure(report, Mode::Full, false, Task::Recognition, "yes_recall"),
+        1.0
+    );
+    assert_eq!(
+        figure(report, Mode::Full, false, Task::Recognition, "no_recall"),
+        1.0
+    );
+    assert_eq!(
+        figure(report, Mode::Full, false, Task::Recognition, "weighted"),
+        1.0
+    );
+    // Pure mode always says "A": right exactly where the shuffled key is A.
+    let pure_text: Vec<_> = report
+        .items
+        .iter()
+        .filter(|r| r.mode == Mode::Pure && r.task == Task::TextMultipleChoice)
+        .collect();
+    let keyed_a = pure_text
+        .iter()
+        .filter(|r| r.question.expected_answer == "A")
+        .count();
+    assert!(
+        keyed_a < pure_text.len(),
+        "shuffling must move some keys off A"
+    );
+    let pure_accuracy = figure(
+        report,
+        Mode::Pure,
+        false,
+        Task::TextMultipleChoice,
+        "accuracy",
+    );
+    assert!((pure_accuracy - keyed_a as f64 / pure_text.len() as f64).abs() < 1e-12);
+    // Pure mode answers recognition "I don't know.": strictly unparseable, so wrong; the
+    // authors' substring test reads "know" as "no" and scores every negative right.
+    let pure_report = report.modes.iter().find(|m| m.mode == Mode::Pure).unwrap();
+    assert_eq!(pure_report.unparseable, 24);
+    assert!(
+        report
+            .items
+            .iter()
+            .filter(|r| r.mode == Mode::Pure && r.task == Task::Recognition)
+            .all(|r| r.parsed == Parsed::Unparseable)
+    );
+    assert_eq!(
+        figure(report, Mode::Pure, false, Task::Recognition, "no_recall"),
+        0.0
+    );
+    assert_eq!(
+        figure(report, Mode::Pure, true, Task::Recognition, "no_recall"),
+        1.0
+    );
+    assert_eq!(
+        figure(report, Mode::Pure, true, Task::Recognition, "yes_recall"),
+        0.0
+    );
+    // Recognition from the cues the edge returned: raw cues only in modes with detection.
+    let full_report = report.modes.iter().find(|m| m.mode == Mode::Full).unwrap();
+    assert_eq!(
+        full_report
+            .recognition_from_raw_cues
+            .iter()
+            .find(|r| r.metric == "weighted")
+            .unwrap()
+            .figure
+            .value,
+        1.0
+    );
+    assert!(pure_report.recognition_from_raw_cues.is_empty());
+    // Per concept and per category (database.json says bo is a dog).
+    assert!(full_report.per_concept.contains_key("bo"));
+    assert!(full_report.per_category.contains_key("dog"));
+    // Every figure carries its interval.
+    for row in full_report.strict.iter().chain(&pure_report.lenient) {
+        assert!(
+            row.figure.low <= row.figure.value && row.figure.value <= row.figure.high,
+            "{row:?}"
+        );
+    }
+
+    // Files: JSON round-trips to the same report, Markdown has a row per mode, charts decode.
+    let written: Report =
+        serde_json::from_slice(&std::fs::read(&first.written.json).unwrap()).unwrap();
+    // (Figures go through decimal text, so compare the exact parts exactly.)
+    assert!(
+        written.items == report.items && written.meta == report.meta,
+        "report.json differs from the run"
+    );
+    assert_eq!(written.modes.len(), 2);
+    for (read, made) in written.modes.iter().zip(&report.modes) {
+        assert_eq!(read.strict.len(), made.strict.len());
+        for (a, b) in read.strict.iter().zip(&made.strict) {
+            assert!((a.figure.value - b.figure.value).abs() < 1e-12 && a.trials == b.trials);
+        }
+    }
+    let markdown = std::fs::read_to_string(&first.written.markdown).unwrap();
+    assert!(
+        markdown.contains("| full |") && markdown.contains("| pure |"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("Rec. Weight"), "{markdown}");
+    assert_eq!(first.written.charts.len(), 2);
+    for chart in &first.written.charts {
+        let image = image::open(chart).unwrap().to_rgb8();
+        assert_eq!(image.width(), 1000);
+        assert!(
+            image.pixels().any(|p| p.0 == [70, 120, 190]),
+            "{} has no bars",
+            chart.display()
+        );
+    }
+
+    // `SLC_EVAL_TEST_KEEP_REPORT=DIR` keeps the files for a look.
+    if let Ok(keep) = std::env::var("SLC_EVAL_TEST_KEEP_REPORT") {
+        std::fs::create_dir_all(&keep).unwrap();
+        for path in [&first.written.json, &first.written.markdown]
+            .into_iter()
+            .chain(&first.written.charts)
+        {
+            std::fs::copy(path, Path::new(&keep).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+
+    // Resume: same flags, same output folder. Only the failed request goes out again, the
+    // concept is already there, and the figures are complete.
+    let second = execute(&config).await.unwrap();
+    assert_eq!(second.errors(), 0);
+    let state = edge.state.lock().unwrap();
+    assert_eq!(state.asks.len(), 2 * per_mode + 1);
+    assert_eq!(state.created.len(), 1);
+    assert!(state.updated.is_empty());
+    drop(state);
+    let cached: u64 = second.report.modes.iter().map(|m| m.from_cache).sum();
+    assert_eq!(cached as usize, 2 * per_mode - 1);
+    assert_eq!(
+        figure(
+            &second.report,
+            Mode::Full,
+            false,
+            Task::VisualMultipleChoice,
+            "accuracy"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_updates_a_changed_concept_and_sends_the_files_text_unshuffled() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let vqa = data
+        .join("eval/slc/yollava_eval/vqa.json")
+        .display()
+        .to_string();
+    let extra = [
+        "--input",
+        &vqa,
+        "--limit",
+        "2",
+        "--modes",
+        "no_reflection,no_detector",
+    ];
+    let placeholder = run_config("http://127.0.0.1:9", out.path(), &extra);
+    let mut state = scripted_state(&placeholder);
+    state.concepts.insert(
+        "bo".into(),
+        Concept {
+            id: "bo".into(),
+            description: "an outdated description".into(),
+            images: vec![],
+            created_at: String::new(),
+            updated_at: String::new(),
+        },
+    );
+    let edge = spawn_scripted_edge(state).await;
+    let config = run_config(&edge.url, out.path(), &extra);
+    let outcome = execute(&config).await.unwrap();
+    assert_eq!(outcome.report.meta.items_per_mode, 2);
+    let state = edge.state.lock().unwrap();
+    assert!(state.created.is_empty());
+    assert_eq!(state.updated.len(), 1);
+    assert!(state.updated[0].1.description.contains("Shiba Inu"));
+    assert_eq!(state.asks.len(), 4);
+    let (items, _) = collect_items(&config).unwrap();
+    for request in &state.asks {
+        assert!(matches!(
+            request.mode,
+            Mode::NoReflection | Mode::NoDetector
+        ));
+        assert!(
+            items
+                .iter()
+                .any(|i| i.original_question == request.question),
+            "{}",
+            request.question
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_images_and_unknown_concepts_stop_before_any_request() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let edge = spawn_scripted_edge(EdgeState::default()).await;
+    let vqa = data
+        .join("eval/slc/yollava_eval/vqa.json")
+        .display()
+        .to_string();
+    // shiba-gray's images are not in the sample data.
+    let config = run_config(
+        &edge.url,
+        out.path(),
+        &[
+            "--input",
+            &vqa,
+            "--only-concepts",
+            "shiba-gray",
+            "--skip-unregistered",
+        ],
+    );
+    let error = execute(&config).await.unwrap_err().to_string();
+    assert!(error.contains("no items left"), "{error}");
+    let mut args = vec!["--input", &vqa];
+    args.extend(["--only-concepts", "bo,shiba-gray"]);
+    let mut config = run_config(&edge.url, out.path(), &args);
+    config.concepts_file = None;
+    let error = execute(&config).await.unwrap_err().to_string();
+    // Without a concepts file nothing is checked against it; the first missing image stops.
+    assert!(
+        error.contains("item vqa:bo:2") && error.contains("yollava/test/bo/6.jpg"),
+        "{error}"
+    );
+    let config = run_config(&edge.url, out.path(), &args);
+    let error = execute(&config).await.unwrap_err().to_string();
+    assert!(
+        error.contains("shiba-gray") && error.contains("database.json"),
+        "{error}"
+    );
+    assert!(edge.state.lock().unwrap().asks.is_empty());
+}
+
+/// Opt-in: `SLC_EVAL_TEST_EDGE_URL=http://127.0.0.1:8080 cargo test -p slc-eval` runs a small
+/// `<bo>` evaluation against real services and checks a report comes out of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_real_edge() {
+    let Ok(url) = std::env::var("SLC_EVAL_TEST_EDGE_URL") else {
+        eprintln!("SLC_EVAL_TEST_EDGE_URL is unset: the real-edge run is skipped");
+        return;
+    };
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let mut extra = standard_inputs(&data);
+    extra.extend(
+        [
+            "--limit",
+            "3",
+            "--modes",
+            "full,no_reflection,no_detector,pure",
+            "--allow-errors",
+        ]
+        .map(String::from),
+    );
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let config = run_config(&url, out.path(), &extra);
+    let outcome = execute(&config).await.unwrap();
+    assert_eq!(
+        outcome.errors(),
+        0,
+        "{:?}",
+        outcome
+            .report
+            .items
+            .iter()
+            .filter_map(|r| r.error.as_ref())
+            .collect::<Vec<_>>()
+    );
+    assert!(outcome.written.markdown.is_file() && outcome.written.json.is_file());
+    println!(
+        "{}",
+        std::fs::read_to_string(&outcome.written.markdown).unwrap()
+    );
+}
