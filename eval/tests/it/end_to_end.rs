@@ -569,3 +569,111 @@ async fn against_a_real_edge() {
         std::fs::read_to_string(&outcome.written.markdown).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrency_limit_bounds_requests_in_flight() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let qa = data
+        .join("eval/slc/yollava_eval/qa.json")
+        .display()
+        .to_string();
+    let extra = ["--input", &qa, "--concurrency", "3", "--modes", "full,pure"];
+    let placeholder = run_config("http://127.0.0.1:9", out.path(), &extra);
+    let mut state = scripted_state(&placeholder);
+    state.ask_delay = std::time::Duration::from_millis(40);
+    let edge = spawn_scripted_edge(state).await;
+    let config = run_config(&edge.url, out.path(), &extra);
+    let outcome = execute(&config).await.unwrap();
+    assert_eq!(outcome.report.items.len(), 20);
+    let most = edge
+        .in_flight
+        .most
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // 20 requests of 40 ms each: a serial harness would never overlap, an unbounded one
+    // would have all 20 in flight.
+    assert_eq!(
+        most, 3,
+        "at most --concurrency requests in flight, and the limit is used"
+    );
+}
+
+#[test]
+fn cli_definition_is_consistent_and_reads_the_environment() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+    let config = match Cli::try_parse_from([
+        "slc-eval",
+        "run",
+        "--modes",
+        "full,no_reflection,no_detector,pure",
+    ])
+    .unwrap()
+    .command
+    {
+        Command::Run(config) => config,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        config.modes,
+        vec![Mode::Full, Mode::NoReflection, Mode::NoDetector, Mode::Pure]
+    );
+    assert_eq!(
+        config.path_maps,
+        vec![("yollava-data".to_string(), "yollava".to_string())]
+    );
+    let error = Cli::try_parse_from(["slc-eval", "run", "--modes", "fast"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown mode \"fast\""), "{error}");
+    let error = Cli::try_parse_from(["slc-eval", "run", "--positives", "x"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--negatives"), "{error}");
+}
+
+#[test]
+fn binary_writes_recognition_files_and_names_bad_inputs() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let binary = env!("CARGO_BIN_EXE_slc-eval");
+    let file = out.path().join("rec.json");
+    let status = std::process::Command::new(binary)
+        .args(["make-recognition", "--test-folders"])
+        .arg(data.join("yollava/test"))
+        .arg("--dataset-root")
+        .arg(&data)
+        .arg("--out")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(written["format"], "slc-eval-recognition/1");
+    assert_eq!(
+        written["items"].as_array().unwrap().len(),
+        5,
+        "one concept folder, five images"
+    );
+    let bad = out.path().join("weird.json");
+    std::fs::write(&bad, "[1]").unwrap();
+    let output = std::process::Command::new(binary)
+        .args([
+            "run",
+            "--no-progress",
+            "--edge-url",
+            "http://127.0.0.1:9",
+            "--input",
+        ])
+        .arg(&bad)
+        .env_remove("SLC_EDGE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("weird.json") && stderr.contains("unknown evaluation file format"),
+        "{stderr}"
+    );
+}

@@ -23,7 +23,9 @@ pub fn shared_data() -> PathBuf {
     ];
     for candidate in &candidates {
         if candidate.join("eval").is_dir() {
-            return candidate.canonicalize().expect("an existing folder canonicalizes");
+            return candidate
+                .canonicalize()
+                .expect("an existing folder canonicalizes");
         }
     }
     panic!(

@@ -313,3 +313,28 @@ fn input_spec_kind_prefix_overrides_the_file_name() {
     let spec: InputSpec = "/tmp/vqa.json".parse().unwrap();
     assert_eq!(spec.task, None);
 }
+
+#[test]
+fn authors_recognition_items_use_is_positive() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("rec_multi.json");
+    let body = r#"{"A_B": [
+        {"conversations": [{"from": "system", "value": "<A> is x. <B> is y."},
+                           {"from": "human", "value": "<image>\nIs <B> in this image?"}],
+         "images": ["mc/A_B/0.png"], "is_positive": true},
+        {"conversations": [{"from": "human", "value": "<image>\nIs <A> in this image?"}],
+         "images": ["mc/A_B/1.png"], "is_positive": false}]}"#;
+    std::fs::write(&path, body).unwrap();
+    let spec: InputSpec = path.display().to_string().parse().unwrap();
+    let items = load_input(&spec, &ReaderOptions::default()).unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(
+        items
+            .iter()
+            .all(|i| i.task == Task::Recognition && i.source == "rec_multi")
+    );
+    assert_eq!(items[0].concepts, vec!["B"]);
+    assert_eq!(items[0].original_question, "Is <B> in this image?");
+    assert_eq!(items[0].expected, Expected::Presence { present: true });
+    assert_eq!(items[1].expected, Expected::Presence { present: false });
+}

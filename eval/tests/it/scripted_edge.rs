@@ -3,7 +3,9 @@
 //! It stands in for the real `slc-detector` until that serves `/v1/ask`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -31,6 +33,21 @@ pub struct EdgeState {
     /// Questions containing one of these fail with a 503 the first time they are asked in
     /// mode `full`.
     pub fail_once: HashSet<String>,
+    /// How long each `/v1/ask` takes, so concurrent requests overlap.
+    pub ask_delay: Duration,
+}
+
+/// Requests inside `/v1/ask` right now, and the most there ever were.
+#[derive(Default)]
+pub struct InFlight {
+    pub now: AtomicUsize,
+    pub most: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct AppState {
+    edge: Arc<Mutex<EdgeState>>,
+    in_flight: Arc<InFlight>,
 }
 
 /// Stem, options in any order, and the image: several items share a stem ("Does <bo> have
@@ -48,6 +65,7 @@ pub fn truth_key(stem: &str, options: &[String], image_sha256: Option<&str>) -> 
 pub struct ScriptedEdge {
     pub url: String,
     pub state: Arc<Mutex<EdgeState>>,
+    pub in_flight: Arc<InFlight>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -91,11 +109,8 @@ fn concept_record(id: &str, description: &str, images: &[String]) -> Concept {
     }
 }
 
-async fn get_concept(
-    State(state): State<Arc<Mutex<EdgeState>>>,
-    Path(id): Path<String>,
-) -> Response {
-    match state.lock().unwrap().concepts.get(&id) {
+async fn get_concept(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.edge.lock().unwrap().concepts.get(&id) {
         Some(concept) => Json(concept.clone()).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -106,10 +121,10 @@ async fn get_concept(
 }
 
 async fn create_concept(
-    State(state): State<Arc<Mutex<EdgeState>>>,
+    State(state): State<AppState>,
     Json(body): Json<CreateConcept>,
 ) -> Response {
-    let mut state = state.lock().unwrap();
+    let mut state = state.edge.lock().unwrap();
     if state.concepts.contains_key(&body.id) {
         return error(StatusCode::CONFLICT, "concept_exists", body.id);
     }
@@ -120,11 +135,11 @@ async fn create_concept(
 }
 
 async fn update_concept(
-    State(state): State<Arc<Mutex<EdgeState>>>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
     Json(body): Json<UpdateConcept>,
 ) -> Response {
-    let mut state = state.lock().unwrap();
+    let mut state = state.edge.lock().unwrap();
     if !state.concepts.contains_key(&id) {
         return error(StatusCode::NOT_FOUND, "unknown_concept", id);
     }
@@ -151,10 +166,17 @@ fn reasoning(answer: &str, mode: Mode, cues: Option<shared_types::CueSet>) -> Re
     }
 }
 
-async fn ask(
-    State(state): State<Arc<Mutex<EdgeState>>>,
-    Json(request): Json<AskRequest>,
-) -> Response {
+async fn ask(State(app): State<AppState>, Json(request): Json<AskRequest>) -> Response {
+    let now = app.in_flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+    app.in_flight.most.fetch_max(now, Ordering::SeqCst);
+    let delay = app.edge.lock().unwrap().ask_delay;
+    tokio::time::sleep(delay).await;
+    let response = answer(&app.edge, request);
+    app.in_flight.now.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
     let mut state = state.lock().unwrap();
     state.asks.push(request.clone());
     let unknown: Vec<&String> = request
@@ -243,11 +265,15 @@ async fn ask(
 
 pub async fn spawn_scripted_edge(state: EdgeState) -> ScriptedEdge {
     let state = Arc::new(Mutex::new(state));
+    let in_flight = Arc::new(InFlight::default());
     let app = Router::new()
         .route("/v1/concepts", post(create_concept))
         .route("/v1/concepts/{id}", get(get_concept).put(update_concept))
         .route("/v1/ask", post(ask))
-        .with_state(state.clone());
+        .with_state(AppState {
+            edge: state.clone(),
+            in_flight: in_flight.clone(),
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (shutdown, receiver) = tokio::sync::oneshot::channel::<()>();
@@ -262,6 +288,7 @@ pub async fn spawn_scripted_edge(state: EdgeState) -> ScriptedEdge {
     ScriptedEdge {
         url,
         state,
+        in_flight,
         _shutdown: shutdown,
     }
 }
