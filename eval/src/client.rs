@@ -43,7 +43,7 @@ impl EdgeClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| EvalError::Usage(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| EvalError::Internal(format!("cannot build the HTTP client: {e}")))?;
         Ok(EdgeClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -65,11 +65,14 @@ impl EdgeClient {
         }
     }
 
+    /// Sends and decodes. `Ok(None)` only for a 404 when `absent_is_ok` (a lookup); every
+    /// other non-2xx becomes [`EvalError::Edge`] with the edge's `{"error": {type, message}}`.
     async fn send<T: DeserializeOwned>(
         &self,
         context: &str,
         builder: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, Option<T>)> {
+        absent_is_ok: bool,
+    ) -> Result<Option<T>> {
         let transport = |source| EvalError::Transport {
             context: context.to_string(),
             url: self.base_url.clone(),
@@ -85,10 +88,10 @@ impl EdgeClient {
                 kind: "invalid_response".into(),
                 message: format!("the body does not match the contract: {e}"),
             })?;
-            return Ok((status, Some(value)));
+            return Ok(Some(value));
         }
-        if status == StatusCode::NOT_FOUND && context.starts_with("GET concept") {
-            return Ok((status, None));
+        if status == StatusCode::NOT_FOUND && absent_is_ok {
+            return Ok(None);
         }
         let (kind, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => (body.error.kind, body.error.message),
@@ -106,25 +109,17 @@ impl EdgeClient {
     }
 
     pub async fn get_concept(&self, id: &str) -> Result<Option<Concept>> {
-        let context = format!("GET concept {id}");
-        let (_, concept) = self
-            .send(
-                &context,
-                self.request(reqwest::Method::GET, &format!("/v1/concepts/{id}")),
-            )
-            .await?;
-        Ok(concept)
+        let context = format!("GET /v1/concepts/{id}");
+        let path = format!("/v1/concepts/{id}");
+        self.send(&context, self.request(reqwest::Method::GET, &path), true)
+            .await
     }
 
     pub async fn ask(&self, item_id: &str, request: &AskRequest) -> Result<AskResponse> {
         let context = format!("item {item_id}: POST /v1/ask");
-        let (_, response) = self
-            .send(
-                &context,
-                self.request(reqwest::Method::POST, "/v1/ask").json(request),
-            )
-            .await?;
-        Ok(response.expect("success carries a body"))
+        let builder = self.request(reqwest::Method::POST, "/v1/ask").json(request);
+        let response = self.send(&context, builder, false).await?;
+        Ok(response.expect("only lookups may be absent"))
     }
 
     /// Creates the concept, or reconciles it with the edge's copy per `on_existing`.
@@ -147,13 +142,11 @@ impl EdgeClient {
                 description: concept.description.clone(),
                 images,
             };
-            let context = format!("POST concept {}", concept.id);
-            self.send::<Concept>(
-                &context,
-                self.request(reqwest::Method::POST, "/v1/concepts")
-                    .json(&body),
-            )
-            .await?;
+            let context = format!("concept {}: POST /v1/concepts", concept.id);
+            let builder = self
+                .request(reqwest::Method::POST, "/v1/concepts")
+                .json(&body);
+            self.send::<Concept>(&context, builder, false).await?;
             return Ok(Registration::Created);
         };
         let existing_hashes: Vec<&str> =
@@ -175,16 +168,10 @@ impl EdgeClient {
                     description: concept.description.clone(),
                     images: Some(images),
                 };
-                let context = format!("PUT concept {}", concept.id);
-                self.send::<Concept>(
-                    &context,
-                    self.request(
-                        reqwest::Method::PUT,
-                        &format!("/v1/concepts/{}", concept.id),
-                    )
-                    .json(&body),
-                )
-                .await?;
+                let path = format!("/v1/concepts/{}", concept.id);
+                let context = format!("concept {}: PUT {path}", concept.id);
+                let builder = self.request(reqwest::Method::PUT, &path).json(&body);
+                self.send::<Concept>(&context, builder, false).await?;
                 Ok(Registration::Updated)
             }
         }

@@ -43,8 +43,12 @@ pub enum EvalError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("cannot draw the chart {path}: {message}")]
+    Chart { path: PathBuf, message: String },
     #[error("invalid option: {0}")]
     Usage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl EvalError {

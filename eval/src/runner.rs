@@ -285,7 +285,7 @@ pub async fn run_items(
     let mut records: Vec<Option<ItemRecord>> = vec![None; job];
     while let Some(joined) = tasks.join_next().await {
         let (index, record) =
-            joined.map_err(|e| EvalError::Usage(format!("a request task failed: {e}")))?;
+            joined.map_err(|e| EvalError::Internal(format!("a request task failed: {e}")))?;
         records[index] = Some(record);
     }
     progress.finish_and_clear();

@@ -59,6 +59,12 @@ pub fn parse(
                 } else {
                     Task::TextMultipleChoice
                 });
+            if task == Task::Recognition {
+                return Err(EvalError::bad_item(
+                    &id,
+                    "RAP question files hold multiple-choice questions, not recognition",
+                ));
+            }
             let visual = task != Task::TextMultipleChoice;
             if visual && !key_is_image {
                 return Err(EvalError::bad_item(

@@ -110,6 +110,12 @@ fn convert(
             .ok_or_else(|| EvalError::bad_item(id, "no \"gt\" answer"))?;
         choice_expected(id, &question, gt)?
     };
+    if task == Task::Recognition && matches!(expected, Expected::Choice { .. }) {
+        return Err(EvalError::bad_item(
+            id,
+            "read as recognition, but the item has a \"gt\" option instead of \"is_positive\"",
+        ));
+    }
     if task != Task::TextMultipleChoice && task != Task::Recognition && image_reference.is_none() {
         return Err(EvalError::bad_item(
             id,

@@ -22,8 +22,10 @@ pub const BAR: RGBColor = RGBColor(70, 120, 190);
 pub fn draw_mode_chart(mode: &ModeReport, path: &Path) -> Result<()> {
     let rows = &mode.headline;
     let height = (TOP + ROW_HEIGHT * rows.len().max(1) as i32 + 50) as u32;
-    draw(mode, path, height)
-        .map_err(|e| EvalError::Usage(format!("cannot draw {}: {e}", path.display())))
+    draw(mode, path, height).map_err(|e| EvalError::Chart {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 fn x_of(value: f64) -> i32 {
