@@ -12,7 +12,7 @@ use crate::concepts_file::load_concepts_file;
 use crate::config::{MakeRecognitionConfig, RunConfig};
 use crate::dataset_root::DatasetRoot;
 use crate::error::{EvalError, Result};
-use crate::items::EvalItem;
+use crate::items::{EvalItem, Expected};
 use crate::readers::recognition::{RecognitionFile, from_folders, from_test_folders};
 use crate::readers::{InputSpec, ReaderOptions, load_input};
 use crate::report::{Report, RunMeta, WrittenReport, build_report, write_report};
@@ -132,7 +132,7 @@ pub fn collect_items(config: &RunConfig) -> Result<(Vec<EvalItem>, Vec<String>)>
             from_file.retain(|item| item.concepts.iter().all(|c| only.contains(c.as_str())));
         }
         if let Some(limit) = config.limit {
-            from_file.truncate(limit);
+            from_file = limit_items(from_file, limit);
         }
         items.extend(from_file);
     }
@@ -163,6 +163,38 @@ fn resolve_images(config: &RunConfig, items: &mut Vec<EvalItem>) -> Result<Vec<S
         root.resolve_items(items)?;
         Ok(Vec::new())
     }
+}
+
+/// The first `limit` items in file order; for recognition, half of them positives and half
+/// negatives (as far as the file has them), so a quick run still measures both recalls.
+pub fn limit_items(items: Vec<EvalItem>, limit: usize) -> Vec<EvalItem> {
+    let is_recognition = |item: &EvalItem| matches!(item.expected, Expected::Presence { .. });
+    if items.len() <= limit || !items.iter().all(is_recognition) {
+        return items.into_iter().take(limit).collect();
+    }
+    let present = |item: &EvalItem| matches!(item.expected, Expected::Presence { present: true });
+    let positives = items.iter().filter(|i| present(i)).count();
+    let negatives = items.len() - positives;
+    let mut take_positives = limit.div_ceil(2).min(positives);
+    let take_negatives = (limit - take_positives).min(negatives);
+    take_positives = (limit - take_negatives).min(positives);
+    let (mut kept_positives, mut kept_negatives) = (0, 0);
+    items
+        .into_iter()
+        .filter(|item| {
+            let counter = if present(item) {
+                (&mut kept_positives, take_positives)
+            } else {
+                (&mut kept_negatives, take_negatives)
+            };
+            if *counter.0 < counter.1 {
+                *counter.0 += 1;
+                true
+            } else {
+                false
+            }
+        })
+        .collect()
 }
 
 pub async fn execute(config: &RunConfig) -> Result<RunOutcome> {

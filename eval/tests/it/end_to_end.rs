@@ -677,3 +677,36 @@ fn binary_writes_recognition_files_and_names_bad_inputs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn limit_keeps_both_positives_and_negatives_for_recognition() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let mut extra = standard_inputs(&data);
+    extra.extend(["--limit", "5"].map(String::from));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let config = run_config("http://127.0.0.1:9", out.path(), &extra);
+    let (items, _) = collect_items(&config).unwrap();
+    let recognition: Vec<_> = items
+        .iter()
+        .filter(|i| i.task == Task::Recognition)
+        .collect();
+    let present = recognition
+        .iter()
+        .filter(|i| i.expected == Expected::Presence { present: true })
+        .count();
+    assert_eq!((recognition.len(), present), (5, 3));
+    for task in [
+        Task::VisualMultipleChoice,
+        Task::TextMultipleChoice,
+        Task::SpecialQuestions,
+    ] {
+        assert_eq!(
+            items.iter().filter(|i| i.task == task).count(),
+            5.min(match task {
+                Task::SpecialQuestions => 2,
+                _ => 5,
+            })
+        );
+    }
+}
