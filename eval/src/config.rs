@@ -133,9 +133,11 @@ pub struct MakeRecognitionConfig {
     /// Image paths are written relative to this folder when they lie under it.
     #[arg(long, env = "SLC_DATASET_ROOT", default_value = ".")]
     pub dataset_root: PathBuf,
-    #[arg(long, default_value = "yollava")]
+    /// The `split` the figures are grouped under.
+    #[arg(long, env = "SLC_EVAL_RECOGNITION_SPLIT", default_value = "yollava")]
     pub split: String,
-    #[arg(long)]
+    /// The recognition file to write.
+    #[arg(long, env = "SLC_EVAL_RECOGNITION_OUT")]
     pub out: PathBuf,
 }
 
