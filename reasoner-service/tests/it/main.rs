@@ -1,5 +1,6 @@
 //! The reasoner crate's one integration test binary.
 
+mod binary;
 mod cache;
 mod faults;
 mod helpers;
