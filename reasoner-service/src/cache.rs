@@ -3,8 +3,14 @@
 //!
 //! Only identities the model actually produced are stored; the authors' fallback is not, so a
 //! later turn asks again. Query images never come here: the table has no column for them.
+//!
+//! A row never changes once written (same model, same description, same identity), so each
+//! replica also keeps the rows it has seen in memory and skips the database for them. That
+//! keeps a busy replica's turns off the connection pool; the lock is held for a map lookup,
+//! never across an await.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -21,9 +27,14 @@ pub fn description_sha256(description: &str) -> String {
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Entries kept in memory before the memo starts over (a few hundred bytes each).
+const MEMO_CAPACITY: usize = 100_000;
+
 #[derive(Clone)]
 pub struct IdentityCache {
     pool: AnyPool,
+    /// (model, description hash) → identity, for rows this replica has read or written.
+    memo: Arc<RwLock<HashMap<(String, String), Identity>>>,
 }
 
 impl IdentityCache {
@@ -35,7 +46,10 @@ impl IdentityCache {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            memo: Arc::default(),
+        })
     }
 
     /// A cheap round trip for `/readyz`.
@@ -52,9 +66,49 @@ impl IdentityCache {
         model: &str,
         hashes: &[String],
     ) -> Result<HashMap<String, Identity>, sqlx::Error> {
-        if hashes.is_empty() {
-            return Ok(HashMap::new());
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let memo = self
+                .memo
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for hash in hashes {
+                match memo.get(&(model.to_owned(), hash.clone())) {
+                    Some(identity) => {
+                        found.insert(hash.clone(), identity.clone());
+                    }
+                    None => missing.push(hash.clone()),
+                }
+            }
         }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let from_database = self.lookup_database(model, &missing).await?;
+        self.remember(model, from_database.iter());
+        found.extend(from_database);
+        Ok(found)
+    }
+
+    fn remember<'a>(&self, model: &str, entries: impl Iterator<Item = (&'a String, &'a Identity)>) {
+        let mut memo = self
+            .memo
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (hash, identity) in entries {
+            if memo.len() >= MEMO_CAPACITY {
+                memo.clear();
+            }
+            memo.insert((model.to_owned(), hash.clone()), identity.clone());
+        }
+    }
+
+    async fn lookup_database(
+        &self,
+        model: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, Identity>, sqlx::Error> {
         let placeholders: Vec<String> = (0..hashes.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT description_sha256, category, attributes FROM identity_cache \
@@ -109,7 +163,12 @@ impl IdentityCache {
             .execute(&mut *transaction)
             .await?;
         }
-        transaction.commit().await
+        transaction.commit().await?;
+        self.remember(
+            model,
+            entries.iter().map(|(hash, identity)| (hash, identity)),
+        );
+        Ok(())
     }
 
     /// Rows in the cache, for tests and operators.
