@@ -17,6 +17,7 @@ pub struct ReasonRequest {
     pub concepts: Vec<ConceptDescription>,
     /// The edge's cue set (Table 6). Absent when the mode skips detection or there is no image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
     pub cues: Option<CueSet>,
     #[serde(default)]
     pub mode: Mode,
@@ -42,6 +43,7 @@ pub struct ReasonResponse {
     pub mode: Mode,
     /// The cue set after reflection; equal to the input cues when reflection is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
     pub refined_cues: Option<CueSet>,
     /// Keyed by bracketed id.
     pub identities: BTreeMap<String, Identity>,

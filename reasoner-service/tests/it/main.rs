@@ -1,3 +1,14 @@
 //! The reasoner crate's one integration test binary.
 
+mod binary;
+mod cache;
+mod faults;
+mod helpers;
+mod http;
+mod modes;
 mod no_libtorch;
+mod openapi;
+mod paper;
+mod privacy;
+mod prompts;
+mod rules;

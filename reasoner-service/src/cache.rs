@@ -1,0 +1,185 @@
+//! The identity cache: (model, description hash) → identity, in SQLite or PostgreSQL through
+//! one sqlx code path (the Any driver, `$n` placeholders, one set of migrations).
+//!
+//! Only identities the model actually produced are stored; the authors' fallback is not, so a
+//! later turn asks again. Query images never come here: the table has no column for them.
+//!
+//! A row never changes once written (same model, same description, same identity), so each
+//! replica also keeps the rows it has seen in memory and skips the database for them. That
+//! keeps a busy replica's turns off the connection pool; the lock is held for a map lookup,
+//! never across an await.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use shared_types::Identity;
+use sqlx::AnyPool;
+use sqlx::Row;
+use sqlx::any::AnyPoolOptions;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The cache key's second half: SHA-256 of the description's UTF-8 bytes, lowercase hex.
+pub fn description_sha256(description: &str) -> String {
+    let digest = Sha256::digest(description.as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Entries kept in memory before the memo starts over (a few hundred bytes each).
+const MEMO_CAPACITY: usize = 100_000;
+
+#[derive(Clone)]
+pub struct IdentityCache {
+    pool: AnyPool,
+    /// (model, description hash) → identity, for rows this replica has read or written.
+    memo: Arc<RwLock<HashMap<(String, String), Identity>>>,
+}
+
+impl IdentityCache {
+    /// Connects and runs the migrations (idempotent: a database that has them already is fine).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            memo: Arc::default(),
+        })
+    }
+
+    /// A cheap round trip for `/readyz`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// The cached identities among `hashes`, by hash.
+    pub async fn lookup(
+        &self,
+        model: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, Identity>, sqlx::Error> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let memo = self
+                .memo
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for hash in hashes {
+                match memo.get(&(model.to_owned(), hash.clone())) {
+                    Some(identity) => {
+                        found.insert(hash.clone(), identity.clone());
+                    }
+                    None => missing.push(hash.clone()),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let from_database = self.lookup_database(model, &missing).await?;
+        self.remember(model, from_database.iter());
+        found.extend(from_database);
+        Ok(found)
+    }
+
+    fn remember<'a>(&self, model: &str, entries: impl Iterator<Item = (&'a String, &'a Identity)>) {
+        let mut memo = self
+            .memo
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (hash, identity) in entries {
+            if memo.len() >= MEMO_CAPACITY {
+                memo.clear();
+            }
+            memo.insert((model.to_owned(), hash.clone()), identity.clone());
+        }
+    }
+
+    async fn lookup_database(
+        &self,
+        model: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, Identity>, sqlx::Error> {
+        let placeholders: Vec<String> = (0..hashes.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT description_sha256, category, attributes FROM identity_cache \
+             WHERE model = $1 AND description_sha256 IN ({})",
+            placeholders.join(", ")
+        );
+        // Only numbered placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model);
+        for hash in hashes {
+            query = query.bind(hash);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>(0)?,
+                    Identity {
+                        category: row.try_get(1)?,
+                        attributes: row.try_get(2)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Stores extracted identities in one transaction. A row another replica wrote first wins:
+    /// both came from the same model and description.
+    pub async fn store(
+        &self,
+        model: &str,
+        entries: &[(String, Identity)],
+    ) -> Result<(), sqlx::Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as i64);
+        let mut transaction = self.pool.begin().await?;
+        for (hash, identity) in entries {
+            sqlx::query(
+                "INSERT INTO identity_cache \
+                 (model, description_sha256, category, attributes, created_unix_ms) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (model, description_sha256) DO NOTHING",
+            )
+            .bind(model)
+            .bind(hash)
+            .bind(&identity.category)
+            .bind(&identity.attributes)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        self.remember(
+            model,
+            entries.iter().map(|(hash, identity)| (hash, identity)),
+        );
+        Ok(())
+    }
+
+    /// Rows in the cache, for tests and operators.
+    pub async fn row_count(&self) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) FROM identity_cache")
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get(0)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,117 @@
+//! `slc-reasoner serve`'s configuration: one flag per setting, each with an env var and a
+//! default that works on a laptop (an SQLite file next to the process, no client keys).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::upstream::{RetryPolicy, UpstreamSettings};
+
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Serve the SLC cloud reasoner")]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "SLC_REASONER_BIND", default_value = "127.0.0.1:8090")]
+    pub bind: SocketAddr,
+
+    /// OpenAI-compatible API base, up to and including `/v1`.
+    #[arg(
+        long,
+        env = "SLC_LLM_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub llm_base_url: String,
+
+    /// The large VLM's model name at that API.
+    #[arg(long, env = "SLC_LLM_MODEL", default_value = "gpt-4o")]
+    pub llm_model: String,
+
+    /// Bearer key for the large model's API.
+    #[arg(long, env = "SLC_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+
+    /// Ask for `response_format: json_schema` on identity extraction (OpenAI, vLLM).
+    #[arg(long, env = "SLC_LLM_JSON_SCHEMA", action = ArgAction::Set, default_value_t = false)]
+    pub llm_json_schema: bool,
+
+    /// Limit of one HTTP attempt to the large model, in milliseconds.
+    #[arg(long, env = "SLC_LLM_ATTEMPT_TIMEOUT_MS", default_value_t = 60_000)]
+    pub llm_attempt_timeout_ms: u64,
+
+    /// Limit of one logical call (retries and backoff included), in milliseconds.
+    #[arg(long, env = "SLC_LLM_CALL_DEADLINE_MS", default_value_t = 180_000)]
+    pub llm_call_deadline_ms: u64,
+
+    /// Retries after the first attempt on 429, 5xx, timeouts and transport errors.
+    #[arg(long, env = "SLC_LLM_MAX_RETRIES", default_value_t = 3)]
+    pub llm_max_retries: usize,
+
+    /// First backoff delay, in milliseconds (doubles per retry, with jitter).
+    #[arg(long, env = "SLC_LLM_MIN_BACKOFF_MS", default_value_t = 500)]
+    pub llm_min_backoff_ms: u64,
+
+    /// Largest backoff delay, in milliseconds.
+    #[arg(long, env = "SLC_LLM_MAX_BACKOFF_MS", default_value_t = 10_000)]
+    pub llm_max_backoff_ms: u64,
+
+    /// Longest `Retry-After` honoured, in milliseconds.
+    #[arg(long, env = "SLC_LLM_MAX_RETRY_AFTER_MS", default_value_t = 30_000)]
+    pub llm_max_retry_after_ms: u64,
+
+    /// Identity cache: `sqlite://FILE?mode=rwc` or `postgres://…`.
+    #[arg(
+        long,
+        env = "SLC_DATABASE_URL",
+        default_value = "sqlite://slc-reasoner.db?mode=rwc"
+    )]
+    pub database_url: String,
+
+    #[arg(long, env = "SLC_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+
+    /// Bearer keys the edges present, comma-separated. None: no authentication (laptop use).
+    #[arg(
+        long,
+        env = "SLC_REASONER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Turns served at once; one more gets 429.
+    #[arg(long, env = "SLC_REASONER_MAX_CONCURRENT_TURNS", default_value_t = 256)]
+    pub max_concurrent_turns: usize,
+
+    /// Largest request body (the image is in it), in bytes.
+    #[arg(long, env = "SLC_REASONER_MAX_BODY_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Append one JSON line per upstream call (kind and sizes only) to this file.
+    #[arg(long, env = "SLC_REASONER_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "SLC_LOG_JSON", action = ArgAction::Set, default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl ServeConfig {
+    pub fn upstream_settings(&self) -> UpstreamSettings {
+        UpstreamSettings {
+            base_url: self.llm_base_url.clone(),
+            model: self.llm_model.clone(),
+            api_key: self.llm_api_key.clone().filter(|key| !key.is_empty()),
+            json_schema: self.llm_json_schema,
+            retry: RetryPolicy {
+                attempt_timeout: Duration::from_millis(self.llm_attempt_timeout_ms),
+                call_deadline: Duration::from_millis(self.llm_call_deadline_ms),
+                max_retries: self.llm_max_retries,
+                min_backoff: Duration::from_millis(self.llm_min_backoff_ms),
+                max_backoff: Duration::from_millis(self.llm_max_backoff_ms),
+                max_retry_after: Duration::from_millis(self.llm_max_retry_after_ms),
+            },
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The HTTP layer: routes, the bearer-key check, the concurrency limit and per-request tracing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use shared_types::{IdentitiesRequest, IdentitiesResponse, ReasonRequest, ReasonResponse};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{ApiJson, ReasonerError};
+use crate::metrics::Metrics;
+use crate::turn::Reasoner;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything the handlers share. Cloning is cheap; nothing in here is locked per request.
+#[derive(Clone)]
+pub struct AppState {
+    pub reasoner: Arc<Reasoner>,
+    pub metrics: Metrics,
+    /// SHA-256 digests of the accepted bearer keys; empty means no authentication.
+    pub api_key_digests: Arc<Vec<[u8; 32]>>,
+    pub turns: Arc<Semaphore>,
+    pub max_concurrent_turns: usize,
+    pub max_body_bytes: usize,
+}
+
+/// The service's router: the turn endpoints behind auth and the concurrency limit, the
+/// operational endpoints open.
+pub fn app(state: AppState) -> Router {
+    let turn_routes = Router::new()
+        .route("/v1/reason", post(reason))
+        .route("/v1/identities", post(identities))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit_turn))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer,
+        ));
+    let swagger: Router<AppState> = SwaggerUi::new("/docs")
+        .url("/openapi.json", crate::openapi::spec())
+        .into();
+    Router::new()
+        .merge(turn_routes)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(swagger)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(
+            header::HeaderName::from_static(REQUEST_ID_HEADER),
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(
+            header::HeaderName::from_static(REQUEST_ID_HEADER),
+            CounterRequestId::default(),
+        ))
+        .with_state(state)
+}
+
+/// Request ids for requests that came without one: the process start time and a counter,
+/// unique per process and sortable.
+#[derive(Clone, Default)]
+struct CounterRequestId {
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for CounterRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let value = format!("slc-reasoner-{}-{number}", std::process::id());
+        HeaderValue::from_str(&value).ok().map(RequestId::new)
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/reason",
+    tag = "reasoner",
+    request_body = ReasonRequest,
+    responses(
+        (status = 200, description = "The answer with its trace", body = ReasonResponse),
+        (status = 400, description = "Malformed JSON", body = shared_types::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer key", body = shared_types::ErrorBody),
+        (status = 413, description = "Body over the size limit", body = shared_types::ErrorBody),
+        (status = 415, description = "Not application/json", body = shared_types::ErrorBody),
+        (status = 422, description = "Invalid request", body = shared_types::ErrorBody),
+        (status = 429, description = "Over the concurrency limit", body = shared_types::ErrorBody),
+        (status = 502, description = "The large model failed", body = shared_types::ErrorBody),
+        (status = 504, description = "The large model was too slow", body = shared_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reason(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ReasonRequest>,
+) -> Result<Json<ReasonResponse>, ReasonerError> {
+    state.reasoner.reason(request).await.map(Json)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/identities",
+    tag = "reasoner",
+    request_body = IdentitiesRequest,
+    responses(
+        (status = 200, description = "Each concept's identity (Table 7)", body = IdentitiesResponse),
+        (status = 400, description = "Malformed JSON", body = shared_types::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer key", body = shared_types::ErrorBody),
+        (status = 422, description = "Invalid request", body = shared_types::ErrorBody),
+        (status = 429, description = "Over the concurrency limit", body = shared_types::ErrorBody),
+        (status = 502, description = "The large model failed", body = shared_types::ErrorBody),
+        (status = 504, description = "The large model was too slow", body = shared_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn identities(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<IdentitiesRequest>,
+) -> Result<Json<IdentitiesResponse>, ReasonerError> {
+    state.reasoner.identities(request).await.map(Json)
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the identity cache's database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "The database does not answer", body = shared_types::ErrorBody),
+    )
+)]
+pub async fn readyz(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ReasonerError> {
+    state.reasoner.cache.ping().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found(request: Request) -> ReasonerError {
+    ReasonerError::NotFound(request.uri().path().to_owned())
+}
+
+async fn method_not_allowed() -> ReasonerError {
+    ReasonerError::MethodNotAllowed
+}
+
+/// Bearer keys are compared as SHA-256 digests in constant time, against every configured key,
+/// so neither the length nor the matching key leaks through timing.
+async fn require_bearer(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ReasonerError> {
+    if state.api_key_digests.is_empty() {
+        return Ok(next.run(request).await);
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| Sha256::digest(token.trim().as_bytes()));
+    let Some(presented) = presented else {
+        return Err(ReasonerError::Unauthorized);
+    };
+    let mut matched = subtle::Choice::from(0u8);
+    for digest in state.api_key_digests.iter() {
+        matched |= digest.as_slice().ct_eq(presented.as_slice());
+    }
+    if bool::from(matched) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ReasonerError::Unauthorized)
+    }
+}
+
+/// Admits a turn if a slot is free, else 429 at once (no queueing: the edge retries), and
+/// records the turn's status and duration.
+async fn admit_turn(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ReasonerError> {
+    let endpoint = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |path| path.as_str().to_owned(),
+    );
+    let Ok(permit) = state.turns.clone().try_acquire_owned() else {
+        state.metrics.turns_rejected.inc();
+        state
+            .metrics
+            .turns
+            .with_label_values(&[endpoint.as_str(), "429"])
+            .inc();
+        return Err(ReasonerError::TooManyTurns {
+            limit: state.max_concurrent_turns,
+        });
+    };
+    let started = Instant::now();
+    let in_flight = InFlight::enter(&state.metrics);
+    let response = next.run(request).await;
+    drop(in_flight);
+    drop(permit);
+    state
+        .metrics
+        .turns
+        .with_label_values(&[endpoint.as_str(), response.status().as_str()])
+        .inc();
+    state
+        .metrics
+        .turn_latency
+        .with_label_values(&[endpoint.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// Keeps the in-flight gauge right even when a client hangs up and the turn is dropped.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(metrics: &Metrics) -> Self {
+        metrics.turns_in_flight.inc();
+        Self(metrics.turns_in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

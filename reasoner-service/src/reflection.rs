@@ -1,0 +1,161 @@
+//! Test-time reflection's pure parts (paper section 3.2.2): which yes/no questions to ask, the
+//! strict parse of the large model's answers, and the refinement rule.
+//!
+//! Rule: two "no" → `present = false`; one "no" → drop the location it was asked about;
+//! "yes" keeps the cue unchanged. A location the edge left empty is not asked about, so a
+//! concept with one location can lose that location but is never suppressed by one answer,
+//! and a concept with none is kept as the edge reported it.
+
+use shared_types::{Cue, Identity, ReflectionAction, VerifiedField, YesNo};
+
+use crate::prompts::{location_absolute_question, location_relative_question, non_empty};
+
+/// One question of Table 8 before it is numbered into a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedQuestion {
+    pub concept: String,
+    pub about: VerifiedField,
+    /// The category the identity step extracted: the paper's `ID(C)`.
+    pub identity: String,
+    pub location: String,
+}
+
+impl PlannedQuestion {
+    /// The question's text with its number in the prompt (`Q1.`, `Q2.`, …).
+    pub fn text(&self, number: usize) -> String {
+        match self.about {
+            VerifiedField::LocationAbsolute => {
+                location_absolute_question(number, &self.identity, &self.location)
+            }
+            VerifiedField::LocationRelative => {
+                location_relative_question(number, &self.identity, &self.location)
+            }
+        }
+    }
+}
+
+/// The questions for one concept the edge reported present: Q1 about location-absolute, Q2
+/// about location-relative, each only when the edge gave that location.
+pub fn plan_questions(concept: &str, identity: &Identity, cue: &Cue) -> Vec<PlannedQuestion> {
+    if !cue.present {
+        return Vec::new();
+    }
+    let mut questions = Vec::with_capacity(2);
+    if let Some(location) = non_empty(cue.location_absolute.as_deref()) {
+        questions.push(PlannedQuestion {
+            concept: concept.to_owned(),
+            about: VerifiedField::LocationAbsolute,
+            identity: identity.category.clone(),
+            location,
+        });
+    }
+    if let Some(location) = non_empty(cue.location_relative.as_deref()) {
+        questions.push(PlannedQuestion {
+            concept: concept.to_owned(),
+            about: VerifiedField::LocationRelative,
+            identity: identity.category.clone(),
+            location,
+        });
+    }
+    questions
+}
+
+/// The strict parse of a reply to `expected` numbered questions: the k-th standalone "yes" or
+/// "no" (case-insensitive, delimited by anything that is not a letter or digit) answers
+/// question k. A question with no such word left counts as "no", so "yesterday", "maybe" or
+/// an empty reply never confirm a cue.
+pub fn parse_yes_no_answers(reply: &str, expected: usize) -> Vec<YesNo> {
+    let mut words = reply
+        .split(|character: char| !character.is_alphanumeric())
+        .filter_map(|word| {
+            if word.eq_ignore_ascii_case("yes") {
+                Some(YesNo::Yes)
+            } else if word.eq_ignore_ascii_case("no") {
+                Some(YesNo::No)
+            } else {
+                None
+            }
+        });
+    (0..expected)
+        .map(|_| words.next().unwrap_or(YesNo::No))
+        .collect()
+}
+
+/// The refinement rule for one concept: the cue after reflection and what was done to it.
+/// `absolute` and `relative` are the parsed answers to the questions asked (`None` when that
+/// location was not asked about).
+pub fn refine_cue(
+    cue: &Cue,
+    absolute: Option<YesNo>,
+    relative: Option<YesNo>,
+) -> (Cue, ReflectionAction) {
+    if !cue.present {
+        return (absent_cue(), ReflectionAction::NotPresent);
+    }
+    // An empty location string says nothing; it leaves the refined cue as a missing key.
+    let cue = &Cue {
+        present: true,
+        location_absolute: non_empty(cue.location_absolute.as_deref()),
+        location_relative: non_empty(cue.location_relative.as_deref()),
+    };
+    match (absolute, relative) {
+        (Some(YesNo::No), Some(YesNo::No)) => (absent_cue(), ReflectionAction::Suppressed),
+        (Some(YesNo::No), _) => (
+            Cue {
+                present: true,
+                location_absolute: None,
+                location_relative: cue.location_relative.clone(),
+            },
+            ReflectionAction::DroppedLocationAbsolute,
+        ),
+        (_, Some(YesNo::No)) => (
+            Cue {
+                present: true,
+                location_absolute: cue.location_absolute.clone(),
+                location_relative: None,
+            },
+            ReflectionAction::DroppedLocationRelative,
+        ),
+        _ => (cue.clone(), ReflectionAction::Kept),
+    }
+}
+
+/// Table 6: a concept that is not present carries no other keys.
+pub fn absent_cue() -> Cue {
+    Cue {
+        present: false,
+        location_absolute: None,
+        location_relative: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kth_standalone_word_answers_question_k() {
+        use YesNo::{No, Yes};
+        let cases: &[(&str, usize, &[YesNo])] = &[
+            ("yes", 1, &[Yes]),
+            ("Yes.", 1, &[Yes]),
+            ("NO", 1, &[No]),
+            ("yes no", 2, &[Yes, No]),
+            ("q1. yes\nq2. yes", 2, &[Yes, Yes]),
+            ("q1. no\nq2. no", 2, &[No, No]),
+            ("yesterday", 1, &[No]),
+            ("maybe", 1, &[No]),
+            ("", 2, &[No, No]),
+            ("yes", 2, &[Yes, No]),
+            ("Nope, yes", 1, &[Yes]),
+            ("yes, no, yes", 2, &[Yes, No]),
+        ];
+        for (reply, expected, answers) in cases {
+            assert_eq!(
+                parse_yes_no_answers(reply, *expected),
+                *answers,
+                "reply {reply:?}"
+            );
+        }
+    }
+}

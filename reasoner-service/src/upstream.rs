@@ -1,0 +1,448 @@
+//! The large model behind the OpenAI chat-completions protocol: GPT-4o, a vLLM server, or the
+//! edge's own `/v1/chat/completions`.
+//!
+//! One logical call may take several attempts: 429, 5xx, timeouts and transport failures are
+//! retried with exponential backoff and jitter (via `backon`), a `Retry-After` in seconds
+//! replaces the backoff delay, and the whole call runs under an overall deadline. Any other
+//! 4xx is the caller's fault and is not retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::metrics::Metrics;
+
+/// Which step of the turn a call belongs to; a metrics label and an audit field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Identity,
+    Verify,
+    Answer,
+}
+
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Identity => "identity",
+            CallKind::Verify => "verify",
+            CallKind::Answer => "answer",
+        }
+    }
+}
+
+/// Retry and timeout settings for every call.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Limit of one HTTP attempt.
+    pub attempt_timeout: Duration,
+    /// Limit of one logical call, retries and backoff included.
+    pub call_deadline: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Longest `Retry-After` honoured; a longer one is cut to this.
+    pub max_retry_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Up to and including `/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    /// Send `response_format: json_schema` on the identity call (OpenAI and vLLM accept it).
+    pub json_schema: bool,
+    pub retry: RetryPolicy,
+}
+
+/// One chat-completions request, before it is put on the wire.
+#[derive(Debug, Clone)]
+pub struct ChatCall {
+    pub kind: CallKind,
+    pub system: Option<String>,
+    pub user_text: String,
+    /// The query image as a `data:` URI, shared between the turn's calls without copying.
+    pub image: Option<Arc<str>>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub response_format: Option<Value>,
+}
+
+/// What came back from one logical call.
+#[derive(Debug, Clone, Default)]
+pub struct ChatReply {
+    pub content: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub retries: u32,
+}
+
+/// Why a logical call failed, after its retries.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the large model refused the request with {status}: {message}")]
+    Rejected { status: u16, message: String },
+    #[error("the large model answered {status} on all {attempts} attempts: {message}")]
+    Unavailable {
+        status: u16,
+        attempts: u32,
+        message: String,
+    },
+    #[error("the large model did not answer within {timeout_ms} ms on all {attempts} attempts")]
+    Timeout { timeout_ms: u64, attempts: u32 },
+    #[error("the large model call did not finish within its {deadline_ms} ms deadline")]
+    DeadlineExceeded { deadline_ms: u64 },
+    #[error("the large model could not be reached after {attempts} attempts: {message}")]
+    Unreachable { attempts: u32, message: String },
+    #[error("the large model's response could not be read: {message}")]
+    BadResponse { message: String },
+}
+
+impl UpstreamError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            UpstreamError::Rejected { .. } => "rejected",
+            UpstreamError::Unavailable { .. } => "unavailable",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::DeadlineExceeded { .. } => "deadline",
+            UpstreamError::Unreachable { .. } => "unreachable",
+            UpstreamError::BadResponse { .. } => "bad_response",
+        }
+    }
+}
+
+/// One failed HTTP attempt, before the retry decision.
+#[derive(Debug)]
+enum AttemptError {
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    Timeout,
+    Transport(String),
+    BadBody(String),
+}
+
+impl AttemptError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Status { status, .. } => *status == 429 || *status >= 500,
+            AttemptError::Timeout | AttemptError::Transport(_) => true,
+            AttemptError::BadBody(_) => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CompletionBody {
+    choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    usage: Option<CompletionUsage>,
+}
+
+#[derive(Deserialize)]
+struct CompletionChoice {
+    message: CompletionMessage,
+}
+
+#[derive(Deserialize)]
+struct CompletionMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    endpoint: String,
+    settings: UpstreamSettings,
+    metrics: Metrics,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl UpstreamClient {
+    pub fn new(
+        settings: UpstreamSettings,
+        metrics: Metrics,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Self, reqwest::Error> {
+        // reqwest is built without a bundled crypto provider; ring is ours. A second install
+        // (another server in the same process) is refused harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(settings.retry.attempt_timeout)
+            .pool_max_idle_per_host(1024)
+            .build()?;
+        let endpoint = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
+        Ok(Self {
+            http,
+            endpoint,
+            settings,
+            metrics,
+            audit,
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    pub fn json_schema_enabled(&self) -> bool {
+        self.settings.json_schema
+    }
+
+    /// The wire body of a call: the system prompt, then the user turn with the image (as a
+    /// data URI) before the text.
+    pub fn request_body(&self, call: &ChatCall) -> Value {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = &call.system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        let user_content = match &call.image {
+            Some(image) => json!([
+                {"type": "image_url", "image_url": {"url": &**image}},
+                {"type": "text", "text": call.user_text},
+            ]),
+            None => json!(call.user_text),
+        };
+        messages.push(json!({"role": "user", "content": user_content}));
+        let mut body = json!({"model": self.settings.model, "messages": messages});
+        if let Some(max_tokens) = call.max_tokens {
+            body["max_tokens"] = json!(max_tokens);
+        }
+        if let Some(temperature) = call.temperature {
+            body["temperature"] = json!(temperature);
+        }
+        if let Some(format) = &call.response_format {
+            body["response_format"] = format.clone();
+        }
+        body
+    }
+
+    /// One logical call with retries, backoff and the overall deadline.
+    pub async fn chat(&self, call: &ChatCall) -> Result<ChatReply, UpstreamError> {
+        let started = Instant::now();
+        let body = self.request_body(call);
+        let encoded = serde_json::to_vec(&body).expect("a JSON value serializes");
+        let attempts = AtomicU32::new(0);
+        let retries = AtomicU32::new(0);
+        let policy = &self.settings.retry;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(policy.min_backoff)
+            .with_max_delay(policy.max_backoff)
+            .with_max_times(policy.max_retries)
+            .with_jitter();
+        let attempt = || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(&encoded)
+        };
+        let retrying = attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(AttemptError::is_retryable)
+            // Retry-After replaces the backoff delay, but only while the budget lasts: `None`
+            // from the backoff means the retries are spent.
+            .adjust(|error, delay| {
+                delay.map(|delay| match error {
+                    AttemptError::Status {
+                        retry_after: Some(wait),
+                        ..
+                    } => (*wait).min(policy.max_retry_after),
+                    _ => delay,
+                })
+            })
+            .notify(|error, delay| {
+                retries.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .upstream_retries
+                    .with_label_values(&[call.kind.as_str()])
+                    .inc();
+                tracing::warn!(
+                    kind = call.kind.as_str(),
+                    ?error,
+                    ?delay,
+                    "retrying upstream call"
+                );
+            });
+        let result = match tokio::time::timeout(policy.call_deadline, retrying).await {
+            Err(_) => Err(UpstreamError::DeadlineExceeded {
+                deadline_ms: policy.call_deadline.as_millis() as u64,
+            }),
+            Ok(Ok(mut reply)) => {
+                reply.retries = retries.load(Ordering::Relaxed);
+                Ok(reply)
+            }
+            Ok(Err(error)) => Err(self.final_error(error, attempts.load(Ordering::Relaxed))),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.outcome(),
+        };
+        self.metrics
+            .upstream_calls
+            .with_label_values(&[call.kind.as_str(), outcome])
+            .inc();
+        self.metrics
+            .upstream_latency
+            .with_label_values(&[call.kind.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(audit) = &self.audit {
+            audit.record(&AuditRecord {
+                kind: call.kind.as_str(),
+                model: &self.settings.model,
+                request_bytes: encoded.len(),
+                image_bytes: call.image.as_ref().map_or(0, |image| image.len()),
+                response_bytes: result.as_ref().map_or(0, |reply| reply.content.len()),
+                attempts: attempts.load(Ordering::Relaxed),
+                outcome,
+                duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+        result
+    }
+
+    fn final_error(&self, error: AttemptError, attempts: u32) -> UpstreamError {
+        match error {
+            AttemptError::Status {
+                status, message, ..
+            } if error_is_final_status(status) => UpstreamError::Rejected { status, message },
+            AttemptError::Status {
+                status, message, ..
+            } => UpstreamError::Unavailable {
+                status,
+                attempts,
+                message,
+            },
+            AttemptError::Timeout => UpstreamError::Timeout {
+                timeout_ms: self.settings.retry.attempt_timeout.as_millis() as u64,
+                attempts,
+            },
+            AttemptError::Transport(message) => UpstreamError::Unreachable { attempts, message },
+            AttemptError::BadBody(message) => UpstreamError::BadResponse { message },
+        }
+    }
+
+    async fn attempt(&self, encoded: &[u8]) -> Result<ChatReply, AttemptError> {
+        let mut request = self
+            .http
+            .post(&self.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(encoded.to_vec());
+        if let Some(key) = &self.settings.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(classify_transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_retry_after);
+            let text = response.text().await.unwrap_or_default();
+            return Err(AttemptError::Status {
+                status: status.as_u16(),
+                retry_after,
+                message: upstream_error_message(&text),
+            });
+        }
+        let bytes = response.bytes().await.map_err(classify_transport_error)?;
+        let body: CompletionBody = serde_json::from_slice(&bytes)
+            .map_err(|error| AttemptError::BadBody(format!("not a chat completion: {error}")))?;
+        let choice = body
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| AttemptError::BadBody("no choices in the completion".into()))?;
+        let usage = body.usage.unwrap_or_default();
+        Ok(ChatReply {
+            content: choice.message.content.unwrap_or_default(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            retries: 0,
+        })
+    }
+}
+
+fn error_is_final_status(status: u16) -> bool {
+    (400..500).contains(&status) && status != 429
+}
+
+fn classify_transport_error(error: reqwest::Error) -> AttemptError {
+    if error.is_timeout() {
+        AttemptError::Timeout
+    } else {
+        AttemptError::Transport(error.without_url().to_string())
+    }
+}
+
+/// `Retry-After` in delta-seconds (integer or decimal). The HTTP-date form falls back to the
+/// exponential backoff.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// The upstream's own error message when it sent OpenAI's error shape, else the body's start.
+fn upstream_error_message(text: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(text).ok().and_then(|value| {
+        value["error"]["message"]
+            .as_str()
+            .or_else(|| value["message"].as_str())
+            .map(str::to_owned)
+    });
+    let mut message = from_json.unwrap_or_else(|| text.trim().to_owned());
+    if message.len() > 300 {
+        let mut end = 300;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_delta_seconds_only() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn only_429_and_5xx_are_retried_among_statuses() {
+        let status = |status| AttemptError::Status {
+            status,
+            retry_after: None,
+            message: String::new(),
+        };
+        assert!(status(429).is_retryable());
+        assert!(status(500).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(!status(400).is_retryable());
+        assert!(!status(401).is_retryable());
+        assert!(!status(404).is_retryable());
+    }
+}
