@@ -1,0 +1,88 @@
+//! The small building blocks shared by the vision tower and the language model: `Linear` and
+//! `RmsNorm`, as torch.nn.Linear and transformers' `Qwen2RMSNorm`.
+
+use crate::error::Result;
+use crate::weights::WeightPath;
+use tch::{Kind, Tensor};
+
+/// A low-rank update applied next to a frozen weight: `y += scale * B(A x)`.
+/// The slot exists so PEFT adapters (the LoRA issue) can be attached unmerged and switched per
+/// request without touching the base weight.
+pub struct LoraDelta {
+    /// [rank, in_features]
+    pub a: Tensor,
+    /// [out_features, rank]
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    /// Unmerged adapter deltas; `None` runs the base weight only.
+    pub lora: Option<LoraDelta>,
+}
+
+impl Linear {
+    pub fn load(vs: &WeightPath, in_features: i64, out_features: i64, bias: bool) -> Result<Self> {
+        let weight = vs.get("weight", &[out_features, in_features])?;
+        let bias = if bias {
+            Some(vs.get("bias", &[out_features])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+        })
+    }
+
+    pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            None => y,
+            Some(delta) => {
+                y + x
+                    .linear::<Tensor>(&delta.a, None)
+                    .linear::<Tensor>(&delta.b, None)
+                    * delta.scale
+            }
+        }
+    }
+
+    pub fn out_features(&self) -> i64 {
+        self.weight.size()[0]
+    }
+}
+
+/// `Qwen2RMSNorm`: normalise in f32, cast back, then scale (the cast comes before the scale).
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(vs: &WeightPath, size: i64, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vs.get("weight", &[size])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let input_kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let variance = xf.square().mean_dim(-1, true, Kind::Float);
+        let normed = xf * (variance + self.eps).rsqrt();
+        &self.weight * normed.to_kind(input_kind)
+    }
+}

@@ -1,0 +1,240 @@
+//! Qwen2.5-VL for conditional generation, as transformers `modeling_qwen2_5_vl.py`
+//! `Qwen2_5_VLForConditionalGeneration` / `Qwen2_5_VLModel`, split into the steps a server wants
+//! to cache separately: encode images once (`encode_images`), prefill a prompt with precomputed
+//! image embeddings (`prefill`), then feed one or several tokens at a time (`forward_tokens`).
+
+pub mod config;
+pub mod random_checkpoint;
+pub mod rope;
+pub mod shapes;
+pub mod text;
+pub mod vision;
+
+use crate::device::parse_device;
+use crate::error::{EngineError, Result};
+use crate::nn::Linear;
+use crate::weights::Checkpoint;
+use config::Qwen25VlConfig;
+use rope::{MultimodalRotary, rope_index};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+pub use text::KvCache;
+use text::TextModel;
+use vision::VisionTransformer;
+
+/// Where and in what precision to load a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub dtype: Kind,
+}
+
+impl LoadOptions {
+    /// From user strings (`cpu`/`cuda`, `f32`/`bf16`/none), with the device's default dtype.
+    pub fn parse(device: &str, dtype: Option<&str>) -> Result<Self> {
+        let device = parse_device(device)?;
+        Ok(LoadOptions {
+            device,
+            dtype: crate::device::parse_dtype(dtype, device)?,
+        })
+    }
+}
+
+pub struct Qwen25VlModel {
+    pub config: Qwen25VlConfig,
+    pub visual: VisionTransformer,
+    pub language_model: TextModel,
+    pub lm_head: Linear,
+    rotary: MultimodalRotary,
+}
+
+impl Qwen25VlModel {
+    /// Loads a checkpoint directory (config.json plus safetensors, sharded or not, either layout).
+    pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
+        let config = Qwen25VlConfig::from_file(&dir.join("config.json"))?;
+        let checkpoint = Checkpoint::open(dir, options.dtype, options.device)?;
+        Self::from_checkpoint(config, &checkpoint)
+    }
+
+    pub fn from_checkpoint(config: Qwen25VlConfig, checkpoint: &Checkpoint) -> Result<Self> {
+        let _guard = tch::no_grad_guard();
+        let root = checkpoint.root();
+        let model = root.pp("model");
+        let visual = VisionTransformer::load(&model.pp("visual"), &config.vision)?;
+        let language_model = TextModel::load(&model.pp("language_model"), &config.text)?;
+        let t = &config.text;
+        let lm_head = if root.pp("lm_head").contains("weight") {
+            Linear::load(&root.pp("lm_head"), t.hidden_size, t.vocab_size, false)?
+        } else if config.tie_word_embeddings {
+            Linear::from_weight(language_model.embed_tokens.shallow_clone(), None)
+        } else {
+            return Err(EngineError::MissingTensor {
+                key: checkpoint.file_key("lm_head.weight"),
+            });
+        };
+        let rotary = MultimodalRotary::new(
+            t.head_dim(),
+            t.rope_theta,
+            t.mrope_section.clone(),
+            checkpoint.device(),
+        );
+        Ok(Qwen25VlModel {
+            config,
+            visual,
+            language_model,
+            lm_head,
+            rotary,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.language_model.device()
+    }
+    pub fn kind(&self) -> Kind {
+        self.language_model.kind()
+    }
+    /// The longest sequence (prompt plus generated tokens) the model accepts.
+    pub fn context_length(&self) -> usize {
+        self.config.text.max_position_embeddings as usize
+    }
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.language_model.layers.len())
+    }
+
+    /// Runs the vision tower: pixel values [patches, patch_dim] of the images in prompt order and
+    /// their grids -> merged embeddings [tokens, hidden]. The result can be cached per image.
+    pub fn encode_images(&self, pixel_values: &Tensor, grids: &[[i64; 3]]) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        self.visual.forward(pixel_values, grids)
+    }
+
+    /// Number of image-pad tokens an image of this grid takes in the prompt.
+    pub fn image_tokens(&self, grid: [i64; 3]) -> i64 {
+        let merge = self.config.vision.spatial_merge_size;
+        grid[0] * grid[1] * grid[2] / (merge * merge)
+    }
+
+    /// Runs a prompt into an empty `cache`, placing `image_embeds` (from `encode_images`, images in
+    /// prompt order) at the image-pad tokens. Returns the final hidden states [len, hidden].
+    pub fn prefill(
+        &self,
+        input_ids: &[i64],
+        image_embeds: Option<&Tensor>,
+        grids: &[[i64; 3]],
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        if input_ids.is_empty() {
+            return Err(EngineError::InvalidInput("empty prompt".into()));
+        }
+        if cache.len != 0 {
+            return Err(EngineError::InvalidInput(
+                "prefill needs an empty cache".into(),
+            ));
+        }
+        self.check_length(input_ids.len(), 0)?;
+        if let Some(&bad) = input_ids
+            .iter()
+            .find(|&&id| id < 0 || id >= self.config.text.vocab_size)
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
+        }
+        let index = rope_index(
+            input_ids,
+            grids,
+            self.config.image_token_id,
+            self.config.vision_start_token_id,
+            self.config.vision.spatial_merge_size,
+        )?;
+        let mut embeds = self.language_model.embed(input_ids);
+        let image_positions: Vec<i64> = input_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == self.config.image_token_id)
+            .map(|(i, _)| i as i64)
+            .collect();
+        match image_embeds {
+            Some(features) => {
+                let rows = features.size()[0];
+                if rows != image_positions.len() as i64
+                    || features.size()[1] != self.config.text.hidden_size
+                {
+                    return Err(EngineError::InvalidInput(format!(
+                        "image features {:?} do not match {} image tokens",
+                        features.size(),
+                        image_positions.len()
+                    )));
+                }
+                let index = Tensor::from_slice(&image_positions).to_device(self.device());
+                embeds = embeds.index_copy(
+                    1,
+                    &index,
+                    &features
+                        .to_device(self.device())
+                        .to_kind(self.kind())
+                        .unsqueeze(0),
+                );
+            }
+            None if !image_positions.is_empty() => {
+                return Err(EngineError::InvalidInput(
+                    "the prompt has image tokens but no image embeddings were given".into(),
+                ));
+            }
+            None => {}
+        }
+        let flat: Vec<i64> = index.positions.iter().flatten().copied().collect();
+        let positions = Tensor::from_slice(&flat)
+            .to_device(self.device())
+            .view([3, input_ids.len() as i64]);
+        let (cos, sin) = self.rotary.cos_sin(&positions);
+        cache.rope_delta = index.delta;
+        let hidden = self.language_model.forward(&embeds, &cos, &sin, cache);
+        Ok(hidden.squeeze_dim(0))
+    }
+
+    /// Feeds `ids` after the cached positions (one decode step, or a forced run of tokens).
+    /// Returns the final hidden states [ids.len(), hidden].
+    pub fn forward_tokens(&self, ids: &[i64], cache: &mut KvCache) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        if ids.is_empty() {
+            return Err(EngineError::InvalidInput("no tokens to feed".into()));
+        }
+        self.check_length(cache.len as usize, ids.len())?;
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id < 0 || id >= self.config.text.vocab_size)
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
+        }
+        let start = cache.len + cache.rope_delta;
+        let len = ids.len() as i64;
+        let positions = Tensor::arange_start(start, start + len, (Kind::Int64, self.device()))
+            .unsqueeze(0)
+            .expand([3, len], false);
+        let (cos, sin) = self.rotary.cos_sin(&positions);
+        let embeds = self.language_model.embed(ids);
+        let hidden = self.language_model.forward(&embeds, &cos, &sin, cache);
+        Ok(hidden.squeeze_dim(0))
+    }
+
+    /// Logits in f32 for hidden states [n, hidden] -> [n, vocab].
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        self.lm_head.forward(hidden).to_kind(Kind::Float)
+    }
+
+    fn check_length(&self, prompt_tokens: usize, new_tokens: usize) -> Result<()> {
+        if prompt_tokens + new_tokens > self.context_length() {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens,
+                max_new_tokens: new_tokens,
+                context: self.context_length(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! The language model, as transformers `modeling_qwen2_5_vl.py` `Qwen2_5_VLTextModel`: a Qwen2
+//! decoder with grouped-query attention, q/k/v bias, M-RoPE and a KV cache, using libtorch's
+//! scaled-dot-product attention.
+
+use super::config::TextConfig;
+use super::rope::apply_rotary;
+use crate::error::Result;
+use crate::nn::{Linear, RmsNorm};
+use crate::weights::WeightPath;
+use tch::{Device, Kind, Tensor};
+
+/// Keys and values of every layer for one sequence, plus the M-RoPE delta of its prompt.
+///
+/// Tensors are only ever replaced (never written in place), so `clone()` is a cheap snapshot for
+/// prefix reuse and `truncate` keeps a prefix.
+#[derive(Default)]
+pub struct KvCache {
+    /// Per layer: keys and values [1, kv_heads, len, head_dim].
+    pub layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Number of positions held.
+    pub len: i64,
+    /// Added to a plain position to get the M-RoPE position of text after the prompt's images.
+    pub rope_delta: i64,
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.as_ref()
+                        .map(|(k, v)| (k.shallow_clone(), v.shallow_clone()))
+                })
+                .collect(),
+            len: self.len,
+            rope_delta: self.rope_delta,
+        }
+    }
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        KvCache {
+            layers: (0..num_layers).map(|_| None).collect(),
+            len: 0,
+            rope_delta: 0,
+        }
+    }
+
+    /// Keeps the first `len` positions.
+    pub fn truncate(&mut self, len: i64) {
+        if len >= self.len {
+            return;
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.narrow(2, 0, len);
+            *v = v.narrow(2, 0, len);
+        }
+        self.len = len;
+    }
+
+    fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let merged = match self.layers[layer].take() {
+            None => (k, v),
+            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+        };
+        self.layers[layer] = Some((merged.0.shallow_clone(), merged.1.shallow_clone()));
+        merged
+    }
+}
+
+pub struct TextMlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl TextMlp {
+    fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(TextMlp {
+            gate_proj: Linear::load(&vs.pp("gate_proj"), h, i, false)?,
+            up_proj: Linear::load(&vs.pp("up_proj"), h, i, false)?,
+            down_proj: Linear::load(&vs.pp("down_proj"), i, h, false)?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+pub struct TextAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+}
+
+impl TextAttention {
+    fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim());
+        Ok(TextAttention {
+            q_proj: Linear::load(&vs.pp("q_proj"), h, cfg.num_attention_heads * d, true)?,
+            k_proj: Linear::load(&vs.pp("k_proj"), h, cfg.num_key_value_heads * d, true)?,
+            v_proj: Linear::load(&vs.pp("v_proj"), h, cfg.num_key_value_heads * d, true)?,
+            o_proj: Linear::load(&vs.pp("o_proj"), cfg.num_attention_heads * d, h, false)?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+        })
+    }
+
+    /// x: [1, len, hidden]; cos/sin: [len, head_dim] in the model dtype.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut KvCache,
+        layer: usize,
+        mask: Option<&Tensor>,
+    ) -> Tensor {
+        let len = x.size()[1];
+        let shape = |t: Tensor, heads: i64| t.view([1, len, heads, self.head_dim]).transpose(1, 2);
+        let q = shape(self.q_proj.forward(x), self.num_heads);
+        let k = shape(self.k_proj.forward(x), self.num_kv_heads);
+        let v = shape(self.v_proj.forward(x), self.num_kv_heads);
+        let q = apply_rotary(&q, cos, sin);
+        let k = apply_rotary(&k, cos, sin);
+        let (k, v) = cache.append(layer, k, v);
+        // Fresh prompt: plain causal. One new token: attends to everything. Several new tokens
+        // after a cached prefix (jump-forward, prefix reuse): an explicit bottom-right causal mask.
+        let causal = mask.is_none() && len > 1;
+        let out = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            causal,
+            None,
+            self.num_heads != self.num_kv_heads,
+        );
+        self.o_proj.forward(
+            &out.transpose(1, 2)
+                .reshape([1, len, self.num_heads * self.head_dim]),
+        )
+    }
+}
+
+pub struct DecoderLayer {
+    pub self_attn: TextAttention,
+    pub mlp: TextMlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
+        Ok(DecoderLayer {
+            self_attn: TextAttention::load(&vs.pp("self_attn"), cfg)?,
+            mlp: TextMlp::load(&vs.pp("mlp"), cfg)?,
+            input_layernorm: RmsNorm::load(
+                &vs.pp("input_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+            post_attention_layernorm: RmsNorm::load(
+                &vs.pp("post_attention_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+        })
+    }
+}
+
+pub struct TextModel {
+    pub embed_tokens: Tensor,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    pub config: TextConfig,
+}
+
+impl TextModel {
+    pub fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
+        Ok(TextModel {
+            embed_tokens: vs
+                .pp("embed_tokens")
+                .get("weight", &[cfg.vocab_size, cfg.hidden_size])?,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| DecoderLayer::load(&vs.pp("layers").pp(i), cfg))
+                .collect::<Result<Vec<_>>>()?,
+            norm: RmsNorm::load(&vs.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+    pub fn kind(&self) -> Kind {
+        self.embed_tokens.kind()
+    }
+
+    pub fn embed(&self, ids: &[i64]) -> Tensor {
+        let ids = Tensor::from_slice(ids).to_device(self.device());
+        self.embed_tokens.index_select(0, &ids).unsqueeze(0)
+    }
+
+    /// Runs `embeds` [1, len, hidden] at M-RoPE cos/sin [len, head_dim] after `cache.len` cached
+    /// positions; returns the final-norm hidden states [1, len, hidden] and extends the cache.
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let len = embeds.size()[1];
+        let past = cache.len;
+        let mask = (past > 0 && len > 1).then(|| {
+            // Query i (at absolute position past + i) sees keys 0..=past + i.
+            let rows = Tensor::arange(len, (Kind::Int64, self.device())).unsqueeze(1) + past;
+            let cols = Tensor::arange(past + len, (Kind::Int64, self.device())).unsqueeze(0);
+            cols.le_tensor(&rows)
+        });
+        let cos = cos.to_kind(self.kind());
+        let sin = sin.to_kind(self.kind());
+        let mut hidden = embeds.shallow_clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let residual = &hidden;
+            let attn = layer.self_attn.forward(
+                &layer.input_layernorm.forward(&hidden),
+                &cos,
+                &sin,
+                cache,
+                i,
+                mask.as_ref(),
+            );
+            let h = residual + attn;
+            hidden = &h
+                + layer
+                    .mlp
+                    .forward(&layer.post_attention_layernorm.forward(&h));
+        }
+        cache.len += len;
+        self.norm.forward(&hidden)
+    }
+}

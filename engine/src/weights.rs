@@ -1,0 +1,235 @@
+//! Loading a Hugging Face checkpoint directory: one `model.safetensors` or shards listed in
+//! `model.safetensors.index.json`, in either key layout, converted once to the requested dtype
+//! and device. Mirrors what transformers' `from_pretrained` accepts for Qwen2.5-VL
+//! (`Qwen2_5_VLForConditionalGeneration._checkpoint_conversion_mapping`).
+//!
+//! Keys are canonicalised at load time to the transformers-5 layout (`model.language_model.*`,
+//! `model.visual.*`, `lm_head.*`), so model code is written against one tree only.
+
+use crate::error::{EngineError, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// All tensors of a checkpoint, keyed by canonical name, still in their stored dtype on CPU.
+pub struct Checkpoint {
+    tensors: HashMap<String, Tensor>,
+    dtype: Kind,
+    device: Device,
+    /// Whether the files use the hub layout; errors then name keys as the files spell them.
+    hub_layout: bool,
+}
+
+/// Maps a hub key (`model.layers.*`, `visual.*`) onto the canonical layout.
+pub fn canonical_key(key: &str) -> String {
+    if let Some(rest) = key.strip_prefix("visual.") {
+        format!("model.visual.{rest}")
+    } else if key.starts_with("model.language_model.") || key.starts_with("model.visual.") {
+        key.to_string()
+    } else if let Some(rest) = key.strip_prefix("model.") {
+        format!("model.language_model.{rest}")
+    } else {
+        key.to_string()
+    }
+}
+
+/// Maps a canonical key back onto the hub layout (`model.layers.*`, `visual.*`).
+pub fn hub_key(key: &str) -> String {
+    if let Some(rest) = key.strip_prefix("model.language_model.") {
+        format!("model.{rest}")
+    } else if let Some(rest) = key.strip_prefix("model.visual.") {
+        format!("visual.{rest}")
+    } else {
+        key.to_string()
+    }
+}
+
+fn checkpoint_error(path: &Path, message: impl Into<String>) -> EngineError {
+    EngineError::Checkpoint {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// The safetensors files of a checkpoint directory, sharded or not.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text =
+            std::fs::read_to_string(&index).map_err(|e| checkpoint_error(&index, e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| checkpoint_error(&index, e.to_string()))?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| checkpoint_error(&index, "no `weight_map`"))?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        files.sort();
+        files.dedup();
+        let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+        if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+            return Err(checkpoint_error(
+                missing,
+                "shard listed in the index is missing",
+            ));
+        }
+        return Ok(paths);
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    Err(checkpoint_error(
+        dir,
+        "neither model.safetensors nor model.safetensors.index.json found",
+    ))
+}
+
+fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
+    Some(match dtype {
+        safetensors::Dtype::F32 => Kind::Float,
+        safetensors::Dtype::BF16 => Kind::BFloat16,
+        safetensors::Dtype::F16 => Kind::Half,
+        safetensors::Dtype::F64 => Kind::Double,
+        safetensors::Dtype::I64 => Kind::Int64,
+        _ => return None,
+    })
+}
+
+impl Checkpoint {
+    /// Reads every shard of `dir`. Tensors are converted to `dtype` on `device` when taken.
+    pub fn open(dir: &Path, dtype: Kind, device: Device) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        let mut hub_layout = false;
+        for file in safetensors_files(dir)? {
+            let bytes = std::fs::read(&file).map_err(|e| checkpoint_error(&file, e.to_string()))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| checkpoint_error(&file, format!("not a safetensors file: {e}")))?;
+            for (name, view) in st.tensors() {
+                let kind = kind_of(view.dtype()).ok_or_else(|| {
+                    checkpoint_error(
+                        &file,
+                        format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
+                    )
+                })?;
+                let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+                let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+                let canonical = canonical_key(&name);
+                hub_layout |= canonical != name;
+                tensors.insert(canonical, tensor);
+            }
+        }
+        Ok(Checkpoint {
+            tensors,
+            dtype,
+            device,
+            hub_layout,
+        })
+    }
+
+    /// Builds a checkpoint from tensors already in memory (used by tools that make weights).
+    pub fn from_tensors(tensors: HashMap<String, Tensor>, dtype: Kind, device: Device) -> Self {
+        let hub_layout = tensors.keys().any(|k| canonical_key(k) != *k);
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, v)| (canonical_key(&k), v))
+            .collect();
+        Checkpoint {
+            tensors,
+            dtype,
+            device,
+            hub_layout,
+        }
+    }
+
+    pub fn dtype(&self) -> Kind {
+        self.dtype
+    }
+    pub fn device(&self) -> Device {
+        self.device
+    }
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    /// The tensor named `key` with exactly `shape`, in the model dtype on the model device.
+    pub fn get(&self, key: &str, shape: &[i64]) -> Result<Tensor> {
+        let tensor = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| EngineError::MissingTensor {
+                key: self.file_key(key),
+            })?;
+        if tensor.size() != shape {
+            return Err(EngineError::TensorShape {
+                key: self.file_key(key),
+                expected: shape.to_vec(),
+                actual: tensor.size(),
+            });
+        }
+        Ok(tensor
+            .to_device(self.device)
+            .to_kind(self.dtype)
+            .contiguous())
+    }
+
+    /// `key` as the checkpoint's files spell it, for error messages.
+    pub fn file_key(&self, key: &str) -> String {
+        if self.hub_layout {
+            hub_key(key)
+        } else {
+            key.to_string()
+        }
+    }
+
+    /// A view rooted at `prefix`, for building the module tree like the key tree.
+    pub fn root(&self) -> WeightPath<'_> {
+        WeightPath {
+            checkpoint: self,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// A position in the key tree: `vs.pp("model").pp("layers").pp(3)`.
+#[derive(Clone)]
+pub struct WeightPath<'a> {
+    checkpoint: &'a Checkpoint,
+    prefix: String,
+}
+
+impl<'a> WeightPath<'a> {
+    pub fn pp(&self, name: impl std::fmt::Display) -> WeightPath<'a> {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        WeightPath {
+            checkpoint: self.checkpoint,
+            prefix,
+        }
+    }
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+    pub fn get(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        self.checkpoint.get(&self.key(name), shape)
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.checkpoint.contains(&self.key(name))
+    }
+    pub fn checkpoint(&self) -> &'a Checkpoint {
+        self.checkpoint
+    }
+}
