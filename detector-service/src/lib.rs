@@ -1,6 +1,169 @@
-//! The SLC edge service. The HTTP layer lands with the edge-service issue.
+//! The SLC edge service (`slc-detector serve`): the concept registry, test-time detection with
+//! the small VLM, an OpenAI-compatible endpoint and the app's `/v1/ask` entry point.
+//!
+//! Shape: [`app`] builds the router from an [`AppState`]; [`run`] serves it on a listener until
+//! a shutdown future resolves; `main.rs` only parses the config and wires the engine.
+
+pub mod config;
+pub mod detection;
+pub mod embedding;
+pub mod error;
+pub mod extract;
+pub mod images;
+pub mod metrics;
+pub mod middleware;
+pub mod model;
+pub mod openai_types;
+pub mod openapi;
+pub mod pseudonyms;
+pub mod reasoner_client;
+pub mod registry;
+pub mod routes;
+pub mod state;
+pub mod workers;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::ServeConfig;
+use crate::error::ApiError;
+use crate::images::ImageLimits;
+use crate::metrics::Metrics;
+use crate::model::{AdapterChooser, ModelLoader};
+use crate::reasoner_client::ReasonerClient;
+use crate::registry::{Registry, RegistryError, RegistryOptions};
+pub use crate::state::{AppInner, AppState, Limits};
+use crate::workers::WorkerPool;
 
 /// Whether libtorch can see a CUDA device from this binary.
 pub fn cuda_available() -> bool {
     tch::Cuda::is_available()
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The router with every route and layer.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/v1/concepts",
+            post(routes::concepts::create_concept).get(routes::concepts::list_concepts),
+        )
+        .route(
+            "/v1/concepts/{id}",
+            get(routes::concepts::get_concept)
+                .put(routes::concepts::update_concept)
+                .delete(routes::concepts::delete_concept),
+        )
+        .route(
+            "/v1/concepts/{id}/images/{n}",
+            get(routes::concepts::get_concept_image),
+        )
+        .route("/v1/detect", post(routes::detect::detect))
+        .route("/v1/ask", post(routes::ask::ask))
+        .route("/v1/chat/completions", post(routes::chat::chat_completions))
+        .route("/v1/models", get(routes::chat::list_models))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::InvalidRequest("method not allowed on this route".into())
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::record_request_metrics,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_api_key,
+        ))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
+    api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %request.uri(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (graceful shutdown).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("opening the concept registry: {0}")]
+    Registry(#[from] RegistryError),
+}
+
+/// Everything that is not the models themselves, built from the config.
+pub async fn build_state(
+    config: &ServeConfig,
+    loader: Arc<dyn ModelLoader>,
+    adapter_chooser: Arc<dyn AdapterChooser>,
+    registry_options: RegistryOptions,
+) -> Result<AppState, StartupError> {
+    let registry = Registry::connect(&config.database_url, registry_options).await?;
+    let metrics = Metrics::new();
+    let workers = WorkerPool::start(loader, config.workers, config.queue_size, metrics.clone());
+    Ok(AppState::new(AppInner {
+        registry,
+        workers,
+        adapter_chooser,
+        reasoner: ReasonerClient::new(
+            &config.reasoner_url,
+            config.reasoner_api_key.clone(),
+            config.reasoner_timeout(),
+        ),
+        metrics,
+        limits: Limits {
+            image: ImageLimits {
+                max_pixels: config.max_image_pixels,
+            },
+            max_body_bytes: config.max_body_bytes,
+            max_concepts_per_request: config.max_concepts_per_request,
+            max_images_per_concept: config.max_images_per_concept,
+            max_description_chars: 4000,
+            request_deadline: config.request_deadline(),
+            detect_max_tokens: config.detect_max_tokens,
+        },
+        api_keys: config
+            .api_keys
+            .iter()
+            .map(|key| key.trim().to_string())
+            .filter(|key| !key.is_empty())
+            .collect(),
+    }))
 }

@@ -1,7 +1,90 @@
-fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--version") {
-        println!("slc-detector {}", env!("CARGO_PKG_VERSION"));
-        return;
+//! `slc-detector`: parses the config and hands over to the library.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use slc_detector::config::{Cli, Command, ServeConfig};
+use slc_detector::embedding::CosineAdapterChooser;
+use slc_detector::model::{EdgeModels, ModelError, ModelLoader};
+use slc_detector::registry::RegistryOptions;
+
+/// Stands in until the tch engine (crate `slc-engine`) is wired: it fails to load with a
+/// clear reason, so `/readyz` says why and model routes answer 503 while the registry works.
+struct EngineNotWired {
+    model_dir: std::path::PathBuf,
+}
+
+impl ModelLoader for EngineNotWired {
+    fn load(&self) -> Result<EdgeModels, ModelError> {
+        Err(ModelError::Failed(format!(
+            "this build has no engine wired to load {}",
+            self.model_dir.display()
+        )))
     }
-    println!("{{\"cuda_available\": {}}}", slc_detector::cuda_available());
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", slc_detector::openapi::openapi_json());
+            Ok(())
+        }
+        Command::Serve(config) => serve(*config).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    init_tracing(config.log_json);
+    let loader = Arc::new(EngineNotWired {
+        model_dir: config.model_dir.clone(),
+    });
+    let state = slc_detector::build_state(
+        &config,
+        loader,
+        Arc::new(CosineAdapterChooser::default()),
+        RegistryOptions::default(),
+    )
+    .await
+    .context("starting slc-detector")?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    tracing::info!(address = %listener.local_addr()?, "slc-detector listening");
+    let registry = state.registry.clone();
+    slc_detector::run(listener, slc_detector::app(state), shutdown_signal()).await?;
+    registry.close().await;
+    Ok(())
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -50,3 +50,12 @@ pub struct AskTimings {
     pub reason_ms: f64,
     pub total_ms: f64,
 }
+
+/// The body of a failed `/v1/ask` (502/504 when the reasoner is unreachable or too slow):
+/// the usual error, plus the local detection when it ran, so the app still has the cues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AskFailure {
+    pub error: crate::error::ErrorDetail,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<DetectResponse>,
+}

@@ -1,3 +1,13 @@
 //! The detector crate's one integration test binary.
 
+mod ask;
+mod atomicity;
+mod bad_input;
+mod chat;
+mod concepts_http;
+mod detect;
+mod doubles;
+mod helpers;
+mod operations;
+mod registry;
 mod runtime_links;

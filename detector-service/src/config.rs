@@ -1,0 +1,147 @@
+//! The one clap configuration of the `slc-detector` binary. Every flag has an env var and a
+//! default that works on a laptop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "slc-detector", version, about = "The SLC edge service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands. Other helpers add theirs (`generate`, `embed`, `meta-train`) next to these.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(Box<ServeConfig>),
+    /// Print the OpenAPI 3.1 document of the HTTP API.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "SLC_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Hugging Face directory of the small VLM (Qwen2.5-VL).
+    #[arg(
+        long,
+        env = "SLC_MODEL_DIR",
+        default_value = "models/Qwen2.5-VL-3B-Instruct"
+    )]
+    pub model_dir: PathBuf,
+
+    /// Directory of the meta-concept adapter bank (`dictionary.json` + PEFT adapters).
+    /// Without it the base model runs without adapters.
+    #[arg(long, env = "SLC_ADAPTER_BANK")]
+    pub adapter_bank: Option<PathBuf>,
+
+    /// Hugging Face directory of the CLIP vision model used for concept embeddings.
+    #[arg(
+        long,
+        env = "SLC_CLIP_DIR",
+        default_value = "models/clip-vit-large-patch14"
+    )]
+    pub clip_dir: PathBuf,
+
+    /// Concept registry: `sqlite://FILE?mode=rwc` or `postgres://...`.
+    #[arg(
+        long,
+        env = "SLC_DATABASE_URL",
+        default_value = "sqlite://slc-detector.db?mode=rwc"
+    )]
+    pub database_url: String,
+
+    /// Base URL of the cloud reasoner (`slc-reasoner serve`).
+    #[arg(
+        long,
+        env = "SLC_REASONER_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub reasoner_url: String,
+
+    /// Bearer key this edge presents to the reasoner.
+    #[arg(long, env = "SLC_REASONER_API_KEY", hide_env_values = true)]
+    pub reasoner_api_key: Option<String>,
+
+    /// Seconds to wait for the reasoner before answering 504.
+    #[arg(long, env = "SLC_REASONER_TIMEOUT_SECS", default_value_t = 120.0)]
+    pub reasoner_timeout_secs: f64,
+
+    /// Bearer keys accepted from clients, comma separated. Empty: no authentication.
+    #[arg(
+        long,
+        env = "SLC_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Requests waiting for the model beyond this many are refused with 429.
+    #[arg(long, env = "SLC_QUEUE_SIZE", default_value_t = 16)]
+    pub queue_size: usize,
+
+    /// Model worker threads, each owning one copy of the model.
+    #[arg(long, env = "SLC_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+
+    /// Seconds a request may take in total (queue + model) before 504.
+    #[arg(long, env = "SLC_REQUEST_DEADLINE_SECS", default_value_t = 300.0)]
+    pub request_deadline_secs: f64,
+
+    /// Largest decoded image, in pixels; checked from the header before decoding.
+    #[arg(long, env = "SLC_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// Largest request body in bytes (413 beyond it).
+    #[arg(long, env = "SLC_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most concepts in one detect/ask request.
+    #[arg(long, env = "SLC_MAX_CONCEPTS_PER_REQUEST", default_value_t = 16)]
+    pub max_concepts_per_request: usize,
+
+    /// Most reference images per concept.
+    #[arg(long, env = "SLC_MAX_IMAGES_PER_CONCEPT", default_value_t = 10)]
+    pub max_images_per_concept: usize,
+
+    /// Most new tokens for one cue set.
+    #[arg(long, env = "SLC_DETECT_MAX_TOKENS", default_value_t = 512)]
+    pub detect_max_tokens: u32,
+
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "SLC_DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, env = "SLC_DTYPE", default_value = "f32")]
+    pub dtype: String,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "SLC_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl ServeConfig {
+    pub fn request_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.request_deadline_secs)
+    }
+
+    pub fn reasoner_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.reasoner_timeout_secs)
+    }
+
+    /// The laptop defaults, as `slc-detector serve` with no flags and no env would get them.
+    pub fn defaults() -> Self {
+        match Cli::parse_from(["slc-detector", "serve"]).command {
+            Command::Serve(config) => *config,
+            Command::Openapi => unreachable!("parsed `serve`"),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Test-time detection (paper section 3.2.1, appendix B.1): the Table 6 prompt, the JSON
+//! schema that constrains decoding to exactly the requested concepts, and the validation that
+//! normalizes the model's output to the cue-set schema.
+
+use serde_json::{Map, Value, json};
+use shared_types::{Cue, CueSet};
+
+/// Table 6's system prompt, verbatim. The paper typesets the concept placeholders in LaTeX
+/// (`⟨concept_id⟩`); they are written here as the plain `<concept_id>` the model sees, and the
+/// arrow as `→`. The quotation marks, the unbalanced quotes in the location examples and the
+/// trailing commas of the example object are the paper's.
+pub const TABLE6_SYSTEM_PROMPT: &str = "You are a high-precision concept detector.
+
+Task
+
+You should inspect the image and output **one** JSON object that **covers every** concept in the **Concept List** provided by the user while conforming to the schema below.
+
+For each concept <concept_id> in the list:
+
+- If *visible*, set:
+ - “present”: `true`
+ - “location-absolute”: “concise area, e.g. “top-left quadrant”
+ - “location-relative”: “spatial relation, e.g. “to the left of the person in black suit”
+- If *not visible*, set:
+ - “present”: `false` → omit all other keys
+
+The final output should be a JSON object like: {
+  <concept_id_1>: {
+    “present”: <boolean>,
+    “location-absolute”: <string> or “”,
+    “location-relative”: <string> or “”,
+  },
+  <concept_id_2>: {
+    “present”: <boolean>,
+    “location-absolute”: <string> or “”,
+    “location-relative”: <string> or “”,
+  }
+  ...
+}
+
+Rules
+
+- Output plain English text only—no Markdown, no code fences.
+- Keep every concept ID enclosed in angle brackets (<>).
+- If `present = false`, omit all other keys.
+- Boolean literals must be lowercase `true/false`.
+- Do not add any extra keys, comments, or explanatory text.";
+
+/// Table 6's user prompt: `Concept List` followed by one `<id>: description` line per concept.
+pub fn table6_user_text(concepts: &[(String, String)]) -> String {
+    let lines: Vec<String> = concepts
+        .iter()
+        .map(|(bracketed_id, description)| format!("{bracketed_id}: {description}"))
+        .collect();
+    format!("Concept List\n\n{}", lines.join("\n"))
+}
+
+/// The JSON schema of a cue set for exactly these bracketed ids: every id required, no other
+/// key; a present concept carries both locations, an absent one carries nothing else.
+pub fn cue_set_schema(bracketed_ids: &[String]) -> Value {
+    let present = json!({
+        "type": "object",
+        "properties": {
+            "present": {"const": true},
+            "location-absolute": {"type": "string"},
+            "location-relative": {"type": "string"}
+        },
+        "required": ["present", "location-absolute", "location-relative"],
+        "additionalProperties": false
+    });
+    let absent = json!({
+        "type": "object",
+        "properties": {"present": {"const": false}},
+        "required": ["present"],
+        "additionalProperties": false
+    });
+    let mut properties = Map::new();
+    for id in bracketed_ids {
+        properties.insert(id.clone(), json!({"anyOf": [present, absent]}));
+    }
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": bracketed_ids,
+        "additionalProperties": false
+    })
+}
+
+/// Parses the model's text and normalizes it to the cue-set schema for `bracketed_ids`:
+/// every requested id present, nothing else, `present: false` without locations, empty
+/// location strings dropped.
+pub fn normalize_cue_set(text: &str, bracketed_ids: &[String]) -> Result<CueSet, String> {
+    let value: Value = serde_json::from_str(text.trim())
+        .map_err(|error| format!("not JSON ({error}): {text:?}"))?;
+    let Value::Object(object) = value else {
+        return Err(format!("not a JSON object: {text:?}"));
+    };
+    for key in object.keys() {
+        if !bracketed_ids.contains(key) {
+            return Err(format!("unrequested key {key:?}"));
+        }
+    }
+    let mut cues = CueSet::new();
+    for id in bracketed_ids {
+        let entry = object
+            .get(id)
+            .ok_or_else(|| format!("missing concept {id}"))?;
+        let Value::Object(fields) = entry else {
+            return Err(format!("{id} is not an object"));
+        };
+        for key in fields.keys() {
+            if !matches!(
+                key.as_str(),
+                "present" | "location-absolute" | "location-relative"
+            ) {
+                return Err(format!("{id} has an extra key {key:?}"));
+            }
+        }
+        let present = fields
+            .get("present")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| format!("{id} has no boolean \"present\""))?;
+        let location = |key: &str| -> Result<Option<String>, String> {
+            match fields.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+                Some(Value::String(text)) => Ok(Some(text.trim().to_string())),
+                Some(other) => Err(format!("{id}.{key} is not a string: {other}")),
+            }
+        };
+        let cue = if present {
+            Cue {
+                present: true,
+                location_absolute: location("location-absolute")?,
+                location_relative: location("location-relative")?,
+            }
+        } else {
+            Cue::default()
+        };
+        cues.insert(id.clone(), cue);
+    }
+    Ok(cues)
+}
+
+/// `bo` or `<bo>` → `bo`, validated as 1–64 of `[A-Za-z0-9_-]`.
+pub fn bare_concept_id(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let bare = trimmed
+        .strip_prefix('<')
+        .and_then(|rest| rest.strip_suffix('>'))
+        .unwrap_or(trimmed);
+    let valid = (1..=64).contains(&bare.len())
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(bare.to_string())
+    } else {
+        Err(format!(
+            "invalid concept id {raw:?}: use 1 to 64 of A-Z, a-z, 0-9, '_' and '-'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn absent_concepts_lose_their_locations_and_empty_strings_are_dropped() {
+        let text = r#"{"<bo>": {"present": false, "location-absolute": "left"},
+                       "<mam>": {"present": true, "location-absolute": "center", "location-relative": ""}}"#;
+        let cues = normalize_cue_set(text, &ids(&["<bo>", "<mam>"])).unwrap();
+        assert_eq!(cues["<bo>"], Cue::default());
+        assert_eq!(cues["<mam>"].location_absolute.as_deref(), Some("center"));
+        assert_eq!(cues["<mam>"].location_relative, None);
+    }
+
+    #[test]
+    fn missing_extra_and_mistyped_entries_are_rejected() {
+        let two = ids(&["<bo>", "<mam>"]);
+        assert!(normalize_cue_set(r#"{"<bo>": {"present": false}}"#, &two).is_err());
+        assert!(
+            normalize_cue_set(
+                r#"{"<bo>": {"present": false}, "<mam>": {"present": false}, "<x>": {"present": false}}"#,
+                &two
+            )
+            .is_err()
+        );
+        assert!(
+            normalize_cue_set(
+                r#"{"<bo>": {"present": "yes"}, "<mam>": {"present": false}}"#,
+                &two
+            )
+            .is_err()
+        );
+        assert!(normalize_cue_set("not json", &two).is_err());
+    }
+
+    #[test]
+    fn identifiers_are_validated() {
+        assert_eq!(bare_concept_id("<bo>").unwrap(), "bo");
+        assert_eq!(bare_concept_id("shiba-sleep_2").unwrap(), "shiba-sleep_2");
+        assert!(bare_concept_id("").is_err());
+        assert!(bare_concept_id("<>").is_err());
+        assert!(bare_concept_id("a b").is_err());
+        assert!(bare_concept_id(&"x".repeat(65)).is_err());
+        assert!(bare_concept_id(&"x".repeat(64)).is_ok());
+    }
+}

@@ -1,0 +1,55 @@
+//! The shared state every handler gets: registry, model workers, adapter choice, reasoner
+//! client, metrics and limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::images::ImageLimits;
+use crate::metrics::Metrics;
+use crate::model::AdapterChooser;
+use crate::reasoner_client::ReasonerClient;
+use crate::registry::Registry;
+use crate::workers::WorkerPool;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub image: ImageLimits,
+    pub max_body_bytes: usize,
+    pub max_concepts_per_request: usize,
+    pub max_images_per_concept: usize,
+    pub max_description_chars: usize,
+    pub request_deadline: Duration,
+    pub detect_max_tokens: u32,
+}
+
+pub struct AppInner {
+    pub registry: Registry,
+    pub workers: Arc<WorkerPool>,
+    pub adapter_chooser: Arc<dyn AdapterChooser>,
+    pub reasoner: ReasonerClient,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    /// Accepted client bearer keys; empty means no authentication.
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: AppInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+
+    /// When a request arriving now must be finished.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.limits.request_deadline
+    }
+}

@@ -1,0 +1,353 @@
+//! Model worker threads behind a bounded queue.
+//!
+//! Each worker thread builds and owns its own copy of the models (tch tensors must not be
+//! shared between threads without care, and the engine's caches are per model). Handlers
+//! enqueue jobs with a deadline and await a oneshot reply. A full queue is refused at once
+//! (429), a job whose deadline passed or whose client went away while it waited is dropped
+//! before it reaches the model, and generation stops early when nobody waits for it any more.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::model::{
+    EdgeModels, GenerationOutput, GenerationRequest, ModelError, ModelLoader, PromptImage,
+    TokenControl,
+};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkerError {
+    #[error("queue full")]
+    QueueFull { retry_after_secs: u64 },
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("client gone")]
+    ClientGone,
+    #[error("{0}")]
+    Model(String),
+    #[error("unknown adapter {0}")]
+    UnknownAdapter(String),
+}
+
+impl From<ModelError> for WorkerError {
+    fn from(error: ModelError) -> Self {
+        match error {
+            ModelError::UnknownAdapter(name) => WorkerError::UnknownAdapter(name),
+            ModelError::Failed(why) => WorkerError::Model(why),
+        }
+    }
+}
+
+/// Names the loaded models answer to, known once the first worker has loaded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelCatalog {
+    pub base_model: String,
+    pub adapters: Vec<String>,
+    pub clip_model: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Readiness {
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+type GenerationReply = oneshot::Sender<Result<GenerationOutput, WorkerError>>;
+type EmbeddingReply = oneshot::Sender<Result<Vec<Vec<f32>>, WorkerError>>;
+
+enum JobKind {
+    Generate {
+        request: Box<GenerationRequest>,
+        /// Decoded text pieces, for streaming responses.
+        pieces: Option<mpsc::UnboundedSender<String>>,
+        reply: GenerationReply,
+    },
+    Embed {
+        images: Vec<PromptImage>,
+        reply: EmbeddingReply,
+    },
+}
+
+struct Job {
+    kind: JobKind,
+    deadline: Instant,
+}
+
+/// A generation whose text arrives piece by piece.
+pub struct StreamingGeneration {
+    pub pieces: mpsc::UnboundedReceiver<String>,
+    pub finished: oneshot::Receiver<Result<GenerationOutput, WorkerError>>,
+}
+
+pub struct WorkerPool {
+    sender: SyncSender<Job>,
+    depth: Arc<AtomicUsize>,
+    readiness: Arc<Mutex<Readiness>>,
+    catalog: Arc<RwLock<ModelCatalog>>,
+    metrics: Metrics,
+}
+
+struct WorkerShared {
+    receiver: Mutex<Receiver<Job>>,
+    depth: Arc<AtomicUsize>,
+    readiness: Arc<Mutex<Readiness>>,
+    catalog: Arc<RwLock<ModelCatalog>>,
+    workers_ready: AtomicUsize,
+    worker_count: usize,
+    metrics: Metrics,
+}
+
+impl WorkerPool {
+    /// Starts `workers` threads that each load the models, warm them up, then serve jobs.
+    pub fn start(
+        loader: Arc<dyn ModelLoader>,
+        workers: usize,
+        queue_size: usize,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let (sender, receiver) = sync_channel(queue_size.max(1));
+        let depth = Arc::new(AtomicUsize::new(0));
+        let readiness = Arc::new(Mutex::new(Readiness::Loading));
+        let catalog = Arc::new(RwLock::new(ModelCatalog::default()));
+        let shared = Arc::new(WorkerShared {
+            receiver: Mutex::new(receiver),
+            depth: depth.clone(),
+            readiness: readiness.clone(),
+            catalog: catalog.clone(),
+            workers_ready: AtomicUsize::new(0),
+            worker_count: workers.max(1),
+            metrics: metrics.clone(),
+        });
+        for index in 0..workers.max(1) {
+            let shared = shared.clone();
+            let loader = loader.clone();
+            std::thread::Builder::new()
+                .name(format!("slc-model-{index}"))
+                .spawn(move || worker_main(index, loader, shared))
+                .expect("spawning a model worker thread");
+        }
+        Arc::new(WorkerPool {
+            sender,
+            depth,
+            readiness,
+            catalog,
+            metrics,
+        })
+    }
+
+    /// `Ok` once every worker has loaded and warmed its models.
+    pub fn readiness(&self) -> Result<(), String> {
+        match &*self.readiness.lock().unwrap() {
+            Readiness::Ready => Ok(()),
+            Readiness::Loading => Err("the models are still loading".into()),
+            Readiness::Failed(why) => Err(format!("loading the models failed: {why}")),
+        }
+    }
+
+    pub fn catalog(&self) -> ModelCatalog {
+        self.catalog.read().unwrap().clone()
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::SeqCst)
+    }
+
+    fn enqueue(&self, kind: JobKind, deadline: Instant) -> Result<(), WorkerError> {
+        self.readiness().map_err(WorkerError::NotReady)?;
+        self.depth.fetch_add(1, Ordering::SeqCst);
+        match self.sender.try_send(Job { kind, deadline }) {
+            Ok(()) => {
+                self.metrics.queue_depth.set(self.queue_depth() as i64);
+                Ok(())
+            }
+            Err(error) => {
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                match error {
+                    TrySendError::Full(_) => Err(WorkerError::QueueFull {
+                        retry_after_secs: 1,
+                    }),
+                    TrySendError::Disconnected(_) => Err(WorkerError::NotReady(
+                        "the model workers have stopped".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    pub async fn generate(
+        &self,
+        request: GenerationRequest,
+        deadline: Instant,
+    ) -> Result<GenerationOutput, WorkerError> {
+        let (reply, finished) = oneshot::channel();
+        self.enqueue(
+            JobKind::Generate {
+                request: Box::new(request),
+                pieces: None,
+                reply,
+            },
+            deadline,
+        )?;
+        await_reply(finished, deadline).await
+    }
+
+    pub fn generate_streaming(
+        &self,
+        request: GenerationRequest,
+        deadline: Instant,
+    ) -> Result<StreamingGeneration, WorkerError> {
+        let (reply, finished) = oneshot::channel();
+        let (pieces_sender, pieces) = mpsc::unbounded_channel();
+        self.enqueue(
+            JobKind::Generate {
+                request: Box::new(request),
+                pieces: Some(pieces_sender),
+                reply,
+            },
+            deadline,
+        )?;
+        Ok(StreamingGeneration { pieces, finished })
+    }
+
+    pub async fn embed(
+        &self,
+        images: Vec<PromptImage>,
+        deadline: Instant,
+    ) -> Result<Vec<Vec<f32>>, WorkerError> {
+        let (reply, finished) = oneshot::channel();
+        self.enqueue(JobKind::Embed { images, reply }, deadline)?;
+        await_reply(finished, deadline).await
+    }
+}
+
+/// Waits for a worker's reply until the deadline. Dropping the receiver (deadline, or the
+/// handler's future dropped because the client went away) is what the worker checks.
+pub async fn await_reply<T>(
+    finished: oneshot::Receiver<Result<T, WorkerError>>,
+    deadline: Instant,
+) -> Result<T, WorkerError> {
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), finished).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(WorkerError::Model("the model worker stopped".into())),
+        Err(_) => Err(WorkerError::DeadlineExceeded),
+    }
+}
+
+fn worker_main(index: usize, loader: Arc<dyn ModelLoader>, shared: Arc<WorkerShared>) {
+    let mut models = match load_and_warm(loader.as_ref()) {
+        Ok(models) => models,
+        Err(error) => {
+            tracing::error!(worker = index, %error, "loading the models failed");
+            *shared.readiness.lock().unwrap() = Readiness::Failed(error.to_string());
+            return;
+        }
+    };
+    {
+        let mut catalog = shared.catalog.write().unwrap();
+        if catalog.base_model.is_empty() {
+            *catalog = ModelCatalog {
+                base_model: models.vlm.base_model_name(),
+                adapters: models.vlm.adapter_names(),
+                clip_model: models.embedder.clip_model_name(),
+            };
+        }
+    }
+    if shared.workers_ready.fetch_add(1, Ordering::SeqCst) + 1 == shared.worker_count {
+        let mut readiness = shared.readiness.lock().unwrap();
+        if *readiness == Readiness::Loading {
+            *readiness = Readiness::Ready;
+        }
+        tracing::info!("all model workers are loaded and warm");
+    }
+    loop {
+        let job = {
+            let receiver = shared.receiver.lock().unwrap();
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let depth = shared.depth.fetch_sub(1, Ordering::SeqCst) - 1;
+        shared.metrics.queue_depth.set(depth as i64);
+        run_job(&mut models, job, &shared.metrics);
+    }
+}
+
+fn load_and_warm(loader: &dyn ModelLoader) -> Result<EdgeModels, ModelError> {
+    let mut models = loader.load()?;
+    models.vlm.warm_up()?;
+    Ok(models)
+}
+
+fn run_job(models: &mut EdgeModels, job: Job, metrics: &Metrics) {
+    let deadline = job.deadline;
+    match job.kind {
+        JobKind::Generate {
+            request,
+            pieces,
+            reply,
+        } => {
+            if let Some(reason) = skip_reason(deadline, reply.is_closed()) {
+                metrics.dropped_requests.with_label_values(&[reason]).inc();
+                let _ = reply.send(Err(WorkerError::DeadlineExceeded));
+                return;
+            }
+            let mut deadline_hit = false;
+            let mut on_text = |piece: &str| {
+                if Instant::now() >= deadline {
+                    deadline_hit = true;
+                    return TokenControl::Stop;
+                }
+                if reply.is_closed() {
+                    return TokenControl::Stop;
+                }
+                if let Some(pieces) = &pieces
+                    && pieces.send(piece.to_string()).is_err()
+                {
+                    return TokenControl::Stop;
+                }
+                TokenControl::Continue
+            };
+            let result = models.vlm.generate(&request, &mut on_text);
+            let outcome = match result {
+                Ok(_) if deadline_hit => Err(WorkerError::DeadlineExceeded),
+                Ok(output) => {
+                    metrics.record_generation(&output);
+                    Ok(output)
+                }
+                Err(error) => Err(WorkerError::from(error)),
+            };
+            let _ = reply.send(outcome);
+        }
+        JobKind::Embed { images, reply } => {
+            if let Some(reason) = skip_reason(deadline, reply.is_closed()) {
+                metrics.dropped_requests.with_label_values(&[reason]).inc();
+                let _ = reply.send(Err(WorkerError::DeadlineExceeded));
+                return;
+            }
+            let result = models
+                .embedder
+                .embed_images(&images)
+                .map_err(WorkerError::from);
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Why a queued job must not reach the model, if it must not.
+fn skip_reason(deadline: Instant, client_gone: bool) -> Option<&'static str> {
+    if client_gone {
+        Some("client_gone")
+    } else if Instant::now() >= deadline {
+        Some("deadline")
+    } else {
+        None
+    }
+}

@@ -1,0 +1,376 @@
+//! `/v1/ask` against a scripted reasoner: a real HTTP server on loopback that records what it
+//! received and answers like `slc-reasoner` would.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::{Value, json};
+use shared_types::{
+    Identity, Mode, ReasonRequest, ReasonResponse, ReasonTimings, ReflectionAction, UpstreamStats,
+    Verification, VerifiedField, YesNo,
+};
+
+use crate::helpers::{
+    TestOptions, assert_error, base64_of, fixture, register, solid_png, spawn_app,
+};
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Answer,
+    Sleep(Duration),
+    Fail,
+}
+
+#[derive(Clone)]
+struct ScriptedReasoner {
+    address: SocketAddr,
+    received: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+}
+
+async fn scripted_reasoner(behaviour: Behaviour) -> ScriptedReasoner {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let recorder = received.clone();
+    let router = Router::new().route(
+        "/v1/reason",
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.lock().unwrap().push((headers, body.to_vec()));
+                match behaviour {
+                    Behaviour::Sleep(duration) => tokio::time::sleep(duration).await,
+                    Behaviour::Fail => {
+                        return (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            axum::Json(json!({"error": {"type": "upstream_error", "message": "GPT-4o is down"}})),
+                        );
+                    }
+                    Behaviour::Answer => {}
+                }
+                // Parse strictly: the contract type refuses unknown fields.
+                let request: ReasonRequest = serde_json::from_slice(&body).unwrap();
+                (axum::http::StatusCode::OK, axum::Json(serde_json::to_value(answer_for(&request)).unwrap()))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    ScriptedReasoner { address, received }
+}
+
+/// Answers about the first concept by the id it was given, as the real reasoner would.
+fn answer_for(request: &ReasonRequest) -> ReasonResponse {
+    let first = request
+        .concepts
+        .first()
+        .map(|c| c.id.clone())
+        .unwrap_or_default();
+    let mut identities = BTreeMap::new();
+    let mut actions = BTreeMap::new();
+    for concept in &request.concepts {
+        identities.insert(
+            concept.id.clone(),
+            Identity {
+                category: "a dog".into(),
+                attributes: format!("looks like {}", concept.id),
+            },
+        );
+        actions.insert(concept.id.clone(), ReflectionAction::Kept);
+    }
+    ReasonResponse {
+        answer: format!("{first} is sleeping on the sofa."),
+        mode: request.mode,
+        refined_cues: request.cues.clone(),
+        identities,
+        verifications: vec![Verification {
+            concept: first.clone(),
+            about: VerifiedField::LocationAbsolute,
+            question: format!("Is {first} in the center?"),
+            raw_answer: "Yes.".into(),
+            answer: YesNo::Yes,
+        }],
+        actions,
+        upstream: UpstreamStats {
+            calls: 3,
+            model: "gpt-4o".into(),
+            ..UpstreamStats::default()
+        },
+        timings: ReasonTimings::default(),
+    }
+}
+
+#[tokio::test]
+async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
+    let reasoner = scripted_reasoner(Behaviour::Answer).await;
+    let app = spawn_app(TestOptions {
+        reasoner_url: format!("http://{}", reasoner.address),
+        ..TestOptions::default()
+    })
+    .await;
+    let reference = fixture("bo_train_0.jpg");
+    let reference_two = fixture("bo_train_3.jpg");
+    register(
+        &app,
+        "bo",
+        "<bo> is a Shiba Inu; <mam> is his friend.",
+        &[reference.clone(), reference_two.clone()],
+    )
+    .await;
+    register(
+        &app,
+        "mam",
+        "<mam> is a grey cat.",
+        &[solid_png([128, 128, 128], 8, 8)],
+    )
+    .await;
+    *app.control.present_ids.lock().unwrap() = vec!["<bo>".into()];
+    let query = fixture("bo_test_3.jpg");
+
+    let response = app
+        .client
+        .post(app.url("/v1/ask"))
+        .header("x-request-id", "turn-42")
+        .json(&json!({
+            "image": base64_of(&query),
+            "question": "What is <bo> doing next to <mam>?",
+            "concepts": ["bo", "mam"],
+            "mode": "full",
+            "pseudonymize": true,
+            "batched_verification": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "turn-42");
+    let body: Value = response.json().await.unwrap();
+
+    let received = reasoner.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let (headers, raw) = &received[0];
+    assert_eq!(
+        headers["x-request-id"], "turn-42",
+        "the request id reaches the reasoner"
+    );
+    assert_eq!(headers["authorization"], "Bearer edge-key");
+    let text = String::from_utf8(raw.clone()).unwrap();
+    // Privacy: no reference image in any encoding, no embedding, no real id.
+    for reference_bytes in [&reference, &reference_two] {
+        // A slice from the middle: JPEG headers are alike, the entropy-coded data is not.
+        let encoded = base64_of(reference_bytes);
+        let middle = &encoded[encoded.len() / 2..encoded.len() / 2 + 64];
+        assert!(
+            !text.contains(middle),
+            "reference image bytes reached the cloud"
+        );
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(reference_bytes));
+        assert!(
+            !text.contains(&hash),
+            "reference image hash reached the cloud"
+        );
+    }
+    assert!(!text.contains("embedding"), "{text}");
+    assert!(
+        !text.contains("<bo>") && !text.contains("<mam>"),
+        "real ids leaked: {text}"
+    );
+    let sent: ReasonRequest = serde_json::from_slice(raw).unwrap();
+    assert_eq!(sent.question, "What is <c1> doing next to <c2>?");
+    assert_eq!(sent.concepts[0].id, "<c1>");
+    assert_eq!(
+        sent.concepts[0].description,
+        "<c1> is a Shiba Inu; <c2> is his friend."
+    );
+    assert_eq!(sent.concepts[1].id, "<c2>");
+    assert_eq!(sent.mode, Mode::Full);
+    assert!(sent.options.batched_verification);
+    let cues = sent.cues.as_ref().unwrap();
+    assert!(cues["<c1>"].present && !cues["<c2>"].present);
+    // The query image does cross, byte for byte.
+    assert_eq!(
+        sent.image.as_deref(),
+        Some(format!("data:image/jpeg;base64,{}", base64_of(&query)).as_str())
+    );
+
+    // Everything comes back under the real names.
+    assert_eq!(body["answer"], "<bo> is sleeping on the sofa.");
+    assert_eq!(body["raw_cues"]["<bo>"]["present"], true);
+    assert_eq!(
+        body["detection"]["cues"]["<mam>"],
+        json!({"present": false})
+    );
+    assert_eq!(
+        body["reasoning"]["identities"]["<mam>"]["attributes"],
+        "looks like <mam>"
+    );
+    assert_eq!(
+        body["reasoning"]["verifications"][0]["question"],
+        "Is <bo> in the center?"
+    );
+    assert_eq!(body["reasoning"]["actions"]["<bo>"], "kept");
+    assert_eq!(body["reasoning"]["refined_cues"]["<bo>"]["present"], true);
+    assert_eq!(body["reasoning"]["upstream"]["calls"], 3);
+    assert!(
+        body["timings"]["total_ms"].as_f64().unwrap()
+            >= body["timings"]["reason_ms"].as_f64().unwrap()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn text_only_and_no_detector_modes_skip_detection() {
+    let reasoner = scripted_reasoner(Behaviour::Answer).await;
+    let app = spawn_app(TestOptions {
+        reasoner_url: format!("http://{}", reasoner.address),
+        ..TestOptions::default()
+    })
+    .await;
+    register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
+    let image = base64_of(&solid_png([9, 9, 9], 4, 4));
+    let cases = [
+        json!({"question": "Is <bo> a cat?", "concepts": ["bo"]}),
+        json!({"image": image, "question": "Is <bo> here?", "concepts": ["bo"], "mode": "no_detector"}),
+        json!({"image": image, "question": "Is <bo> here?", "concepts": ["bo"], "mode": "pure"}),
+    ];
+    for case in &cases {
+        let response = app
+            .client
+            .post(app.url("/v1/ask"))
+            .json(case)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert!(body.get("detection").is_none() && body.get("raw_cues").is_none());
+        assert_eq!(
+            body["answer"], "<bo> is sleeping on the sofa.",
+            "no pseudonyms unless asked"
+        );
+    }
+    assert!(app.control.seen().is_empty(), "the small model never ran");
+    let received = reasoner.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 3);
+    let first: ReasonRequest = serde_json::from_slice(&received[0].1).unwrap();
+    assert!(first.image.is_none() && first.cues.is_none());
+    assert_eq!(first.concepts[0].id, "<bo>");
+    let third: ReasonRequest = serde_json::from_slice(&received[2].1).unwrap();
+    assert_eq!(third.mode, Mode::Pure);
+    assert!(third.image.is_some() && third.cues.is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_reasoner_gives_502_with_the_local_detection() {
+    let app = spawn_app(TestOptions::default()).await;
+    register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
+    *app.control.present_ids.lock().unwrap() = vec!["<bo>".into()];
+    let response = app
+        .client
+        .post(app.url("/v1/ask"))
+        .json(&json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "upstream_unreachable");
+    assert_eq!(
+        body["detection"]["cues"]["<bo>"]["location-absolute"],
+        "center"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn slow_reasoner_gives_504_and_failing_reasoner_502() {
+    let slow = scripted_reasoner(Behaviour::Sleep(Duration::from_secs(5))).await;
+    let app = spawn_app(TestOptions {
+        reasoner_url: format!("http://{}", slow.address),
+        reasoner_timeout_secs: 0.5,
+        ..TestOptions::default()
+    })
+    .await;
+    register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
+    let body = json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"]});
+    let response = app
+        .client
+        .post(app.url("/v1/ask"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let failure: Value = response.json().await.unwrap();
+    assert_eq!(failure["error"]["type"], "upstream_timeout");
+    assert_eq!(
+        failure["detection"]["cues"]["<bo>"],
+        json!({"present": false})
+    );
+    app.stop().await;
+
+    let failing = scripted_reasoner(Behaviour::Fail).await;
+    let app = spawn_app(TestOptions {
+        reasoner_url: format!("http://{}", failing.address),
+        ..TestOptions::default()
+    })
+    .await;
+    register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
+    let response = app
+        .client
+        .post(app.url("/v1/ask"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let message = assert_error(response, 502, "upstream_error").await;
+    assert!(message.contains("GPT-4o is down"), "{message}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ask_streams_detection_then_answer() {
+    let reasoner = scripted_reasoner(Behaviour::Answer).await;
+    let app = spawn_app(TestOptions {
+        reasoner_url: format!("http://{}", reasoner.address),
+        ..TestOptions::default()
+    })
+    .await;
+    register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
+    let response = app
+        .client
+        .post(app.url("/v1/ask"))
+        .json(&json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = response.text().await.unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events, ["detection", "answer", "done"], "{text}");
+    assert!(text.contains("data: <bo> is sleeping on the sofa."));
+    let done = text
+        .split("event: done\ndata: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    let done: Value = serde_json::from_str(done).unwrap();
+    assert_eq!(done["answer"], "<bo> is sleeping on the sofa.");
+    app.stop().await;
+}

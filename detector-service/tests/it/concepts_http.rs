@@ -1,0 +1,263 @@
+//! The concept registry over HTTP, on SQLite and PostgreSQL.
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestOptions, assert_error, base64_of, data_url, fixture, fresh_postgres_schema, postgres_url,
+    register, solid_png, spawn_app,
+};
+
+async fn concept_lifecycle(options: TestOptions) {
+    let app = spawn_app(options).await;
+    let photo_a = fixture("bo_train_0.jpg");
+    let photo_b = fixture("bo_train_3.jpg");
+    let response = app
+        .client
+        .post(app.url("/v1/concepts"))
+        .json(&json!({
+            "id": "<bo>",
+            "description": "  <bo> is a Shiba Inu with a black collar. ",
+            "images": [data_url(&photo_a, "image/jpeg"), base64_of(&photo_b)],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["location"], "/v1/concepts/bo");
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["id"], "bo");
+    assert_eq!(
+        created["description"],
+        "<bo> is a Shiba Inu with a black collar."
+    );
+    assert_eq!(created["images"][0]["content_type"], "image/jpeg");
+    assert_eq!(
+        created["images"][1]["sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&photo_b))
+    );
+    assert!(
+        created.get("embedding").is_none(),
+        "embeddings never leave the edge"
+    );
+    assert_eq!(*app.control.embedded_images.lock().unwrap(), 2);
+
+    // The stored image comes back byte for byte.
+    let image = app
+        .client
+        .get(app.url("/v1/concepts/bo/images/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/jpeg");
+    assert_eq!(image.bytes().await.unwrap().to_vec(), photo_b);
+    assert_error(
+        app.client
+            .get(app.url("/v1/concepts/bo/images/2"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+
+    // Multipart registration with file parts.
+    let form = Form::new()
+        .text("id", "mam")
+        .text("description", "<mam> is a grey tabby cat.")
+        .part(
+            "images",
+            Part::bytes(solid_png([120, 120, 120], 8, 8)).file_name("a.png"),
+        )
+        .part(
+            "images",
+            Part::bytes(solid_png([90, 90, 90], 8, 8)).file_name("b.png"),
+        );
+    let response = app
+        .client
+        .post(app.url("/v1/concepts"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+
+    let listed: Value = app
+        .client
+        .get(app.url("/v1/concepts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["concepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bo", "mam"]);
+
+    let one: Value = app
+        .client
+        .get(app.url("/v1/concepts/mam"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["images"].as_array().unwrap().len(), 2);
+
+    // Duplicate id → 409.
+    let duplicate = app
+        .client
+        .post(app.url("/v1/concepts"))
+        .json(&json!({"id": "bo", "description": "x", "images": [base64_of(&photo_a)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(duplicate, 409, "concept_exists").await;
+
+    // PUT replaces the description, then the images.
+    let updated: Value = app
+        .client
+        .put(app.url("/v1/concepts/bo"))
+        .json(&json!({"description": "<bo> sleeps a lot."}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(updated["description"], "<bo> sleeps a lot.");
+    assert_eq!(updated["images"].as_array().unwrap().len(), 2);
+    let replaced: Value = app
+        .client
+        .put(app.url("/v1/concepts/bo"))
+        .json(&json!({"description": "<bo> sleeps.", "images": [base64_of(&photo_a)]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replaced["images"].as_array().unwrap().len(), 1);
+    assert_error(
+        app.client
+            .put(app.url("/v1/concepts/rex"))
+            .json(&json!({"description": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "unknown_concept",
+    )
+    .await;
+
+    let deleted = app
+        .client
+        .delete(app.url("/v1/concepts/bo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_error(
+        app.client
+            .get(app.url("/v1/concepts/bo"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "unknown_concept",
+    )
+    .await;
+    assert_error(
+        app.client
+            .delete(app.url("/v1/concepts/bo"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "unknown_concept",
+    )
+    .await;
+    assert_eq!(app.state.registry.row_counts().await.unwrap(), (1, 2));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concepts_lifecycle_on_sqlite() {
+    concept_lifecycle(TestOptions::default()).await;
+}
+
+#[tokio::test]
+async fn concepts_lifecycle_on_postgres() {
+    let Some(base) = postgres_url() else { return };
+    let url = fresh_postgres_schema(&base).await;
+    concept_lifecycle(TestOptions {
+        database_url: Some(url),
+        ..TestOptions::default()
+    })
+    .await;
+}
+
+/// A bad third image fails the whole registration before anything is written.
+async fn bad_third_image_leaves_nothing(options: TestOptions) {
+    let app = spawn_app(options).await;
+    let good = solid_png([10, 200, 10], 6, 6);
+    let response = app
+        .client
+        .post(app.url("/v1/concepts"))
+        .json(&json!({
+            "id": "bo",
+            "description": "<bo> is a dog.",
+            "images": [base64_of(&good), base64_of(&good), base64_of(b"definitely not an image")],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let message = assert_error(response, 400, "invalid_image").await;
+    assert!(message.contains("images[2]"), "{message}");
+    assert_eq!(app.state.registry.row_counts().await.unwrap(), (0, 0));
+    assert_eq!(
+        *app.control.embedded_images.lock().unwrap(),
+        0,
+        "nothing embedded either"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_third_image_leaves_no_partial_concept_on_sqlite() {
+    bad_third_image_leaves_nothing(TestOptions::default()).await;
+}
+
+#[tokio::test]
+async fn bad_third_image_leaves_no_partial_concept_on_postgres() {
+    let Some(base) = postgres_url() else { return };
+    bad_third_image_leaves_nothing(TestOptions {
+        database_url: Some(fresh_postgres_schema(&base).await),
+        ..TestOptions::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn racing_registrations_of_one_id_leave_one_concept() {
+    let app = spawn_app(TestOptions::default()).await;
+    let body = json!({"id": "bo", "description": "<bo>", "images": [base64_of(&solid_png([1, 2, 3], 4, 4))]});
+    let (a, b) = tokio::join!(
+        app.client.post(app.url("/v1/concepts")).json(&body).send(),
+        app.client.post(app.url("/v1/concepts")).json(&body).send(),
+    );
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409]);
+    assert_eq!(app.state.registry.row_counts().await.unwrap(), (1, 1));
+    register(&app, "mam", "<mam>", &[solid_png([5, 5, 5], 4, 4)]).await;
+    app.stop().await;
+}

@@ -1,0 +1,240 @@
+//! `spawn_app()`: the real router on a loopback port, a fresh database per test, and the
+//! model doubles of `doubles.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use slc_detector::AppState;
+use slc_detector::config::ServeConfig;
+use slc_detector::embedding::CosineAdapterChooser;
+use slc_detector::registry::RegistryOptions;
+
+use crate::doubles::{DoubleControl, DoubleLoader};
+
+pub struct TestOptions {
+    pub database_url: Option<String>,
+    pub reasoner_url: String,
+    pub reasoner_timeout_secs: f64,
+    pub api_keys: Vec<String>,
+    pub queue_size: usize,
+    pub request_deadline_secs: f64,
+    pub max_image_pixels: u64,
+    pub max_body_bytes: usize,
+    pub max_concepts_per_request: usize,
+    pub max_images_per_concept: usize,
+    pub meta_concepts: Vec<(String, Vec<f32>)>,
+    pub control: DoubleControl,
+    pub wait_ready: bool,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            database_url: None,
+            // Nothing listens on port 9 (discard) on loopback: connection refused.
+            reasoner_url: "http://127.0.0.1:9".into(),
+            reasoner_timeout_secs: 10.0,
+            api_keys: Vec::new(),
+            queue_size: 8,
+            request_deadline_secs: 30.0,
+            max_image_pixels: 4_000_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_concepts_per_request: 4,
+            max_images_per_concept: 3,
+            meta_concepts: Vec::new(),
+            control: DoubleControl::default(),
+            wait_ready: true,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub control: DoubleControl,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _directory: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Graceful shutdown: returns once the server has stopped.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn serve_config(options: &TestOptions, database_url: String) -> ServeConfig {
+    let mut config = ServeConfig::defaults();
+    config.database_url = database_url;
+    config.reasoner_url = options.reasoner_url.clone();
+    config.reasoner_api_key = Some("edge-key".into());
+    config.reasoner_timeout_secs = options.reasoner_timeout_secs;
+    config.api_keys = options.api_keys.clone();
+    config.queue_size = options.queue_size;
+    config.workers = 1;
+    config.request_deadline_secs = options.request_deadline_secs;
+    config.max_image_pixels = options.max_image_pixels;
+    config.max_body_bytes = options.max_body_bytes;
+    config.max_concepts_per_request = options.max_concepts_per_request;
+    config.max_images_per_concept = options.max_images_per_concept;
+    config
+}
+
+pub async fn spawn_app(options: TestOptions) -> TestApp {
+    spawn_app_with_registry_options(options, RegistryOptions::default()).await
+}
+
+pub async fn spawn_app_with_registry_options(
+    options: TestOptions,
+    registry_options: RegistryOptions,
+) -> TestApp {
+    let directory = tempfile::tempdir().unwrap();
+    let database_url = options.database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            directory.path().join("registry.db").display()
+        )
+    });
+    let config = serve_config(&options, database_url);
+    let state = slc_detector::build_state(
+        &config,
+        Arc::new(DoubleLoader(options.control.clone())),
+        Arc::new(CosineAdapterChooser {
+            meta_concepts: options.meta_concepts.clone(),
+        }),
+        registry_options,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shutdown, shutdown_received) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(slc_detector::run(
+        listener,
+        slc_detector::app(state.clone()),
+        async move {
+            let _ = shutdown_received.await;
+        },
+    ));
+    let app = TestApp {
+        address,
+        client: reqwest::Client::new(),
+        control: options.control.clone(),
+        state,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _directory: directory,
+    };
+    if options.wait_ready {
+        for _ in 0..200 {
+            if app.state.workers.readiness().is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    app
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
+}
+
+pub fn base64_of(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn data_url(bytes: &[u8], content_type: &str) -> String {
+    format!("data:{content_type};base64,{}", base64_of(bytes))
+}
+
+/// A small PNG of one colour.
+pub fn solid_png(rgb: [u8; 3], width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+/// Registers a concept through the API and asserts success.
+pub async fn register(app: &TestApp, id: &str, description: &str, images: &[Vec<u8>]) {
+    let response = app
+        .client
+        .post(app.url("/v1/concepts"))
+        .json(&serde_json::json!({
+            "id": id,
+            "description": description,
+            "images": images.iter().map(|bytes| base64_of(bytes)).collect::<Vec<_>>(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 201, "registering {id}: {body}");
+}
+
+/// Asserts a typed error response and returns its message.
+pub async fn assert_error(response: reqwest::Response, status: u16, kind: &str) -> String {
+    let actual = response.status().as_u16();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .unwrap_or_else(|error| panic!("expected a JSON error body with status {status}: {error}"));
+    assert_eq!(actual, status, "unexpected status, body {body}");
+    assert_eq!(
+        body["error"]["type"], kind,
+        "unexpected error type, body {body}"
+    );
+    body["error"]["message"].as_str().unwrap().to_string()
+}
+
+/// `SLC_TEST_POSTGRES_URL`, or `None` with a note (a failure when `SLC_REQUIRE_POSTGRES=1`).
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("SLC_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("SLC_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "SLC_REQUIRE_POSTGRES=1 but SLC_TEST_POSTGRES_URL is unset"
+            );
+            eprintln!("note: SLC_TEST_POSTGRES_URL is unset; skipping the PostgreSQL case");
+            None
+        }
+    }
+}
+
+/// A fresh schema in the test database, and a URL whose connections use it.
+pub async fn fresh_postgres_schema(base_url: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let schema = format!("slc_detector_test_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::AnyPool::connect(base_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let separator = if base_url.contains('?') { '&' } else { '?' };
+    format!("{base_url}{separator}options=-c%20search_path%3D{schema}")
+}

@@ -1,0 +1,264 @@
+//! Probes, auth, the OpenAPI document (with its drift check) and the CLI.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::doubles::DoubleControl;
+use crate::helpers::{TestOptions, assert_error, spawn_app};
+
+#[test]
+fn committed_openapi_matches_the_code() {
+    let committed_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/detector.json");
+    let generated = slc_detector::openapi::openapi_json();
+    if std::env::var("SLC_UPDATE_OPENAPI").as_deref() == Ok("1") {
+        std::fs::write(&committed_path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/detector.json is out of date; regenerate with \
+         `cargo run -p slc-detector -- openapi > openapi/detector.json` \
+         (or SLC_UPDATE_OPENAPI=1 cargo test -p slc-detector committed_openapi)"
+    );
+    let document: Value = serde_json::from_str(&generated).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/concepts",
+        "/v1/concepts/{id}",
+        "/v1/concepts/{id}/images/{n}",
+        "/v1/detect",
+        "/v1/ask",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            document["paths"].get(path).is_some(),
+            "{path} is not documented"
+        );
+    }
+    assert!(
+        document["paths"]["/v1/detect"]["post"]["requestBody"]["content"]["application/json"]["example"]
+            .is_object()
+    );
+}
+
+#[test]
+fn the_cli_prints_the_same_document() {
+    let output = Command::new(env!("CARGO_BIN_EXE_slc-detector"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        slc_detector::openapi::openapi_json()
+    );
+}
+
+#[tokio::test]
+async fn openapi_and_offline_docs_are_served() {
+    let app = spawn_app(TestOptions::default()).await;
+    let served: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let generated: Value = serde_json::from_str(&slc_detector::openapi::openapi_json()).unwrap();
+    assert_eq!(served, generated);
+    let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger-ui"));
+    // The UI's assets are vendored into the binary, not fetched from a CDN.
+    let bundle = app
+        .client
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bearer_keys_guard_the_api_but_not_the_probes() {
+    let app = spawn_app(TestOptions {
+        api_keys: vec!["key-one".into(), "key-two".into()],
+        ..TestOptions::default()
+    })
+    .await;
+    assert_error(
+        app.client
+            .get(app.url("/v1/concepts"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    let wrong = app
+        .client
+        .get(app.url("/v1/concepts"))
+        .bearer_auth("key-three")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    assert_error(wrong, 401, "unauthorized").await;
+    let prefix = app
+        .client
+        .get(app.url("/v1/concepts"))
+        .bearer_auth("key-on")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(prefix.status(), 401);
+    for key in ["key-one", "key-two"] {
+        let ok = app
+            .client
+            .get(app.url("/v1/concepts"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    for probe in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert_eq!(
+            app.client
+                .get(app.url(probe))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{probe}"
+        );
+    }
+    assert!(slc_detector::middleware::key_is_accepted(
+        b"a",
+        &["b".into(), "a".into()]
+    ));
+    assert!(!slc_detector::middleware::key_is_accepted(
+        b"",
+        &["a".into()]
+    ));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_model_loading() {
+    let control = DoubleControl::default();
+    *control.fail_load.lock().unwrap() = Some("no weights in /nowhere".into());
+    let app = spawn_app(TestOptions {
+        control,
+        wait_ready: false,
+        ..TestOptions::default()
+    })
+    .await;
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut body = Value::Null;
+    for _ in 0..100 {
+        let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(response.status(), 503);
+        body = response.json().await.unwrap();
+        if body["reason"].as_str().unwrap().contains("failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no weights in /nowhere"),
+        "{body}"
+    );
+    let response = app
+        .client
+        .post(app.url("/v1/detect"))
+        .json(&json!({"image": "", "concepts": ["bo"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "validation still answers first");
+    assert_error(
+        app.client.get(app.url("/v1/models")).send().await.unwrap(),
+        503,
+        "model_unavailable",
+    )
+    .await;
+    app.stop().await;
+
+    let ready = spawn_app(TestOptions::default()).await;
+    let response = ready.client.get(ready.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    ready.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let app = spawn_app(TestOptions::default()).await;
+    crate::helpers::register(
+        &app,
+        "bo",
+        "<bo>",
+        &[crate::helpers::solid_png([1, 2, 3], 4, 4)],
+    )
+    .await;
+    app.control.close_gate();
+    let request = app
+        .client
+        .post(app.url("/v1/detect"))
+        .json(&json!({"image": crate::helpers::base64_of(&crate::helpers::solid_png([9, 9, 9], 4, 4)), "concepts": ["bo"]}))
+        .send();
+    let in_flight = tokio::spawn(request);
+    while app.control.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let control = app.control.clone();
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown waits for the in-flight request"
+    );
+    control.open_gate();
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
+    stopping.await.unwrap();
+}
+
+#[test]
+fn every_flag_has_an_env_var() {
+    use clap::CommandFactory;
+    let command = slc_detector::config::Cli::command();
+    let serve = command.find_subcommand("serve").unwrap();
+    for argument in serve.get_arguments() {
+        if matches!(argument.get_id().as_str(), "help" | "version") {
+            continue;
+        }
+        assert!(
+            argument.get_env().is_some(),
+            "--{} has no env var",
+            argument.get_id()
+        );
+    }
+}

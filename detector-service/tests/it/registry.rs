@@ -1,0 +1,159 @@
+//! The registry on a real SQLite file and a real PostgreSQL, through the same code.
+
+use slc_detector::registry::{
+    Backend, EmbeddedImages, NewImage, Registry, RegistryError, RegistryOptions,
+};
+use sqlx::Row;
+
+use crate::helpers::{fresh_postgres_schema, postgres_url, solid_png};
+
+fn images(colours: &[[u8; 3]]) -> EmbeddedImages {
+    EmbeddedImages {
+        images: colours
+            .iter()
+            .map(|colour| {
+                let bytes = solid_png(*colour, 4, 3);
+                NewImage {
+                    sha256: format!("{:x}", sha2_digest(&bytes)),
+                    content_type: "image/png".into(),
+                    width: 4,
+                    height: 3,
+                    bytes,
+                }
+            })
+            .collect(),
+        embedding: vec![0.25, -1.5, 3.0],
+        clip_model: "clip-test".into(),
+    }
+}
+
+fn sha2_digest(bytes: &[u8]) -> impl std::fmt::LowerHex {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+}
+
+async fn exercise(registry: &Registry) {
+    let record = registry
+        .insert(
+            "bo",
+            "<bo> is a Shiba Inu.",
+            images(&[[255, 0, 0], [0, 255, 0]]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.concept.id, "bo");
+    assert_eq!(record.embedding, vec![0.25, -1.5, 3.0]);
+    assert_eq!(record.concept.images.len(), 2);
+    assert_eq!(record.concept.images[1].index, 1);
+    assert_eq!(record.concept.images[0].width, 4);
+    assert!(record.concept.created_at.ends_with('Z'));
+
+    let duplicate = registry.insert("bo", "again", images(&[[1, 2, 3]])).await;
+    assert!(matches!(duplicate, Err(RegistryError::AlreadyExists(id)) if id == "bo"));
+
+    let (content_type, bytes) = registry.image("bo", 1).await.unwrap().unwrap();
+    assert_eq!(content_type, "image/png");
+    assert_eq!(bytes, solid_png([0, 255, 0], 4, 3));
+    assert!(registry.image("bo", 2).await.unwrap().is_none());
+
+    registry
+        .insert("mam", "<mam> is a grey cat.", images(&[[9, 9, 9]]))
+        .await
+        .unwrap();
+    let listed = registry.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["bo", "mam"]
+    );
+    let many = registry
+        .get_many(&["mam".into(), "bo".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(many[0].concept.id, "mam");
+    let missing = registry
+        .get_many(&["bo".into(), "rex".into(), "zed".into()])
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(missing, ["rex", "zed"]);
+
+    let updated = registry
+        .update("bo", "<bo> wears a black collar.", None)
+        .await
+        .unwrap();
+    assert_eq!(updated.concept.description, "<bo> wears a black collar.");
+    assert_eq!(
+        updated.concept.images.len(),
+        2,
+        "images kept without new ones"
+    );
+    let replaced = registry
+        .update("bo", "<bo> again.", Some(images(&[[7, 7, 7]])))
+        .await
+        .unwrap();
+    assert_eq!(replaced.concept.images.len(), 1);
+    assert!(matches!(
+        registry.update("rex", "x", None).await,
+        Err(RegistryError::NotFound(_))
+    ));
+
+    registry.delete("bo").await.unwrap();
+    assert!(registry.get("bo").await.unwrap().is_none());
+    assert!(matches!(
+        registry.delete("bo").await,
+        Err(RegistryError::NotFound(_))
+    ));
+    assert_eq!(registry.row_counts().await.unwrap(), (1, 1));
+}
+
+#[tokio::test]
+async fn registry_round_trips_on_sqlite_in_wal_mode() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        directory.path().join("r.db").display()
+    );
+    let registry = Registry::connect(&url, RegistryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(registry.backend(), Backend::Sqlite);
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(registry.pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(mode, "wal");
+    exercise(&registry).await;
+    registry.close().await;
+    // Reopening applies no migration twice and keeps the data.
+    let reopened = Registry::connect(&url, RegistryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(reopened.row_counts().await.unwrap(), (1, 1));
+}
+
+#[tokio::test]
+async fn registry_round_trips_on_postgres() {
+    let Some(base) = postgres_url() else { return };
+    let url = fresh_postgres_schema(&base).await;
+    let registry = Registry::connect(&url, RegistryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(registry.backend(), Backend::Postgres);
+    exercise(&registry).await;
+    registry.close().await;
+    let reopened = Registry::connect(&url, RegistryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(reopened.row_counts().await.unwrap(), (1, 1));
+}
+
+#[tokio::test]
+async fn unsupported_database_urls_are_refused() {
+    let error = Registry::connect("mysql://localhost/x", RegistryOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RegistryError::UnsupportedUrl(_)));
+}
