@@ -283,7 +283,8 @@ impl UpstreamClient {
     /// One logical call with retries, backoff and the overall deadline.
     pub async fn chat(&self, call: &ChatCall) -> Result<ChatReply, UpstreamError> {
         let started = Instant::now();
-        let encoded = self.request_body(call);
+        // Shared, not copied, by every attempt.
+        let encoded = axum::body::Bytes::from(self.request_body(call));
         let attempts = AtomicU32::new(0);
         let retries = AtomicU32::new(0);
         let policy = &self.settings.retry;
@@ -382,12 +383,12 @@ impl UpstreamClient {
         }
     }
 
-    async fn attempt(&self, encoded: &[u8]) -> Result<ChatReply, AttemptError> {
+    async fn attempt(&self, encoded: &axum::body::Bytes) -> Result<ChatReply, AttemptError> {
         let mut request = self
             .http
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(encoded.to_vec());
+            .body(encoded.clone());
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
