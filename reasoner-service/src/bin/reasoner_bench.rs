@@ -94,7 +94,8 @@ async fn upstream_handler(
                 parts
                     .iter()
                     .find_map(|part| part["image_url"]["url"].as_str())
-                    .map(hash_of)
+                    // The payload only: the reasoner names the media type from the bytes.
+                    .map(|url| hash_of(url.rsplit_once(',').map_or(url, |(_, payload)| payload)))
             })
         })
     });
@@ -351,7 +352,7 @@ async fn main() -> Result<()> {
             for round in 0..rounds {
                 let image = &images[round * clients + client_index];
                 let request = turn_request(image, &concepts, false);
-                let key = hash_of(&format!("data:image/jpeg;base64,{image}"));
+                let key = hash_of(image);
                 let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 peak_in_flight.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
                 let sent = Instant::now();
