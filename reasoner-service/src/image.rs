@@ -23,10 +23,16 @@ pub fn image_data_uri(image: &str) -> Result<Arc<str>, ReasonerError> {
         }
         None => image,
     };
-    let compact: String = payload
-        .chars()
-        .filter(|character| !character.is_ascii_whitespace())
-        .collect();
+    // Line-wrapped base64 is accepted; the common unwrapped case is not copied twice.
+    let compact: std::borrow::Cow<'_, str> = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
+        payload
+            .chars()
+            .filter(|character| !character.is_ascii_whitespace())
+            .collect::<String>()
+            .into()
+    } else {
+        payload.into()
+    };
     if compact.is_empty() {
         return Err(invalid_image("the image is empty".into()));
     }

@@ -100,10 +100,20 @@ impl Reasoner {
     }
 
     /// `POST /v1/reason`: one turn.
-    pub async fn reason(&self, request: ReasonRequest) -> Result<ReasonResponse, ReasonerError> {
+    pub async fn reason(
+        &self,
+        mut request: ReasonRequest,
+    ) -> Result<ReasonResponse, ReasonerError> {
         let started = Instant::now();
         validate_reason_request(&request)?;
-        let image = request.image.as_deref().map(image_data_uri).transpose()?;
+        // The request's copy of the image is released once the data URI exists: under load,
+        // memory per turn is dominated by image copies.
+        let image = request
+            .image
+            .take()
+            .as_deref()
+            .map(image_data_uri)
+            .transpose()?;
         let mut tally = Tally::default();
         let mut timings = ReasonTimings::default();
         let mut response = ReasonResponse {

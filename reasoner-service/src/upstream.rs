@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::metrics::Metrics;
@@ -140,6 +140,43 @@ impl AttemptError {
     }
 }
 
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: WireContent<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts([WirePart<'a>; 2]),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WirePart<'a> {
+    ImageUrl { image_url: WireImageUrl<'a> },
+    Text { text: &'a str },
+}
+
+#[derive(Serialize)]
+struct WireImageUrl<'a> {
+    url: &'a str,
+}
+
 #[derive(Deserialize)]
 struct CompletionBody {
     choices: Vec<CompletionChoice>,
@@ -209,38 +246,45 @@ impl UpstreamClient {
     }
 
     /// The wire body of a call: the system prompt, then the user turn with the image (as a
-    /// data URI) before the text.
-    pub fn request_body(&self, call: &ChatCall) -> Value {
+    /// data URI) before the text. Serialized from borrowed parts, so the image is not copied.
+    pub fn request_body(&self, call: &ChatCall) -> Vec<u8> {
         let mut messages = Vec::with_capacity(2);
         if let Some(system) = &call.system {
-            messages.push(json!({"role": "system", "content": system}));
+            messages.push(WireMessage {
+                role: "system",
+                content: WireContent::Text(system),
+            });
         }
-        let user_content = match &call.image {
-            Some(image) => json!([
-                {"type": "image_url", "image_url": {"url": &**image}},
-                {"type": "text", "text": call.user_text},
+        let user = match &call.image {
+            Some(image) => WireContent::Parts([
+                WirePart::ImageUrl {
+                    image_url: WireImageUrl { url: image },
+                },
+                WirePart::Text {
+                    text: &call.user_text,
+                },
             ]),
-            None => json!(call.user_text),
+            None => WireContent::Text(&call.user_text),
         };
-        messages.push(json!({"role": "user", "content": user_content}));
-        let mut body = json!({"model": self.settings.model, "messages": messages});
-        if let Some(max_tokens) = call.max_tokens {
-            body["max_tokens"] = json!(max_tokens);
-        }
-        if let Some(temperature) = call.temperature {
-            body["temperature"] = json!(temperature);
-        }
-        if let Some(format) = &call.response_format {
-            body["response_format"] = format.clone();
-        }
-        body
+        messages.push(WireMessage {
+            role: "user",
+            content: user,
+        });
+        let body = WireRequest {
+            model: &self.settings.model,
+            messages,
+            max_tokens: call.max_tokens,
+            temperature: call.temperature,
+            response_format: call.response_format.as_ref(),
+        };
+        serde_json::to_vec(&body).expect("a chat request serializes")
     }
 
     /// One logical call with retries, backoff and the overall deadline.
     pub async fn chat(&self, call: &ChatCall) -> Result<ChatReply, UpstreamError> {
         let started = Instant::now();
-        let body = self.request_body(call);
-        let encoded = serde_json::to_vec(&body).expect("a JSON value serializes");
+        // Shared, not copied, by every attempt.
+        let encoded = axum::body::Bytes::from(self.request_body(call));
         let attempts = AtomicU32::new(0);
         let retries = AtomicU32::new(0);
         let policy = &self.settings.retry;
@@ -339,12 +383,12 @@ impl UpstreamClient {
         }
     }
 
-    async fn attempt(&self, encoded: &[u8]) -> Result<ChatReply, AttemptError> {
+    async fn attempt(&self, encoded: &axum::body::Bytes) -> Result<ChatReply, AttemptError> {
         let mut request = self
             .http
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(encoded.to_vec());
+            .body(encoded.clone());
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }

@@ -2,10 +2,16 @@
 //!
 //! It starts a local OpenAI-compatible upstream that sleeps a fixed time per call, starts the
 //! real `slc-reasoner serve` binary (the sibling of this executable) on loopback, warms the
-//! identity cache, then runs N concurrent full-mode turns, each with its own image. A turn's
-//! overhead is its latency at the client minus the time the upstream spent on it (the longest
-//! of its concurrent verification calls plus its answer call), so it includes the client's
-//! and the upstream's own HTTP handling on this machine: an upper bound.
+//! identity cache, then runs N concurrent clients, each doing `--rounds` full-mode turns back to
+//! back, each turn with its own image. Client starts are spread over `--ramp-ms` (default: one
+//! turn's upstream time) so that N turns are in flight in steady state rather than in lockstep;
+//! `--ramp-ms 0` sends all first turns in one burst instead.
+//!
+//! A turn's overhead is its latency at the client minus the time the upstream spent on it (the
+//! longest of its concurrent verification calls plus its answer call), so it also includes the
+//! bench's own client and upstream HTTP handling on the same CPUs: an upper bound. The
+//! reasoner's CPU time per turn (from /proc) is reported too; unlike latency it does not depend
+//! on what else the machine is doing.
 //!
 //! Run in release: `cargo run --release -p slc-reasoner --bin reasoner-bench -- --turns 200`.
 
@@ -31,6 +37,12 @@ struct BenchConfig {
     /// Concurrent turns in the load run.
     #[arg(long, env = "SLC_BENCH_TURNS", default_value_t = 200)]
     turns: usize,
+    /// Turns each client runs back to back.
+    #[arg(long, env = "SLC_BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
+    /// Client starts are spread over this many milliseconds (default: 2 × upstream sleep).
+    #[arg(long, env = "SLC_BENCH_RAMP_MS")]
+    ramp_ms: Option<u64>,
     /// Concepts per turn in the load run (all reported present, both locations).
     #[arg(long, env = "SLC_BENCH_CONCEPTS", default_value_t = 1)]
     concepts: usize,
@@ -82,7 +94,8 @@ async fn upstream_handler(
                 parts
                     .iter()
                     .find_map(|part| part["image_url"]["url"].as_str())
-                    .map(hash_of)
+                    // The payload only: the reasoner names the media type from the bytes.
+                    .map(|url| hash_of(url.rsplit_once(',').map_or(url, |(_, payload)| payload)))
             })
         })
     });
@@ -185,6 +198,17 @@ impl Reasoner {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("slc-reasoner did not become healthy at {address}")
+    }
+
+    /// User plus system CPU time of the reasoner process so far, from /proc, in seconds.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ is 100 on Linux.
+        Some(ticks as f64 / 100.0)
     }
 
     /// Peak resident set size of the reasoner process, from /proc.
@@ -296,59 +320,97 @@ async fn main() -> Result<()> {
         bail!("warm-up failed: {}", warm.text().await?);
     }
 
-    let images: Vec<String> = (0..config.turns)
-        .map(|turn| {
-            let mut bytes = image_bytes.clone();
-            bytes.extend_from_slice(format!("bench-turn-{turn:08}").as_bytes());
-            engine.encode(&bytes)
-        })
-        .collect();
+    let total_turns = config.turns * config.rounds;
+    let images: Arc<Vec<String>> = Arc::new(
+        (0..total_turns)
+            .map(|turn| {
+                let mut bytes = image_bytes.clone();
+                bytes.extend_from_slice(format!("bench-turn-{turn:08}").as_bytes());
+                engine.encode(&bytes)
+            })
+            .collect(),
+    );
+    let ramp = Duration::from_millis(config.ramp_ms.unwrap_or(2 * config.upstream_sleep_ms));
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak_in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cpu_before = reasoner.cpu_seconds();
     let started = Instant::now();
     let mut handles = Vec::with_capacity(config.turns);
-    for image in &images {
-        let request = turn_request(image, &load_concepts, false);
+    for client_index in 0..config.turns {
         let client = client.clone();
         let url = format!("{base}/v1/reason");
-        let key = hash_of(&format!("data:image/jpeg;base64,{image}"));
+        let images = images.clone();
+        let concepts = load_concepts.clone();
+        let in_flight = in_flight.clone();
+        let peak_in_flight = peak_in_flight.clone();
+        let offset = ramp.mul_f64(client_index as f64 / config.turns as f64);
+        let rounds = config.rounds;
+        let clients = config.turns;
         handles.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let result = client.post(url).json(&request).send().await;
-            let outcome = match result {
-                Ok(response) if response.status().is_success() => response
-                    .bytes()
-                    .await
-                    .map(|_| ())
-                    .map_err(|error| error.to_string()),
-                Ok(response) => Err(format!("status {}", response.status())),
-                Err(error) => Err(error.to_string()),
-            };
-            (key, sent.elapsed(), outcome)
+            tokio::time::sleep(offset).await;
+            let mut results = Vec::with_capacity(rounds);
+            for round in 0..rounds {
+                let image = &images[round * clients + client_index];
+                let request = turn_request(image, &concepts, false);
+                let key = hash_of(image);
+                let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                peak_in_flight.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                let sent = Instant::now();
+                let result = client.post(&url).json(&request).send().await;
+                let outcome = match result {
+                    Ok(response) if response.status().is_success() => response
+                        .bytes()
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| error.to_string()),
+                    Ok(response) => Err(format!("status {}", response.status())),
+                    Err(error) => Err(error.to_string()),
+                };
+                let latency = sent.elapsed();
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                results.push((key, latency, outcome));
+            }
+            results
         }));
     }
     let mut overheads_ms = Vec::new();
     let mut latencies_ms = Vec::new();
     let mut errors = Vec::new();
     for handle in handles {
-        let (key, latency, outcome) = handle.await?;
-        match outcome {
-            Ok(()) => {
-                let per_turn = state.per_turn.lock().unwrap();
-                let upstream = per_turn
-                    .get(&key)
-                    .map(|time| time.verify_max + time.answer_total)
-                    .unwrap_or_default();
-                latencies_ms.push(latency.as_secs_f64() * 1e3);
-                overheads_ms.push((latency.saturating_sub(upstream)).as_secs_f64() * 1e3);
+        for (key, latency, outcome) in handle.await? {
+            match outcome {
+                Ok(()) => {
+                    let per_turn = state.per_turn.lock().unwrap();
+                    let upstream = per_turn
+                        .get(&key)
+                        .map(|time| time.verify_max + time.answer_total)
+                        .unwrap_or_default();
+                    latencies_ms.push(latency.as_secs_f64() * 1e3);
+                    overheads_ms.push((latency.saturating_sub(upstream)).as_secs_f64() * 1e3);
+                }
+                Err(error) => errors.push(error),
             }
-            Err(error) => errors.push(error),
         }
     }
     let wall = started.elapsed();
     overheads_ms.sort_by(f64::total_cmp);
     latencies_ms.sort_by(f64::total_cmp);
+    let cpu_per_turn_ms = match (cpu_before, reasoner.cpu_seconds()) {
+        (Some(before), Some(after)) => (after - before) * 1e3 / total_turns as f64,
+        _ => f64::NAN,
+    };
     println!(
-        "load: {} concurrent full-mode turns, {} concept(s) each, upstream sleeps {} ms per call (2 sequential calls per turn)",
-        config.turns, config.concepts, config.upstream_sleep_ms
+        "load: {} concurrent clients x {} rounds = {} full-mode turns, {} concept(s) each, starts spread over {} ms, upstream sleeps {} ms per call (2 sequential calls per turn)",
+        config.turns,
+        config.rounds,
+        total_turns,
+        config.concepts,
+        ramp.as_millis(),
+        config.upstream_sleep_ms
+    );
+    println!(
+        "  peak turns in flight: {}",
+        peak_in_flight.load(std::sync::atomic::Ordering::Relaxed)
     );
     println!(
         "  turn latency ms: p50 {:.2}  p99 {:.2}  max {:.2}   wall {:.2} s",
@@ -367,6 +429,7 @@ async fn main() -> Result<()> {
         "  reasoner peak RSS: {:.1} MiB",
         reasoner.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
+    println!("  reasoner CPU per turn: {cpu_per_turn_ms:.3} ms (user + system, /proc)");
     println!("  errors: {}", errors.len());
     for error in errors.iter().take(5) {
         println!("    {error}");
