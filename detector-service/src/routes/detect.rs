@@ -110,8 +110,18 @@ pub async fn run_detection(
         })
         .collect();
     let embeddings: Vec<Vec<f32>> = records.iter().map(|r| r.embedding.clone()).collect();
+    let loaded_adapters = state.workers.catalog().adapters;
     let adapter = mean_of_normalized(&embeddings)
-        .and_then(|scenario| state.adapter_chooser.choose(&scenario));
+        .and_then(|scenario| state.adapter_chooser.choose(&scenario))
+        .filter(|selection| {
+            // A dictionary entry whose adapter the model did not load is a deployment
+            // mistake; detect with the base model rather than fail the user's request.
+            let loaded = loaded_adapters.contains(&selection.name);
+            if !loaded {
+                tracing::warn!(adapter = %selection.name, "chosen adapter is not loaded");
+            }
+            loaded
+        });
     if let Some(selection) = &adapter {
         state
             .metrics

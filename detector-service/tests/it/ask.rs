@@ -26,10 +26,13 @@ enum Behaviour {
     Fail,
 }
 
+/// Headers and raw body of each request the scripted reasoner received.
+type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+
 #[derive(Clone)]
 struct ScriptedReasoner {
     address: SocketAddr,
-    received: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    received: Received,
 }
 
 async fn scripted_reasoner(behaviour: Behaviour) -> ScriptedReasoner {
