@@ -6,7 +6,7 @@
 //! (429), a job whose deadline passed or whose client went away while it waited is dropped
 //! before it reaches the model, and generation stops early when nobody waits for it any more.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -89,6 +89,9 @@ pub struct StreamingGeneration {
 pub struct WorkerPool {
     sender: SyncSender<Job>,
     depth: Arc<AtomicUsize>,
+    /// Moving average of a job's time on a worker, in milliseconds, for `Retry-After`.
+    average_job_ms: Arc<AtomicU64>,
+    worker_count: usize,
     readiness: Arc<Mutex<Readiness>>,
     catalog: Arc<RwLock<ModelCatalog>>,
     metrics: Metrics,
@@ -97,6 +100,7 @@ pub struct WorkerPool {
 struct WorkerShared {
     receiver: Mutex<Receiver<Job>>,
     depth: Arc<AtomicUsize>,
+    average_job_ms: Arc<AtomicU64>,
     readiness: Arc<Mutex<Readiness>>,
     catalog: Arc<RwLock<ModelCatalog>>,
     workers_ready: AtomicUsize,
@@ -116,9 +120,11 @@ impl WorkerPool {
         let depth = Arc::new(AtomicUsize::new(0));
         let readiness = Arc::new(Mutex::new(Readiness::Loading));
         let catalog = Arc::new(RwLock::new(ModelCatalog::default()));
+        let average_job_ms = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(WorkerShared {
             receiver: Mutex::new(receiver),
             depth: depth.clone(),
+            average_job_ms: average_job_ms.clone(),
             readiness: readiness.clone(),
             catalog: catalog.clone(),
             workers_ready: AtomicUsize::new(0),
@@ -136,6 +142,8 @@ impl WorkerPool {
         Arc::new(WorkerPool {
             sender,
             depth,
+            average_job_ms,
+            worker_count: workers.max(1),
             readiness,
             catalog,
             metrics,
@@ -159,6 +167,15 @@ impl WorkerPool {
         self.depth.load(Ordering::SeqCst)
     }
 
+    /// How long until a queue slot is likely free: the queue's work at the recent average job
+    /// time, spread over the workers, between 1 and 60 seconds.
+    pub fn retry_after_secs(&self) -> u64 {
+        let queued = self.queue_depth() as u64 + 1;
+        let average_ms = self.average_job_ms.load(Ordering::Relaxed);
+        let estimate_ms = queued * average_ms / self.worker_count as u64;
+        estimate_ms.div_ceil(1000).clamp(1, 60)
+    }
+
     fn enqueue(&self, kind: JobKind, deadline: Instant) -> Result<(), WorkerError> {
         self.readiness().map_err(WorkerError::NotReady)?;
         self.depth.fetch_add(1, Ordering::SeqCst);
@@ -171,7 +188,7 @@ impl WorkerPool {
                 self.depth.fetch_sub(1, Ordering::SeqCst);
                 match error {
                     TrySendError::Full(_) => Err(WorkerError::QueueFull {
-                        retry_after_secs: 1,
+                        retry_after_secs: self.retry_after_secs(),
                     }),
                     TrySendError::Disconnected(_) => Err(WorkerError::NotReady(
                         "the model workers have stopped".into(),
@@ -276,7 +293,16 @@ fn worker_main(index: usize, loader: Arc<dyn ModelLoader>, shared: Arc<WorkerSha
         };
         let depth = shared.depth.fetch_sub(1, Ordering::SeqCst) - 1;
         shared.metrics.queue_depth.set(depth as i64);
+        let started = Instant::now();
         run_job(&mut models, job, &shared.metrics);
+        let took_ms = started.elapsed().as_millis() as u64;
+        let previous = shared.average_job_ms.load(Ordering::Relaxed);
+        let average = if previous == 0 {
+            took_ms
+        } else {
+            (previous * 7 + took_ms) / 8
+        };
+        shared.average_job_ms.store(average, Ordering::Relaxed);
     }
 }
 

@@ -58,6 +58,8 @@ pub struct EmbeddedImages {
 pub struct ConceptRecord {
     pub concept: Concept,
     pub embedding: Vec<f32>,
+    /// The CLIP model that made `embedding`; embeddings of different models do not compare.
+    pub clip_model: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -255,7 +257,8 @@ impl Registry {
 
     pub async fn get(&self, id: &str) -> Result<Option<ConceptRecord>, RegistryError> {
         let row = sqlx::query(
-            "SELECT id, description, embedding, created_at, updated_at FROM concepts WHERE id = $1",
+            "SELECT id, description, embedding, clip_model, created_at, updated_at FROM concepts \
+             WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -289,7 +292,8 @@ impl Registry {
 
     pub async fn list(&self) -> Result<Vec<Concept>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT id, description, embedding, created_at, updated_at FROM concepts ORDER BY id",
+            "SELECT id, description, embedding, clip_model, created_at, updated_at FROM concepts \
+             ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -370,6 +374,7 @@ fn record_from_row(
             updated_at: row.try_get("updated_at")?,
         },
         embedding: embedding_from_bytes(&embedding),
+        clip_model: row.try_get("clip_model")?,
     })
 }
 

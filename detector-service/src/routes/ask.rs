@@ -144,6 +144,10 @@ async fn run_turn(
     if let (Some(events), Some(detection)) = (events, &detection) {
         let _ = events.send(json_event("detection", detection)).await;
     }
+    if events.is_some_and(|events| events.is_closed()) {
+        // The streaming client left: spare the cloud a turn nobody will read.
+        return Err((ApiError::Internal("the client went away".into()), None));
+    }
 
     let bracketed_ids: Vec<String> = turn
         .records

@@ -110,8 +110,29 @@ pub async fn run_detection(
         })
         .collect();
     let embeddings: Vec<Vec<f32>> = records.iter().map(|r| r.embedding.clone()).collect();
-    let adapter = mean_of_normalized(&embeddings)
-        .and_then(|scenario| state.adapter_chooser.choose(&scenario));
+    let catalog = state.workers.catalog();
+    let loaded_adapters = catalog.adapters;
+    // Embeddings from another CLIP model live in another space: no adapter choice from them
+    // (re-register the concept, or PUT its images, to re-embed it).
+    let same_clip = records
+        .iter()
+        .all(|record| record.clip_model == catalog.clip_model);
+    if !same_clip {
+        tracing::warn!(clip = %catalog.clip_model, "concepts embedded with another CLIP model; using the base model");
+    }
+    let adapter = Some(embeddings)
+        .filter(|_| same_clip)
+        .and_then(|embeddings| mean_of_normalized(&embeddings))
+        .and_then(|scenario| state.adapter_chooser.choose(&scenario))
+        .filter(|selection| {
+            // A dictionary entry whose adapter the model did not load is a deployment
+            // mistake; detect with the base model rather than fail the user's request.
+            let loaded = loaded_adapters.contains(&selection.name);
+            if !loaded {
+                tracing::warn!(adapter = %selection.name, "chosen adapter is not loaded");
+            }
+            loaded
+        });
     if let Some(selection) = &adapter {
         state
             .metrics

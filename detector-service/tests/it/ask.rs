@@ -26,10 +26,13 @@ enum Behaviour {
     Fail,
 }
 
+/// Headers and raw body of each request the scripted reasoner received.
+type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+
 #[derive(Clone)]
 struct ScriptedReasoner {
     address: SocketAddr,
-    received: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    received: Received,
 }
 
 async fn scripted_reasoner(behaviour: Behaviour) -> ScriptedReasoner {
@@ -254,8 +257,22 @@ async fn text_only_and_no_detector_modes_skip_detection() {
         );
     }
     assert!(app.control.seen().is_empty(), "the small model never ran");
+    // no_reflection still detects, and says so to the reasoner.
+    let response = app
+        .client
+        .post(app.url("/v1/ask"))
+        .json(&json!({"image": image, "question": "Is <bo> here?", "concepts": ["bo"], "mode": "no_reflection"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.control.seen().len(), 1);
+    let last: ReasonRequest =
+        serde_json::from_slice(&reasoner.received.lock().unwrap().last().unwrap().1).unwrap();
+    assert_eq!(last.mode, Mode::NoReflection);
+    assert!(last.cues.is_some());
     let received = reasoner.received.lock().unwrap().clone();
-    assert_eq!(received.len(), 3);
+    assert_eq!(received.len(), 4);
     let first: ReasonRequest = serde_json::from_slice(&received[0].1).unwrap();
     assert!(first.image.is_none() && first.cues.is_none());
     assert_eq!(first.concepts[0].id, "<bo>");

@@ -288,3 +288,47 @@ async fn requests_whose_client_left_are_dropped_before_the_model() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concepts_embedded_by_another_clip_get_no_adapter() {
+    let control = crate::doubles::DoubleControl::default();
+    *control.adapters.lock().unwrap() = vec!["meta-red".into()];
+    let app = spawn_app(TestOptions {
+        control,
+        meta_concepts: vec![("meta-red".into(), vec![1.0, 0.0, 0.0])],
+        ..TestOptions::default()
+    })
+    .await;
+    let png = solid_png([250, 0, 0], 4, 4);
+    app.state
+        .registry
+        .insert(
+            "old",
+            "<old> was embedded by an older CLIP.",
+            slc_detector::registry::EmbeddedImages {
+                images: vec![slc_detector::registry::NewImage {
+                    sha256: "00".repeat(32),
+                    content_type: "image/png".into(),
+                    width: 4,
+                    height: 4,
+                    bytes: png.clone(),
+                }],
+                embedding: vec![1.0, 0.0, 0.0],
+                clip_model: "clip-vit-base-patch32".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .post(app.url("/v1/detect"))
+        .json(&json!({"image": base64_of(&png), "concepts": ["old"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["adapter"].is_null(), "{body}");
+    assert_eq!(app.control.seen()[0].adapter, None);
+    app.stop().await;
+}

@@ -262,3 +262,92 @@ fn every_flag_has_an_env_var() {
         );
     }
 }
+
+/// The real binary: `serve` configured only through env vars, answering probes and the
+/// registry while no engine is wired, and exiting cleanly on SIGTERM.
+#[tokio::test]
+async fn the_binary_serves_from_env_and_stops_on_sigterm() {
+    let directory = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slc-detector"))
+        .arg("serve")
+        .env("SLC_BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "SLC_DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                directory.path().join("edge.db").display()
+            ),
+        )
+        .env("SLC_MODEL_DIR", "/nonexistent/model")
+        .env("SLC_API_KEYS", "k1,k2")
+        .env("SLC_QUEUE_SIZE", "4")
+        .env("SLC_LOG_JSON", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut healthy = false;
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
+            healthy = response.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(healthy, "the binary never answered /healthz");
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let reason: Value = ready.json().await.unwrap();
+    assert!(
+        reason["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/model"),
+        "{reason}"
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/v1/concepts"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let listed = client
+        .get(format!("{base}/v1/concepts"))
+        .bearer_auth("k2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert!(directory.path().join("edge.db").exists());
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut exit = None;
+    for _ in 0..400 {
+        exit = child.try_wait().unwrap();
+        if exit.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let Some(status) = exit else {
+        child.kill().unwrap();
+        panic!("the binary did not stop on SIGTERM");
+    };
+    assert!(status.success(), "{status}");
+}

@@ -43,6 +43,7 @@ async fn exercise(registry: &Registry) {
         .unwrap();
     assert_eq!(record.concept.id, "bo");
     assert_eq!(record.embedding, vec![0.25, -1.5, 3.0]);
+    assert_eq!(record.clip_model, "clip-test");
     assert_eq!(record.concept.images.len(), 2);
     assert_eq!(record.concept.images[1].index, 1);
     assert_eq!(record.concept.images[0].width, 4);
