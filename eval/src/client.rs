@@ -40,6 +40,10 @@ pub enum Registration {
 
 impl EdgeClient {
     pub fn new(base_url: &str, api_key: Option<String>, timeout: Duration) -> Result<Self> {
+        // The workspace builds reqwest with rustls but no bundled crypto provider (the services
+        // install ring); an edge behind HTTPS needs one here too. A second install is refused
+        // harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()

@@ -1,0 +1,3 @@
+//! The end-to-end crate's one integration test binary.
+
+mod deploy_drift;
