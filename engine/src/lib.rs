@@ -1,10 +1,14 @@
 //! Model code of the SLC edge: tensors in, tensors out. Knows nothing about HTTP.
 
+pub mod chat;
+pub mod constrain;
 pub mod device;
 pub mod error;
 pub mod generation;
 pub mod nn;
+pub mod preprocess;
 pub mod qwen2_5_vl;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};

@@ -1,5 +1,8 @@
 //! The engine crate's one integration test binary.
 
+mod chat_parity;
+mod constrain_tests;
+mod preprocess_parity;
 mod qwen25vl_loading;
 mod qwen25vl_parity;
 mod smoke;
