@@ -5,6 +5,7 @@ pub mod constrain;
 pub mod device;
 pub mod error;
 pub mod generation;
+pub mod lora;
 pub mod nn;
 pub mod preprocess;
 pub mod qwen2_5_vl;
