@@ -6,6 +6,7 @@ pub mod device;
 pub mod error;
 pub mod generation;
 pub mod lora;
+pub mod meta_train;
 pub mod nn;
 pub mod preprocess;
 pub mod qwen2_5_vl;

@@ -3,6 +3,7 @@
 mod chat_parity;
 mod constrain_tests;
 mod lora_parity;
+mod meta_train;
 mod preprocess_parity;
 mod qwen25vl_loading;
 mod qwen25vl_parity;
