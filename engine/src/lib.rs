@@ -1,6 +1,7 @@
 //! Model code of the SLC edge: tensors in, tensors out. Knows nothing about HTTP.
 
 pub mod chat;
+pub mod clip;
 pub mod constrain;
 pub mod device;
 pub mod error;

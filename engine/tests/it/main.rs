@@ -1,6 +1,7 @@
 //! The engine crate's one integration test binary.
 
 mod chat_parity;
+mod clip_parity;
 mod constrain_tests;
 mod lora_parity;
 mod meta_train;
