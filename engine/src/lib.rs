@@ -9,6 +9,7 @@ pub mod generation;
 pub mod lora;
 pub mod meta_train;
 pub mod nn;
+pub mod pipeline;
 pub mod preprocess;
 pub mod qwen2_5_vl;
 pub mod tokenizer;
