@@ -14,13 +14,19 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands. Other helpers add theirs (`generate`, `embed`, `meta-train`) next to these.
+/// The service and the engine's command-line tools.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service.
     Serve(Box<ServeConfig>),
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
+    /// One completion from the local model, printed as JSON.
+    Generate(crate::cli::generate::GenerateArgs),
+    /// Write a random-weight checkpoint with the real Qwen2.5-VL-3B shapes.
+    MakeCheckpoint(crate::cli::make_checkpoint::MakeCheckpointArgs),
+    /// Time the engine on fixed inputs (driven by scripts/bench_engine.py).
+    BenchEngine(crate::cli::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -45,6 +45,8 @@ use crate::registry::{Registry, RegistryError, RegistryOptions};
 pub use crate::state::{AppInner, AppState, Limits};
 use crate::workers::WorkerPool;
 
+pub mod cli;
+
 /// Whether libtorch can see a CUDA device from this binary.
 pub fn cuda_available() -> bool {
     tch::Cuda::is_available()

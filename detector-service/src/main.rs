@@ -33,6 +33,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(config) => serve(*config).await,
+        // The engine tools are synchronous: they own the model on this thread.
+        Command::Generate(args) => print_json(&slc_detector::cli::generate::run(&args)?),
+        Command::MakeCheckpoint(args) => {
+            print_json(&slc_detector::cli::make_checkpoint::run(&args)?)
+        }
+        Command::BenchEngine(args) => print_json(&slc_detector::cli::bench::run(&args)?),
     }
 }
 
@@ -56,6 +62,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let registry = state.registry.clone();
     slc_detector::run(listener, slc_detector::app(state), shutdown_signal()).await?;
     registry.close().await;
+    Ok(())
+}
+
+fn print_json(output: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(output)?);
     Ok(())
 }
 

@@ -35,6 +35,8 @@ pub enum EngineError {
     InvalidInput(String),
     #[error("constraint: {0}")]
     Constraint(String),
+    #[error("image: {0}")]
+    Image(#[from] crate::preprocess::PreprocessError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("torch: {0}")]
@@ -55,6 +57,7 @@ impl EngineError {
             EngineError::PromptTooLong { .. } => "prompt_too_long",
             EngineError::InvalidInput(_) => "invalid_input",
             EngineError::Constraint(_) => "constraint",
+            EngineError::Image(_) => "invalid_image",
             EngineError::Tokenizer(_) => "tokenizer",
             EngineError::Torch(_) => "torch",
         }
@@ -68,7 +71,7 @@ impl EngineError {
                 | EngineError::UnknownDtype(_)
                 | EngineError::PromptTooLong { .. }
                 | EngineError::InvalidInput(_)
-        )
+        ) || matches!(self, EngineError::Image(e) if !matches!(e, crate::preprocess::PreprocessError::Config(_)))
     }
 }
 

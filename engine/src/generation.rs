@@ -20,8 +20,8 @@ pub trait TokenConstraint {
     fn forced_tokens(&mut self) -> Result<Vec<u32>>;
     /// Bitset over the vocabulary (bit `i % 32` of word `i / 32`) of the tokens allowed next.
     fn allowed_tokens(&mut self) -> Result<Vec<u32>>;
-    /// Advances the grammar over tokens that were emitted.
-    fn consume(&mut self, tokens: &[u32]) -> Result<()>;
+    /// Advances the grammar over tokens that were emitted; `forced` marks a jump-forward run.
+    fn consume(&mut self, tokens: &[u32], forced: bool) -> Result<()>;
     /// Whether the grammar has reached a state where generation must end.
     fn is_finished(&self) -> bool;
 }
@@ -238,13 +238,13 @@ pub fn generate(
         };
         let mut run = vec![choose(&scores, params, &mut rng)?];
         if let Some(c) = constraint.as_deref_mut() {
-            c.consume(&[run[0] as u32])?;
+            c.consume(&[run[0] as u32], false)?;
             if !c.is_finished() {
                 let forced = c.forced_tokens()?;
                 let room = params.max_new_tokens - generated.len() - 1;
                 let forced: Vec<u32> = forced.into_iter().take(room).collect();
                 if !forced.is_empty() {
-                    c.consume(&forced)?;
+                    c.consume(&forced, true)?;
                     run.extend(forced.iter().map(|&t| t as i64));
                 }
             }

@@ -1,10 +1,18 @@
 //! Model code of the SLC edge: tensors in, tensors out. Knows nothing about HTTP.
 
+pub mod chat;
+pub mod clip;
+pub mod constrain;
 pub mod device;
 pub mod error;
 pub mod generation;
+pub mod lora;
+pub mod meta_train;
 pub mod nn;
+pub mod pipeline;
+pub mod preprocess;
 pub mod qwen2_5_vl;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};

@@ -7,6 +7,7 @@ mod chat;
 mod concepts_http;
 mod detect;
 mod doubles;
+mod generate_cli;
 mod helpers;
 mod operations;
 mod registry;

@@ -1,5 +1,11 @@
 //! The engine crate's one integration test binary.
 
+mod chat_parity;
+mod clip_parity;
+mod constrain_tests;
+mod lora_parity;
+mod meta_train;
+mod preprocess_parity;
 mod qwen25vl_loading;
 mod qwen25vl_parity;
 mod smoke;

@@ -1,0 +1,6 @@
+//! Subcommands of the `slc-detector` binary other than `serve`.
+
+pub mod bench;
+pub mod generate;
+pub mod generate_constraint;
+pub mod make_checkpoint;

@@ -1,0 +1,48 @@
+//! Putting an adapter into the model. Unmerged (the default) sets each targeted `Linear`'s
+//! `lora` slot to the adapter's factors, so `y = W x + scale · B(A x)` as PEFT computes it and
+//! switching adapters per request is a pointer swap per layer. Merged folds `scale · B A` into
+//! the base weights once: no extra matmuls, but the base weights are replaced for good.
+
+use super::adapter::LoraAdapter;
+use super::targets::linear_modules_mut;
+use crate::nn::LoraDelta;
+use crate::qwen2_5_vl::Qwen25VlModel;
+
+/// Makes `adapter` the active one: every module it targets gets its factors, every other
+/// module runs without a delta. Costs no tensor work.
+pub fn attach_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) {
+    for (path, linear) in linear_modules_mut(model) {
+        linear.lora = adapter.modules.get(&path).map(|w| LoraDelta {
+            a: w.a.shallow_clone(),
+            b: w.b.shallow_clone(),
+            scale: w.scale,
+        });
+    }
+}
+
+/// Runs the base model only.
+pub fn detach_adapters(model: &mut Qwen25VlModel) {
+    for (_, linear) in linear_modules_mut(model) {
+        linear.lora = None;
+    }
+}
+
+/// Folds `adapter` into the base weights (`W += scale · B A`, computed in f32) and clears the
+/// unmerged slots. The previous weights are not kept: use this for a deployment with one fixed
+/// adapter.
+pub fn merge_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) {
+    let _guard = tch::no_grad_guard();
+    for (path, linear) in linear_modules_mut(model) {
+        linear.lora = None;
+        if let Some(w) = adapter.modules.get(&path) {
+            let kind = linear.weight.kind();
+            let delta =
+                w.b.to_kind(tch::Kind::Float)
+                    .matmul(&w.a.to_kind(tch::Kind::Float))
+                    * w.scale;
+            // A new tensor, not an in-place add: other holders of the old weight (a tied
+            // embedding, a snapshot) keep seeing the base model.
+            linear.weight = (linear.weight.to_kind(tch::Kind::Float) + delta).to_kind(kind);
+        }
+    }
+}

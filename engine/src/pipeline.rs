@@ -1,0 +1,174 @@
+//! A loaded Qwen2.5-VL checkpoint with everything needed to go from a chat and image bytes to a
+//! completion: the model, its tokenizer and chat template, its image processor and its eos ids.
+//! What `slc-detector generate` runs, and what the edge service's worker threads own.
+//! Mirrors `Qwen2_5_VLProcessor` + `Qwen2_5_VLForConditionalGeneration.generate`.
+
+use crate::chat::{ChatMessage, ChatTemplateOptions, encode_chat};
+use crate::constrain::{Constraint, ConstraintVocabulary};
+use crate::error::{EngineError, Result};
+use crate::generation::{
+    Detokenize, GenerationInput, GenerationOutput, SamplingParams, TokenConstraint, eos_token_ids,
+    generate,
+};
+use crate::preprocess::{DecodeLimits, PixelBudget, Qwen2VlImageProcessor, decode_rgb};
+use crate::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
+use crate::tokenizer::QwenTokenizer;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+impl TokenConstraint for Constraint {
+    fn forced_tokens(&mut self) -> Result<Vec<u32>> {
+        Ok(Constraint::forced_tokens(self))
+    }
+    fn allowed_tokens(&mut self) -> Result<Vec<u32>> {
+        Ok(Constraint::allowed_tokens(self)
+            .map_err(|e| EngineError::Constraint(e.to_string()))?
+            .words()
+            .to_vec())
+    }
+    fn consume(&mut self, tokens: &[u32], forced: bool) -> Result<()> {
+        let result = if forced {
+            self.commit_forced(tokens)
+        } else {
+            self.commit(tokens)
+        };
+        result.map_err(|e| EngineError::Constraint(e.to_string()))
+    }
+    fn is_finished(&self) -> bool {
+        Constraint::is_finished(self)
+    }
+}
+
+impl Detokenize for QwenTokenizer {
+    fn decode(&self, ids: &[u32]) -> String {
+        // Undecodable ids cannot come from our own sampling; an empty string is the safe answer.
+        QwenTokenizer::decode(self, ids, true).unwrap_or_default()
+    }
+}
+
+/// A prompt ready for the model: ids with image pads expanded, and the images' pixel values.
+pub struct PreparedPrompt {
+    pub input_ids: Vec<i64>,
+    /// [patches, patch_dim] f32 on CPU, all images in prompt order.
+    pub pixel_values: Option<Tensor>,
+    pub grids: Vec<[i64; 3]>,
+}
+
+pub struct VlmPipeline {
+    pub model: Qwen25VlModel,
+    pub tokenizer: QwenTokenizer,
+    pub processor: Qwen2VlImageProcessor,
+    pub eos_token_ids: Vec<i64>,
+    pub model_dir: PathBuf,
+}
+
+impl VlmPipeline {
+    pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
+        let model = Qwen25VlModel::load(dir, options)?;
+        let tokenizer = QwenTokenizer::from_model_dir(dir)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let special = tokenizer.special_tokens();
+        if i64::from(special.image_pad) != model.config.image_token_id
+            || i64::from(special.vision_start) != model.config.vision_start_token_id
+        {
+            return Err(EngineError::Config(format!(
+                "tokenizer's <|image_pad|>/<|vision_start|> ({}, {}) differ from config.json ({}, {})",
+                special.image_pad,
+                special.vision_start,
+                model.config.image_token_id,
+                model.config.vision_start_token_id
+            )));
+        }
+        Ok(VlmPipeline {
+            processor: Qwen2VlImageProcessor::from_model_dir(dir)?,
+            eos_token_ids: eos_token_ids(dir)?,
+            model,
+            tokenizer,
+            model_dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Decodes and preprocesses the images (in prompt order) and renders the chat to ids.
+    pub fn prepare(
+        &self,
+        messages: &[ChatMessage],
+        images: &[&[u8]],
+        limits: DecodeLimits,
+        budget: PixelBudget,
+    ) -> Result<PreparedPrompt> {
+        let decoded = images
+            .iter()
+            .map(|bytes| decode_rgb(bytes, limits))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let merge = self.model.config.vision.spatial_merge_size as usize;
+        let (pixel_values, grids, counts) = if decoded.is_empty() {
+            (None, Vec::new(), Vec::new())
+        } else {
+            let inputs = self.processor.preprocess(&decoded, budget)?;
+            let counts: Vec<usize> = (0..inputs.image_grid_thw.len())
+                .map(|i| inputs.image_token_count(i, merge))
+                .collect();
+            let grids: Vec<[i64; 3]> = inputs
+                .image_grid_thw
+                .iter()
+                .map(|g| [g[0] as i64, g[1] as i64, g[2] as i64])
+                .collect();
+            let pixels = Tensor::from_slice(&inputs.pixel_values)
+                .view([inputs.num_patches() as i64, inputs.patch_dim as i64]);
+            (Some(pixels), grids, counts)
+        };
+        let options = ChatTemplateOptions {
+            add_generation_prompt: true,
+            add_vision_id: false,
+        };
+        let ids =
+            encode_chat(&self.tokenizer, messages, options, &counts).map_err(|e| match e {
+                crate::chat::ChatError::ImageCountMismatch { .. } => {
+                    EngineError::InvalidInput(e.to_string())
+                }
+                other => EngineError::Tokenizer(other.to_string()),
+            })?;
+        Ok(PreparedPrompt {
+            input_ids: ids.into_iter().map(i64::from).collect(),
+            pixel_values,
+            grids,
+        })
+    }
+
+    /// A JSON-schema constraint over this checkpoint's tokenizer and logits.
+    pub fn json_schema_constraint(&self, schema: &serde_json::Value) -> Result<Constraint> {
+        let vocabulary =
+            ConstraintVocabulary::new(&self.tokenizer, self.model.config.text.vocab_size as usize)
+                .map_err(|e| EngineError::Constraint(e.to_string()))?;
+        Constraint::json_schema(&vocabulary, schema)
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))
+    }
+
+    /// Generates from a prepared prompt. `params.stop_token_ids` empty means the checkpoint's eos.
+    pub fn generate(
+        &self,
+        prompt: &PreparedPrompt,
+        params: &SamplingParams,
+        constraint: Option<&mut dyn TokenConstraint>,
+    ) -> Result<GenerationOutput> {
+        let mut params = params.clone();
+        if params.stop_token_ids.is_empty() {
+            params.stop_token_ids = self.eos_token_ids.clone();
+        }
+        let input = GenerationInput {
+            input_ids: &prompt.input_ids,
+            pixel_values: prompt.pixel_values.as_ref(),
+            image_embeds: None,
+            grids: &prompt.grids,
+        };
+        let mut cache = self.model.new_cache();
+        generate(
+            &self.model,
+            &input,
+            &params,
+            Some(&self.tokenizer),
+            constraint,
+            &mut cache,
+        )
+    }
+}

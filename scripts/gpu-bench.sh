@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU benchmark of the engine against HF transformers (engine issue, item 12). Prepared here,
+# run on a machine with an NVIDIA GPU, PyTorch 2.11 in /opt/torch/.venv and no internet.
+#
+# Carry: the release binary built here (`cargo build --release -p slc-detector`) and this repo's
+# scripts/. No cargo there. Budget: under 5 minutes (checkpoint ~1 min, 2 x 2 engines x 3 runs).
+#
+#   scripts/gpu-bench.sh [path/to/slc-detector]
+#
+# Prints, for a 448x448 image and a 1920x1080 image, TTFT (vision + prefill) and decode tok/s at
+# batch 1, ours and HF's, on the full-depth random checkpoint with the exact 3B shapes, bf16.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+binary="${1:-$here/../target/release/slc-detector}"
+python="${SLC_GPU_PYTHON:-/opt/torch/.venv/bin/python}"
+work="${SLC_BENCH_DIR:-/tmp/slc-gpu-bench}"
+mkdir -p "$work"
+# The binary's RUNPATH names this machine's wheel; point the loader at the GPU machine's one.
+torch_lib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+"$binary" | grep -q '"cuda_available": true' || { echo "slc-detector sees no CUDA device" >&2; exit 1; }
+"$python" -c 'import torch, transformers; assert torch.cuda.is_available(); print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())'
+
+for size in "448 448" "1080 1920"; do
+  set -- $size
+  timeout 150 "$python" "$here/bench_engine.py" --binary "$binary" --work-dir "$work" \
+    --text-layers 36 --vision-layers 32 --dtype bf16 --device cuda --threads 8 \
+    --image-height "$1" --image-width "$2" --new-tokens 64 --reps 3 --warmup 1
+done
