@@ -2,9 +2,11 @@
 //! embeddings meta-training clusters, and the `embed` smoke tool's report (embeddings plus
 //! pairwise cosines of a few images, as JSON).
 
-use crate::error::Result;
+use crate::clip::ClipVisionModelWithProjection;
+use crate::error::{EngineError, Result};
 use crate::lora::bank::ClipModelId;
 use crate::lora::selection::{concept_embedding, cosine_similarity};
+use crate::preprocess::{ClipImageProcessor, DecodeLimits, decode_rgb};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,47 @@ pub trait ImageEmbedder {
     fn clip_model(&self) -> ClipModelId;
     /// One embedding per image, in order.
     fn embed_image_files(&self, images: &[PathBuf]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The tch CLIP image encoder with HF's `CLIPImageProcessor`, loaded from a CLIP checkpoint
+/// directory as published (`openai/clip-vit-large-patch14` and the like).
+pub struct ClipImageEmbedder {
+    pub model: ClipVisionModelWithProjection,
+    pub processor: ClipImageProcessor,
+    pub id: ClipModelId,
+}
+
+impl ClipImageEmbedder {
+    pub fn load(dir: &Path, device: tch::Device) -> Result<Self> {
+        let processor = ClipImageProcessor::from_model_dir(dir)
+            .map_err(|e| EngineError::Config(format!("CLIP preprocessor: {e}")))?;
+        Ok(ClipImageEmbedder {
+            model: ClipVisionModelWithProjection::load(dir, tch::Kind::Float, device)?,
+            processor,
+            id: ClipModelId::from_clip_dir(dir)?,
+        })
+    }
+}
+
+impl ImageEmbedder for ClipImageEmbedder {
+    fn clip_model(&self) -> ClipModelId {
+        self.id.clone()
+    }
+
+    fn embed_image_files(&self, images: &[PathBuf]) -> Result<Vec<Vec<f32>>> {
+        images
+            .iter()
+            .map(|path| {
+                let bad = |e: &dyn std::fmt::Display| {
+                    EngineError::InvalidInput(format!("{}: {e}", path.display()))
+                };
+                let bytes = std::fs::read(path).map_err(|e| bad(&e))?;
+                let image = decode_rgb(&bytes, DecodeLimits::default()).map_err(|e| bad(&e))?;
+                let pixels = self.processor.preprocess(&image).map_err(|e| bad(&e))?;
+                self.model.embed_pixels(&pixels)
+            })
+            .collect()
+    }
 }
 
 /// A concept's embedding from its reference images (mean of L2-normalised embeddings).

@@ -351,7 +351,8 @@ pub fn train_adapter(
         let mean = total / accumulation as f64;
         state.losses.push(mean);
         on_step(state.step, mean);
-        let periodic = settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0;
+        let periodic =
+            settings.checkpoint_every > 0 && state.step.is_multiple_of(settings.checkpoint_every);
         // The last step is always kept, so a longer rerun continues from it.
         if periodic || state.step == settings.steps {
             state.save_checkpoint(checkpoint)?;

@@ -3,6 +3,7 @@
 mod chat_parity;
 mod clip_parity;
 mod constrain_tests;
+mod lora_bank;
 mod lora_parity;
 mod meta_train;
 mod preprocess_parity;

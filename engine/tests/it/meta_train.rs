@@ -6,13 +6,13 @@
 
 use crate::qwen25vl_parity::{fixture_dir, load};
 use slc_engine::EngineError;
-use slc_engine::lora::{AdapterBank, ClipModelId, LoraAdapter, attach_adapter, detach_adapters};
+use slc_engine::lora::{AdapterBank, LoraAdapter, attach_adapter, detach_adapters};
 use slc_engine::meta_train::dataset::read_concept_datasets;
-use slc_engine::meta_train::embed::{ImageEmbedder, embed_report};
+use slc_engine::meta_train::embed::{ClipImageEmbedder, ImageEmbedder, embed_report};
 use slc_engine::meta_train::examples::ExampleBuilder;
 use slc_engine::meta_train::trainer::example_loss;
 use slc_engine::meta_train::{MetaTrainConfig, meta_train};
-use slc_engine::preprocess::{DecodeLimits, PixelBudget, Qwen2VlImageProcessor, decode_rgb};
+use slc_engine::preprocess::{PixelBudget, Qwen2VlImageProcessor};
 use slc_engine::qwen2_5_vl::Qwen25VlModel;
 use slc_engine::qwen2_5_vl::rope::MultimodalRotary;
 use slc_engine::tokenizer::QwenTokenizer;
@@ -96,45 +96,10 @@ fn make_dataset(names: &[&str]) -> PathBuf {
     root
 }
 
-/// Image embeddings from the tiny model's own vision tower (mean over merged patches): a real
-/// image encoder at the `ImageEmbedder` seam, until the tch CLIP encoder is committed.
-struct VisionTowerEmbedder {
-    model: Qwen25VlModel,
-    processor: Qwen2VlImageProcessor,
-}
-
-fn tiny_clip() -> VisionTowerEmbedder {
-    VisionTowerEmbedder {
-        model: load("untied"),
-        processor: Qwen2VlImageProcessor::from_model_dir(&fixture_dir("untied")).unwrap(),
-    }
-}
-
-impl ImageEmbedder for VisionTowerEmbedder {
-    fn clip_model(&self) -> ClipModelId {
-        ClipModelId {
-            name: "tiny-qwen25vl-vision-tower".into(),
-            embedding_dim: self.model.config.vision.out_hidden_size,
-        }
-    }
-    fn embed_image_files(&self, images: &[PathBuf]) -> slc_engine::Result<Vec<Vec<f32>>> {
-        images
-            .iter()
-            .map(|path| {
-                let image =
-                    decode_rgb(&std::fs::read(path).unwrap(), DecodeLimits::default()).unwrap();
-                let inputs = self
-                    .processor
-                    .preprocess(&[image], PixelBudget::default())
-                    .unwrap();
-                let grid = inputs.image_grid_thw[0].map(|x| x as i64);
-                let pixels =
-                    Tensor::from_slice(&inputs.pixel_values).view([-1, inputs.patch_dim as i64]);
-                let features = self.model.encode_images(&pixels, &[grid])?;
-                Ok(Vec::<f32>::try_from(features.mean_dim(0, false, tch::Kind::Float)).unwrap())
-            })
-            .collect()
-    }
+/// The tiny random-weight CLIP of `tests/fixtures/clip` (the one its parity test checks).
+fn tiny_clip() -> ClipImageEmbedder {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/tiny-clip");
+    ClipImageEmbedder::load(&dir, tch::Device::Cpu).unwrap()
 }
 
 fn test_config(dataset: &Path, output: &Path, steps: usize) -> MetaTrainConfig {
@@ -359,5 +324,6 @@ fn embed_report_has_unit_self_similarity_and_symmetric_cosines() {
         }
     }
     let json = serde_json::to_value(&report).unwrap();
-    assert_eq!(json["images"][0]["embedding"].as_array().unwrap().len(), 64);
+    assert_eq!(json["images"][0]["embedding"].as_array().unwrap().len(), 16);
+    assert_eq!(json["clip_model"]["name"], "tiny-clip");
 }
