@@ -147,7 +147,7 @@ impl ServeConfig {
     pub fn defaults() -> Self {
         match Cli::parse_from(["slc-detector", "serve"]).command {
             Command::Serve(config) => *config,
-            Command::Openapi => unreachable!("parsed `serve`"),
+            _ => unreachable!("parsed `serve`"),
         }
     }
 }
