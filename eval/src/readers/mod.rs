@@ -63,6 +63,15 @@ impl Default for ReaderOptions {
     }
 }
 
+/// A JSON object's entries in key order. Whether `serde_json::Map` keeps file order depends on
+/// a feature other crates of the workspace may switch on, so the readers sort explicitly: item
+/// ids and `--limit` must not change with the build.
+pub fn sorted_entries(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 pub fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| EvalError::io(path, source))?;
     serde_json::from_str(&text).map_err(|source| EvalError::Json {

@@ -33,14 +33,14 @@ pub fn parse(
 ) -> Result<Vec<EvalItem>> {
     let source = source_name(path);
     let mut items = Vec::new();
-    for (concept, questions) in map {
+    for (concept, questions) in super::sorted_entries(map) {
         let Value::Object(questions) = questions else {
             return Err(EvalError::UnknownFormat {
                 path: path.to_path_buf(),
                 detail: format!("concept {concept:?} does not map to an object of questions"),
             });
         };
-        for (index, (key, raw)) in questions.iter().enumerate() {
+        for (index, (key, raw)) in super::sorted_entries(questions).into_iter().enumerate() {
             let id = format!("{source}:{concept}:{index}");
             let parsed: RapQuestion = serde_json::from_value(raw.clone()).map_err(|e| {
                 EvalError::bad_item(

@@ -41,7 +41,7 @@ pub fn parse(
     let source = source_name(path);
     let file_task = task_override.or_else(|| task_from_file_name(path));
     let mut items = Vec::new();
-    for (group, list) in map {
+    for (group, list) in super::sorted_entries(map) {
         let Value::Array(list) = list else {
             return Err(EvalError::UnknownFormat {
                 path: path.to_path_buf(),
