@@ -18,7 +18,7 @@ mkdir -p "$work"
 # The binary's RUNPATH names this machine's wheel; point the loader at the GPU machine's one.
 torch_lib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-"$binary" | grep -q '"cuda_available": true' || { echo "slc-detector sees no CUDA device" >&2; exit 1; }
+"$binary" device-info | grep -Eq '"cuda_available": ?true' || { echo "slc-detector sees no CUDA device" >&2; exit 1; }
 "$python" -c 'import torch, transformers; assert torch.cuda.is_available(); print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())'
 
 for size in "448 448" "1080 1920"; do

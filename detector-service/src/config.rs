@@ -27,6 +27,8 @@ pub enum Command {
     MakeCheckpoint(crate::cli::make_checkpoint::MakeCheckpointArgs),
     /// Time the engine on fixed inputs (driven by scripts/bench_engine.py).
     BenchEngine(crate::cli::bench::BenchArgs),
+    /// Print `{"cuda_available": bool}`: whether libtorch sees a GPU from this binary.
+    DeviceInfo,
 }
 
 #[derive(Debug, Clone, Args)]

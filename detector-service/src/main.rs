@@ -39,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
             print_json(&slc_detector::cli::make_checkpoint::run(&args)?)
         }
         Command::BenchEngine(args) => print_json(&slc_detector::cli::bench::run(&args)?),
+        Command::DeviceInfo => print_json(&serde_json::json!({
+            "cuda_available": slc_detector::cuda_available()
+        })),
     }
 }
 

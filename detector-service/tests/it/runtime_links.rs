@@ -65,3 +65,15 @@ fn detector_binary_starts_without_ld_library_path() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// scripts/gpu-bench.sh asks the binary this before anything else on a GPU machine.
+#[test]
+fn device_info_reports_cuda_as_a_boolean() {
+    let output = Command::new(env!("CARGO_BIN_EXE_slc-detector"))
+        .arg("device-info")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["cuda_available"].is_boolean(), "{report}");
+}
