@@ -70,7 +70,7 @@ pub struct ServeConfig {
     #[arg(
         long,
         env = "SLC_REASONER_URL",
-        default_value = "http://127.0.0.1:8081"
+        default_value = "http://127.0.0.1:8090"
     )]
     pub reasoner_url: String,
 
@@ -131,6 +131,20 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_DTYPE", default_value = "f32")]
     pub dtype: String,
 
+    /// Fold the bank's single adapter into the base weights (a deployment with one fixed
+    /// adapter) instead of applying adapters unmerged per request.
+    #[arg(long, env = "SLC_MERGE_ADAPTER", default_value_t = false)]
+    pub merge_adapter: bool,
+
+    /// Vision-encoder cache per worker, in MiB (0 turns it off): a turn's image goes through
+    /// the vision tower once for detection, verification and the answer.
+    #[arg(long, env = "SLC_VISION_CACHE_MIB", default_value_t = 256)]
+    pub vision_cache_mib: usize,
+
+    /// CPU threads of libtorch's kernels (0: libtorch's default, one per core).
+    #[arg(long, env = "SLC_TORCH_THREADS", default_value_t = 0)]
+    pub torch_threads: i32,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SLC_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -143,6 +157,18 @@ impl ServeConfig {
 
     pub fn reasoner_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.reasoner_timeout_secs)
+    }
+
+    pub fn engine_options(&self) -> crate::engine_models::EngineOptions {
+        crate::engine_models::EngineOptions {
+            model_dir: self.model_dir.clone(),
+            clip_dir: self.clip_dir.clone(),
+            adapter_bank: self.adapter_bank.clone(),
+            merge_adapter: self.merge_adapter,
+            device: self.device.clone(),
+            dtype: self.dtype.clone(),
+            vision_cache_bytes: self.vision_cache_mib * 1024 * 1024,
+        }
     }
 
     /// The laptop defaults, as `slc-detector serve` with no flags and no env would get them.

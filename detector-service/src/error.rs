@@ -182,6 +182,7 @@ impl From<WorkerError> for ApiError {
             WorkerError::ClientGone => ApiError::Internal("the client went away".into()),
             WorkerError::Model(why) => ApiError::ModelFailed(why),
             WorkerError::UnknownAdapter(name) => ApiError::UnknownModel(name),
+            WorkerError::InvalidRequest(why) => ApiError::InvalidRequest(why),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod detection;
 pub mod embedding;
+pub mod engine_models;
 pub mod error;
 pub mod extract;
 pub mod images;

@@ -6,23 +6,8 @@ use anyhow::Context;
 use clap::Parser;
 use slc_detector::config::{Cli, Command, ServeConfig};
 use slc_detector::embedding::CosineAdapterChooser;
-use slc_detector::model::{EdgeModels, ModelError, ModelLoader};
+use slc_detector::engine_models::{EngineLoader, bank_chooser};
 use slc_detector::registry::RegistryOptions;
-
-/// Stands in until the tch engine (crate `slc-engine`) is wired: it fails to load with a
-/// clear reason, so `/readyz` says why and model routes answer 503 while the registry works.
-struct EngineNotWired {
-    model_dir: std::path::PathBuf,
-}
-
-impl ModelLoader for EngineNotWired {
-    fn load(&self) -> Result<EdgeModels, ModelError> {
-        Err(ModelError::Failed(format!(
-            "this build has no engine wired to load {}",
-            self.model_dir.display()
-        )))
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -47,13 +32,22 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     init_tracing(config.log_json);
-    let loader = Arc::new(EngineNotWired {
-        model_dir: config.model_dir.clone(),
+    if config.torch_threads > 0 {
+        tch::set_num_threads(config.torch_threads);
+    }
+    // The chooser needs only the dictionary; the workers load the adapters themselves.
+    let chooser = match &config.adapter_bank {
+        Some(bank) => bank_chooser(bank)
+            .with_context(|| format!("reading the adapter bank {}", bank.display()))?,
+        None => CosineAdapterChooser::default(),
+    };
+    let loader = Arc::new(EngineLoader {
+        options: config.engine_options(),
     });
     let state = slc_detector::build_state(
         &config,
         loader,
-        Arc::new(CosineAdapterChooser::default()),
+        Arc::new(chooser),
         RegistryOptions::default(),
     )
     .await

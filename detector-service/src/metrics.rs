@@ -21,6 +21,9 @@ pub struct Metrics {
     pub adapter_selections: IntCounterVec,
     pub invalid_model_outputs: IntCounter,
     pub dropped_requests: IntCounterVec,
+    pub vision_cache_hits: IntCounter,
+    pub vision_cache_misses: IntCounter,
+    pub prefill_tokens: IntCounter,
 }
 
 impl Metrics {
@@ -104,6 +107,21 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let vision_cache_hits = IntCounter::new(
+            "slc_detector_vision_cache_hits_total",
+            "Images whose vision-tower embeddings came from the cache",
+        )
+        .unwrap();
+        let vision_cache_misses = IntCounter::new(
+            "slc_detector_vision_cache_misses_total",
+            "Images run through the vision tower (cache misses, or the cache is off)",
+        )
+        .unwrap();
+        let prefill_tokens = IntCounter::new(
+            "slc_detector_prefill_tokens_total",
+            "Prompt tokens run through the model in prefills",
+        )
+        .unwrap();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_request_duration.clone()),
@@ -116,6 +134,9 @@ impl Metrics {
             Box::new(adapter_selections.clone()),
             Box::new(invalid_model_outputs.clone()),
             Box::new(dropped_requests.clone()),
+            Box::new(vision_cache_hits.clone()),
+            Box::new(vision_cache_misses.clone()),
+            Box::new(prefill_tokens.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -132,6 +153,9 @@ impl Metrics {
             adapter_selections,
             invalid_model_outputs,
             dropped_requests,
+            vision_cache_hits,
+            vision_cache_misses,
+            prefill_tokens,
         }
     }
 
@@ -144,6 +168,9 @@ impl Metrics {
                 .observe(usage.completion_tokens as f64 / (output.timings.decode_ms / 1000.0));
         }
         self.generated_tokens.inc_by(usage.completion_tokens);
+        self.vision_cache_hits.inc_by(usage.vision_cache_hits);
+        self.vision_cache_misses.inc_by(usage.vision_encodes);
+        self.prefill_tokens.inc_by(usage.prefill_tokens);
         self.decode_steps.inc_by(usage.decode_steps);
         self.jump_forward_steps_saved
             .inc_by(usage.completion_tokens.saturating_sub(usage.decode_steps));

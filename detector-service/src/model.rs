@@ -105,6 +105,13 @@ pub struct GenerationUsage {
     /// Forward passes during decoding; below `completion_tokens` when jump-forward fed several
     /// forced tokens in one pass.
     pub decode_steps: u64,
+    /// Prompt tokens actually run through the model (below `prompt_tokens` when a cached
+    /// prefix was reused).
+    pub prefill_tokens: u64,
+    /// Images run through the vision tower for this request.
+    pub vision_encodes: u64,
+    /// Images whose embeddings came from the vision-encoder cache.
+    pub vision_cache_hits: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -136,6 +143,10 @@ pub enum TokenControl {
 pub enum ModelError {
     #[error("unknown adapter {0:?}")]
     UnknownAdapter(String),
+    /// The request cannot run on this model (a schema the grammar engine rejects, a prompt
+    /// longer than the context): the client's mistake, not the model's.
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("{0}")]
     Failed(String),
 }

@@ -33,6 +33,8 @@ pub enum WorkerError {
     Model(String),
     #[error("unknown adapter {0}")]
     UnknownAdapter(String),
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 impl From<ModelError> for WorkerError {
@@ -40,6 +42,7 @@ impl From<ModelError> for WorkerError {
         match error {
             ModelError::UnknownAdapter(name) => WorkerError::UnknownAdapter(name),
             ModelError::Failed(why) => WorkerError::Model(why),
+            ModelError::InvalidRequest(why) => WorkerError::InvalidRequest(why),
         }
     }
 }

@@ -63,6 +63,8 @@ pub enum FinishReason {
     Stop,
     /// `max_new_tokens` reached.
     Length,
+    /// The text callback asked to stop (client gone, deadline).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -78,6 +80,8 @@ pub struct Timings {
     pub vision_encode_ms: f64,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// From the start of the call until the first generated token was chosen.
+    pub first_token_ms: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -99,6 +103,62 @@ pub struct GenerationInput<'a> {
     /// Merged embeddings from `encode_images`; used instead of `pixel_values` when given.
     pub image_embeds: Option<&'a Tensor>,
     pub grids: &'a [[i64; 3]],
+}
+
+/// The optional collaborators of one generation.
+#[derive(Default)]
+pub struct Decoding<'a> {
+    /// Needed for text output, stop strings and `on_text`.
+    pub detokenizer: Option<&'a dyn Detokenize>,
+    /// Restricts every token to a grammar, with jump-forward over its forced runs.
+    pub constraint: Option<&'a mut dyn TokenConstraint>,
+    /// Receives each new piece of text once it is final (never a piece a stop string may still
+    /// cut, never half a UTF-8 character); the pieces concatenate to the output's `text`.
+    /// Returning `false` stops generation with [`FinishReason::Cancelled`].
+    pub on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
+}
+
+/// Incremental detokenization for `on_text`: what has been handed out so far.
+#[derive(Default)]
+struct TextStream {
+    emitted: String,
+}
+
+impl TextStream {
+    /// The new final text of `text` (the whole visible text so far), holding back a trailing
+    /// replacement character (an incomplete character) and any suffix that starts a stop string.
+    fn next_piece(
+        &mut self,
+        text: &str,
+        stop_strings: &[String],
+        finished: bool,
+    ) -> Option<String> {
+        let mut end = text.len();
+        if !finished {
+            if text.ends_with('\u{FFFD}') {
+                end -= '\u{FFFD}'.len_utf8();
+            }
+            let held = stop_strings
+                .iter()
+                .flat_map(|stop| {
+                    (1..stop.len())
+                        .rev()
+                        .filter(|&n| stop.is_char_boundary(n) && text[..end].ends_with(&stop[..n]))
+                        .take(1)
+                })
+                .max()
+                .unwrap_or(0);
+            end -= held;
+        }
+        // Decoding a longer id sequence only appends, except around incomplete characters;
+        // a rewrite of already emitted text is never re-sent.
+        if end <= self.emitted.len() || !text.starts_with(&self.emitted) {
+            return None;
+        }
+        let piece = text[self.emitted.len()..end].to_string();
+        self.emitted.push_str(&piece);
+        Some(piece)
+    }
 }
 
 /// A small seeded generator (splitmix64) so a request's samples depend on its seed alone, not on
@@ -192,10 +252,14 @@ pub fn generate(
     model: &Qwen25VlModel,
     input: &GenerationInput,
     params: &SamplingParams,
-    detokenizer: Option<&dyn Detokenize>,
-    mut constraint: Option<&mut dyn TokenConstraint>,
+    decoding: Decoding,
     cache: &mut KvCache,
 ) -> Result<GenerationOutput> {
+    let Decoding {
+        detokenizer,
+        mut constraint,
+        mut on_text,
+    } = decoding;
     let prompt_tokens = input.input_ids.len();
     if prompt_tokens + params.max_new_tokens > model.context_length() {
         return Err(EngineError::PromptTooLong {
@@ -228,6 +292,15 @@ pub fn generate(
     let mut generated: Vec<i64> = Vec::new();
     let mut decode_steps = 0usize;
     let mut text_cut: Option<String> = None;
+    let mut stream = TextStream::default();
+    let visible_text = |generated: &[i64]| -> String {
+        let visible: Vec<i64> = generated
+            .iter()
+            .copied()
+            .filter(|t| !params.stop_token_ids.contains(t))
+            .collect();
+        detokenizer.map_or_else(String::new, |detok| decode(detok, &visible))
+    };
     let finish_reason = 'outer: loop {
         if generated.len() >= params.max_new_tokens {
             break FinishReason::Length;
@@ -237,6 +310,9 @@ pub fn generate(
             None => last_logits.shallow_clone(),
         };
         let mut run = vec![choose(&scores, params, &mut rng)?];
+        if generated.is_empty() {
+            timings.first_token_ms = ms(started);
+        }
         if let Some(c) = constraint.as_deref_mut() {
             c.consume(&[run[0] as u32], false)?;
             if !c.is_finished() {
@@ -272,6 +348,13 @@ pub fn generate(
                 break 'outer FinishReason::Stop;
             }
         }
+        if let Some(callback) = on_text.as_deref_mut()
+            && let Some(piece) =
+                stream.next_piece(&visible_text(&generated), &params.stop_strings, false)
+            && !callback(&piece)
+        {
+            break FinishReason::Cancelled;
+        }
         if generated.len() >= params.max_new_tokens {
             break FinishReason::Length;
         }
@@ -281,18 +364,14 @@ pub fn generate(
     };
     timings.decode_ms = ms(decode_started);
 
-    let text = match (text_cut, detokenizer) {
-        (Some(text), _) => text,
-        (None, Some(detok)) => {
-            let visible: Vec<i64> = generated
-                .iter()
-                .copied()
-                .filter(|t| !params.stop_token_ids.contains(t))
-                .collect();
-            decode(detok, &visible)
-        }
-        (None, None) => String::new(),
-    };
+    let text = text_cut.unwrap_or_else(|| visible_text(&generated));
+    if finish_reason != FinishReason::Cancelled
+        && let Some(callback) = on_text
+        && let Some(piece) = stream.next_piece(&text, &params.stop_strings, true)
+    {
+        // The caller has the whole text in the output; a late "stop" changes nothing.
+        let _ = callback(&piece);
+    }
     Ok(GenerationOutput {
         text,
         usage: Usage {

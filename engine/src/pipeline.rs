@@ -7,13 +7,15 @@ use crate::chat::{ChatMessage, ChatTemplateOptions, encode_chat};
 use crate::constrain::{Constraint, ConstraintVocabulary};
 use crate::error::{EngineError, Result};
 use crate::generation::{
-    Detokenize, GenerationInput, GenerationOutput, SamplingParams, TokenConstraint, eos_token_ids,
-    generate,
+    Decoding, Detokenize, GenerationInput, GenerationOutput, SamplingParams, TokenConstraint,
+    eos_token_ids, generate,
 };
 use crate::preprocess::{DecodeLimits, PixelBudget, Qwen2VlImageProcessor, decode_rgb};
 use crate::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
 use crate::tokenizer::QwenTokenizer;
+use image::RgbImage;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tch::Tensor;
 
 impl TokenConstraint for Constraint {
@@ -54,12 +56,30 @@ pub struct PreparedPrompt {
     pub grids: Vec<[i64; 3]>,
 }
 
+/// One image through the vision tower: what a vision-encoder cache keeps.
+pub struct EncodedImage {
+    /// Merged embeddings [tokens, hidden] on the model's device.
+    pub embeds: Tensor,
+    pub grid: [i64; 3],
+    /// `<|image_pad|>` tokens the image takes in the prompt.
+    pub tokens: usize,
+}
+
+impl EncodedImage {
+    /// Bytes the embeddings occupy, for a cache bounded by bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.embeds.numel() * self.embeds.kind().elt_size_in_bytes()
+    }
+}
+
 pub struct VlmPipeline {
     pub model: Qwen25VlModel,
     pub tokenizer: QwenTokenizer,
     pub processor: Qwen2VlImageProcessor,
     pub eos_token_ids: Vec<i64>,
     pub model_dir: PathBuf,
+    /// Built on first use: it walks the whole vocabulary once.
+    constraint_vocabulary: OnceLock<ConstraintVocabulary>,
 }
 
 impl VlmPipeline {
@@ -85,6 +105,7 @@ impl VlmPipeline {
             model,
             tokenizer,
             model_dir: dir.to_path_buf(),
+            constraint_vocabulary: OnceLock::new(),
         })
     }
 
@@ -117,58 +138,119 @@ impl VlmPipeline {
                 .view([inputs.num_patches() as i64, inputs.patch_dim as i64]);
             (Some(pixels), grids, counts)
         };
-        let options = ChatTemplateOptions {
-            add_generation_prompt: true,
-            add_vision_id: false,
-        };
-        let ids =
-            encode_chat(&self.tokenizer, messages, options, &counts).map_err(|e| match e {
-                crate::chat::ChatError::ImageCountMismatch { .. } => {
-                    EngineError::InvalidInput(e.to_string())
-                }
-                other => EngineError::Tokenizer(other.to_string()),
-            })?;
         Ok(PreparedPrompt {
-            input_ids: ids.into_iter().map(i64::from).collect(),
+            input_ids: self.render(messages, &counts)?,
             pixel_values,
             grids,
         })
     }
 
-    /// A JSON-schema constraint over this checkpoint's tokenizer and logits.
-    pub fn json_schema_constraint(&self, schema: &serde_json::Value) -> Result<Constraint> {
+    /// Renders the chat with the model's template; `image_tokens[i]` pads the i-th image.
+    pub fn render(&self, messages: &[ChatMessage], image_tokens: &[usize]) -> Result<Vec<i64>> {
+        let options = ChatTemplateOptions {
+            add_generation_prompt: true,
+            add_vision_id: false,
+        };
+        let ids =
+            encode_chat(&self.tokenizer, messages, options, image_tokens).map_err(|e| match e {
+                crate::chat::ChatError::ImageCountMismatch { .. } => {
+                    EngineError::InvalidInput(e.to_string())
+                }
+                other => EngineError::Tokenizer(other.to_string()),
+            })?;
+        Ok(ids.into_iter().map(i64::from).collect())
+    }
+
+    /// Preprocesses one decoded image and runs the vision tower on it. Images are encoded
+    /// independently (the tower's attention never crosses images), so per-image results can
+    /// be cached and concatenated.
+    pub fn encode_image(&self, image: &RgbImage, budget: PixelBudget) -> Result<EncodedImage> {
+        let inputs = self
+            .processor
+            .preprocess(std::slice::from_ref(image), budget)?;
+        let merge = self.model.config.vision.spatial_merge_size as usize;
+        let g = inputs.image_grid_thw[0];
+        let grid = [g[0] as i64, g[1] as i64, g[2] as i64];
+        let pixels = Tensor::from_slice(&inputs.pixel_values)
+            .view([inputs.num_patches() as i64, inputs.patch_dim as i64]);
+        Ok(EncodedImage {
+            embeds: self.model.encode_images(&pixels, &[grid])?,
+            grid,
+            tokens: inputs.image_token_count(0, merge),
+        })
+    }
+
+    /// Generates from rendered ids and already encoded images (in prompt order).
+    pub fn generate_encoded<'a>(
+        &'a self,
+        input_ids: &[i64],
+        images: &[&EncodedImage],
+        params: &SamplingParams,
+        constraint: Option<&'a mut dyn TokenConstraint>,
+        on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
+    ) -> Result<GenerationOutput> {
+        let embeds = (!images.is_empty())
+            .then(|| Tensor::cat(&images.iter().map(|i| &i.embeds).collect::<Vec<_>>(), 0));
+        let grids: Vec<[i64; 3]> = images.iter().map(|i| i.grid).collect();
+        let input = GenerationInput {
+            input_ids,
+            pixel_values: None,
+            image_embeds: embeds.as_ref(),
+            grids: &grids,
+        };
+        self.run(&input, params, constraint, on_text)
+    }
+
+    /// The constraint vocabulary of this checkpoint, built once.
+    pub fn constraint_vocabulary(&self) -> Result<&ConstraintVocabulary> {
+        if let Some(vocabulary) = self.constraint_vocabulary.get() {
+            return Ok(vocabulary);
+        }
         let vocabulary =
             ConstraintVocabulary::new(&self.tokenizer, self.model.config.text.vocab_size as usize)
                 .map_err(|e| EngineError::Constraint(e.to_string()))?;
-        Constraint::json_schema(&vocabulary, schema)
+        Ok(self.constraint_vocabulary.get_or_init(|| vocabulary))
+    }
+
+    /// A JSON-schema constraint over this checkpoint's tokenizer and logits.
+    pub fn json_schema_constraint(&self, schema: &serde_json::Value) -> Result<Constraint> {
+        Constraint::json_schema(self.constraint_vocabulary()?, schema)
             .map_err(|e| EngineError::InvalidInput(e.to_string()))
     }
 
     /// Generates from a prepared prompt. `params.stop_token_ids` empty means the checkpoint's eos.
-    pub fn generate(
-        &self,
+    pub fn generate<'a>(
+        &'a self,
         prompt: &PreparedPrompt,
         params: &SamplingParams,
-        constraint: Option<&mut dyn TokenConstraint>,
+        constraint: Option<&'a mut dyn TokenConstraint>,
     ) -> Result<GenerationOutput> {
-        let mut params = params.clone();
-        if params.stop_token_ids.is_empty() {
-            params.stop_token_ids = self.eos_token_ids.clone();
-        }
         let input = GenerationInput {
             input_ids: &prompt.input_ids,
             pixel_values: prompt.pixel_values.as_ref(),
             image_embeds: None,
             grids: &prompt.grids,
         };
+        self.run(&input, params, constraint, None)
+    }
+
+    fn run<'a>(
+        &'a self,
+        input: &GenerationInput,
+        params: &SamplingParams,
+        constraint: Option<&'a mut dyn TokenConstraint>,
+        on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
+    ) -> Result<GenerationOutput> {
+        let mut params = params.clone();
+        if params.stop_token_ids.is_empty() {
+            params.stop_token_ids = self.eos_token_ids.clone();
+        }
         let mut cache = self.model.new_cache();
-        generate(
-            &self.model,
-            &input,
-            &params,
-            Some(&self.tokenizer),
+        let decoding = Decoding {
+            detokenizer: Some(&self.tokenizer),
             constraint,
-            &mut cache,
-        )
+            on_text,
+        };
+        generate(&self.model, input, &params, decoding, &mut cache)
     }
 }

@@ -3,7 +3,7 @@
 //! file and prints the side-by-side table). Not a test: a measurement.
 
 use anyhow::Context;
-use slc_engine::generation::{GenerationInput, SamplingParams, generate};
+use slc_engine::generation::{Decoding, GenerationInput, SamplingParams, generate};
 use slc_engine::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -72,7 +72,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             image_embeds: None,
             grids: &grids,
         };
-        let out = generate(&model, &input, &params, None, None, &mut model.new_cache())?;
+        let out = generate(
+            &model,
+            &input,
+            &params,
+            Decoding::default(),
+            &mut model.new_cache(),
+        )?;
         if rep >= args.warmup {
             vision.push(out.timings.vision_encode_ms);
             prefill.push(out.timings.prefill_ms);

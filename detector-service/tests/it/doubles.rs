@@ -1,5 +1,7 @@
-//! Test doubles for the two models, used only because the real tch engine is not wired into
-//! this crate yet (DESIGN.md allows a double where the real part cannot run). They behave like
+//! Steerable doubles of the two models, for what the real engine cannot be made to do on
+//! demand: block until released (a full queue, a passed deadline, a client that leaves), emit
+//! an invalid cue set, fail to load, or report a chosen concept present so the reasoner path
+//! can be driven. Everything else runs on the real engine (`real_engine.rs`). They behave like
 //! the real thing where the HTTP layer can tell: the VLM answers a cue-set schema with a
 //! document valid under it, streams its text piece by piece and honours stop strings and
 //! `max_new_tokens`; the embedder's output depends on the image's pixels. Every request is
@@ -201,6 +203,7 @@ impl VisionLanguageModel for DoubleVlm {
                 prompt_tokens: (prompt_chars / 4) as u64,
                 completion_tokens: count,
                 decode_steps: count.saturating_sub(forced_pieces),
+                ..GenerationUsage::default()
             },
             timings: GenerationTimings {
                 vision_ms: 1.0,

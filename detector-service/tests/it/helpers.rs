@@ -1,4 +1,5 @@
-//! `spawn_app()`: the real router on a loopback port, a fresh database per test, and the
+//! `spawn_app()`: the real router on a loopback port, a fresh database per test, and either
+//! the real tch engine on the tiny fixture checkpoint (`real_engine: true`) or the steerable
 //! model doubles of `doubles.rs`.
 
 use std::net::SocketAddr;
@@ -9,6 +10,8 @@ use base64::Engine as _;
 use slc_detector::AppState;
 use slc_detector::config::ServeConfig;
 use slc_detector::embedding::CosineAdapterChooser;
+use slc_detector::engine_models::{EngineLoader, bank_chooser};
+use slc_detector::model::ModelLoader;
 use slc_detector::registry::RegistryOptions;
 
 use crate::doubles::{DoubleControl, DoubleLoader};
@@ -27,6 +30,8 @@ pub struct TestOptions {
     pub meta_concepts: Vec<(String, Vec<f32>)>,
     pub control: DoubleControl,
     pub wait_ready: bool,
+    /// The real engine: tiny Qwen2.5-VL, tiny CLIP and the fixture adapter bank.
+    pub real_engine: bool,
 }
 
 impl Default for TestOptions {
@@ -46,6 +51,7 @@ impl Default for TestOptions {
             meta_concepts: Vec::new(),
             control: DoubleControl::default(),
             wait_ready: true,
+            real_engine: false,
         }
     }
 }
@@ -108,17 +114,30 @@ pub async fn spawn_app_with_registry_options(
             directory.path().join("registry.db").display()
         )
     });
-    let config = serve_config(&options, database_url);
-    let state = slc_detector::build_state(
-        &config,
-        Arc::new(DoubleLoader(options.control.clone())),
-        Arc::new(CosineAdapterChooser {
-            meta_concepts: options.meta_concepts.clone(),
-        }),
-        registry_options,
-    )
-    .await
-    .unwrap();
+    let mut config = serve_config(&options, database_url);
+    let (loader, chooser): (Arc<dyn ModelLoader>, CosineAdapterChooser) = if options.real_engine {
+        let fixtures = engine_fixtures();
+        config.model_dir = fixtures.join("qwen25vl/untied");
+        config.clip_dir = fixtures.join("clip/tiny-clip");
+        config.adapter_bank = Some(fixtures.join("lora/bank"));
+        config.torch_threads = 1;
+        (
+            Arc::new(EngineLoader {
+                options: config.engine_options(),
+            }),
+            bank_chooser(&fixtures.join("lora/bank")).unwrap(),
+        )
+    } else {
+        (
+            Arc::new(DoubleLoader(options.control.clone())),
+            CosineAdapterChooser {
+                meta_concepts: options.meta_concepts.clone(),
+            },
+        )
+    };
+    let state = slc_detector::build_state(&config, loader, Arc::new(chooser), registry_options)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (shutdown, shutdown_received) = tokio::sync::oneshot::channel::<()>();
@@ -139,7 +158,7 @@ pub async fn spawn_app_with_registry_options(
         _directory: directory,
     };
     if options.wait_ready {
-        for _ in 0..200 {
+        for _ in 0..3000 {
             if app.state.workers.readiness().is_ok() {
                 break;
             }
@@ -147,6 +166,11 @@ pub async fn spawn_app_with_registry_options(
         }
     }
     app
+}
+
+/// The engine crate's fixtures: tiny checkpoints made by its `make_*.py` scripts.
+pub fn engine_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/fixtures")
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {

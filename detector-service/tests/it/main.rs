@@ -10,5 +10,6 @@ mod doubles;
 mod generate_cli;
 mod helpers;
 mod operations;
+mod real_engine;
 mod registry;
 mod runtime_links;

@@ -264,7 +264,8 @@ fn every_flag_has_an_env_var() {
 }
 
 /// The real binary: `serve` configured only through env vars, answering probes and the
-/// registry while no engine is wired, and exiting cleanly on SIGTERM.
+/// registry while its model cannot load (readiness names the missing directory), and exiting
+/// cleanly on SIGTERM.
 #[tokio::test]
 async fn the_binary_serves_from_env_and_stops_on_sigterm() {
     let directory = tempfile::tempdir().unwrap();
@@ -283,6 +284,10 @@ async fn the_binary_serves_from_env_and_stops_on_sigterm() {
             ),
         )
         .env("SLC_MODEL_DIR", "/nonexistent/model")
+        .env(
+            "SLC_CLIP_DIR",
+            crate::helpers::engine_fixtures().join("clip/tiny-clip"),
+        )
         .env("SLC_API_KEYS", "k1,k2")
         .env("SLC_QUEUE_SIZE", "4")
         .env("SLC_LOG_JSON", "true")

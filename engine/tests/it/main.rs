@@ -10,3 +10,4 @@ mod preprocess_parity;
 mod qwen25vl_loading;
 mod qwen25vl_parity;
 mod smoke;
+mod streaming;

@@ -3,7 +3,7 @@
 
 use crate::qwen25vl_parity::{fixture_dir, load};
 use slc_engine::EngineError;
-use slc_engine::generation::{GenerationInput, SamplingParams, generate};
+use slc_engine::generation::{Decoding, GenerationInput, SamplingParams, generate};
 use slc_engine::qwen2_5_vl::config::Qwen25VlConfig;
 use slc_engine::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
 use std::path::{Path, PathBuf};
@@ -201,7 +201,14 @@ fn a_prompt_longer_than_the_context_is_a_typed_error() {
         max_new_tokens: 11,
         ..SamplingParams::default()
     };
-    let err = generate(&model, &input, &params, None, None, &mut model.new_cache()).unwrap_err();
+    let err = generate(
+        &model,
+        &input,
+        &params,
+        Decoding::default(),
+        &mut model.new_cache(),
+    )
+    .unwrap_err();
     assert!(matches!(err, EngineError::PromptTooLong { .. }), "{err}");
     assert!(err.is_client_error());
     let too_long = vec![1i64; context + 1];

@@ -112,7 +112,9 @@ fn logits_match_hf_transformers5_layout() {
 }
 
 fn greedy(model_dir: &str, reference: &str, prompt_name: &str) {
-    use slc_engine::generation::{GenerationInput, SamplingParams, eos_token_ids, generate};
+    use slc_engine::generation::{
+        Decoding, GenerationInput, SamplingParams, eos_token_ids, generate,
+    };
     let refs = references();
     let model = load(model_dir);
     let (input_ids, pixels, grids) = prompt(&refs, prompt_name);
@@ -129,7 +131,7 @@ fn greedy(model_dir: &str, reference: &str, prompt_name: &str) {
         grids: &grids,
     };
     let mut cache = model.new_cache();
-    let out = generate(&model, &input, &params, None, None, &mut cache).unwrap();
+    let out = generate(&model, &input, &params, Decoding::default(), &mut cache).unwrap();
     let expected = ids(&refs[&format!("greedy_{reference}_{prompt_name}")]);
     assert_eq!(out.token_ids, expected, "{model_dir}/{prompt_name}");
     assert_eq!(out.usage.completion_tokens, 32);

@@ -1,0 +1,257 @@
+//! The service on the real tch engine: tiny Qwen2.5-VL, tiny CLIP and the fixture adapter bank
+//! (engine/tests/fixtures). Registration embeds with CLIP, detection decodes under the cue-set
+//! schema with jump-forward and the bank's adapter, chat completions stream and honour
+//! `response_format`, and the vision-encoder cache serves a repeated image.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, TestOptions, assert_error, data_url, fixture, register, solid_png, spawn_app,
+};
+
+pub const BASE_MODEL: &str = "untied";
+const BANK_ADAPTERS: [&str; 3] = ["bo", "brown-duck", "dug"];
+
+pub async fn spawn_real() -> TestApp {
+    let app = spawn_app(TestOptions {
+        real_engine: true,
+        ..TestOptions::default()
+    })
+    .await;
+    app.state
+        .workers
+        .readiness()
+        .expect("the real engine loads the fixtures");
+    app
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+#[tokio::test]
+async fn registers_detects_and_encodes_a_repeated_image_once() {
+    let app = spawn_real().await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    register(
+        &app,
+        "bo",
+        "A Shiba Inu with a red collar.",
+        &[fixture("bo_train_0.jpg"), fixture("bo_train_3.jpg")],
+    )
+    .await;
+    register(
+        &app,
+        "mug",
+        "A plain blue mug.",
+        &[solid_png([20, 40, 200], 64, 48)],
+    )
+    .await;
+    let records = app
+        .state
+        .registry
+        .get_many(&["bo".to_string()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(records[0].clip_model, "tiny-clip");
+    let dimension = records[0].embedding.len();
+    assert_eq!(dimension, 16, "the tiny CLIP's projection_dim");
+
+    let request = json!({
+        "image": data_url(&fixture("bo_test_3.jpg"), "image/jpeg"),
+        "concepts": ["bo", "<mug>"]
+    });
+    let response = post(&app, "/v1/detect", request.clone()).await;
+    let status = response.status();
+    let first: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{first}");
+    let cues = first["cues"].as_object().unwrap();
+    let keys: Vec<&String> = cues.keys().collect();
+    assert_eq!(
+        keys,
+        ["<bo>", "<mug>"],
+        "exactly the requested ids: {first}"
+    );
+    for (id, cue) in cues {
+        match cue["present"].as_bool() {
+            Some(true) => {
+                assert!(cue["location-absolute"].is_string(), "{id}: {cue}");
+                assert!(cue["location-relative"].is_string(), "{id}: {cue}");
+            }
+            Some(false) => assert_eq!(cue.as_object().unwrap().len(), 1, "{id}: {cue}"),
+            None => panic!("{id} has no boolean `present`: {cue}"),
+        }
+    }
+    let adapter = &first["adapter"];
+    assert!(
+        BANK_ADAPTERS.contains(&adapter["name"].as_str().unwrap()),
+        "{adapter}"
+    );
+    let similarity = adapter["similarity"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&similarity), "{adapter}");
+    let usage = &first["usage"];
+    assert!(
+        usage["decode_steps"].as_u64().unwrap() < usage["completion_tokens"].as_u64().unwrap(),
+        "jump-forward feeds forced runs in one step: {usage}"
+    );
+
+    let second: Value = post(&app, "/v1/detect", request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        second["cues"], first["cues"],
+        "greedy decoding is deterministic"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, "slc_detector_vision_cache_misses_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "slc_detector_vision_cache_hits_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "slc_detector_invalid_model_outputs_total"),
+        0.0
+    );
+    assert!(metric(&metrics, "slc_detector_jump_forward_steps_saved_total") > 0.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn chat_completions_on_the_real_model() {
+    let app = spawn_real().await;
+    let models: Value = app
+        .client
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [BASE_MODEL, "bo", "brown-duck", "dug"]);
+
+    let photo = data_url(&fixture("bo_test_3.jpg"), "image/jpeg");
+    let chat = |model: &str, stream: bool| {
+        json!({
+            "model": model,
+            "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": photo}},
+                {"type": "text", "text": "What is in the picture?"}
+            ]}],
+            "max_tokens": 12,
+            "temperature": 0,
+            "stream": stream
+        })
+    };
+    let plain: Value = post(&app, "/v1/chat/completions", chat(BASE_MODEL, false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let content = plain["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!content.is_empty(), "{plain}");
+    assert_eq!(plain["usage"]["completion_tokens"], 12);
+    assert_eq!(plain["choices"][0]["finish_reason"], "length");
+
+    let streamed = post(&app, "/v1/chat/completions", chat(BASE_MODEL, true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let pieces: Vec<Value> = streamed
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    let streamed_text: String = pieces
+        .iter()
+        .filter_map(|chunk| chunk["choices"].get(0)?["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        streamed_text, content,
+        "streaming gives the same greedy text"
+    );
+    assert!(pieces.len() > 3, "text arrives piece by piece: {streamed}");
+
+    let with_adapter = post(&app, "/v1/chat/completions", chat("bo", false)).await;
+    assert_eq!(with_adapter.status(), 200);
+
+    let schema = json!({
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}},
+        "required": ["answer"],
+        "additionalProperties": false
+    });
+    let constrained: Value = post(
+        &app,
+        "/v1/chat/completions",
+        json!({
+            "model": BASE_MODEL,
+            "messages": [{"role": "user", "content": "Is there a dog? Answer in JSON."}],
+            "max_tokens": 40,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "yn", "schema": schema}}
+        }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let document: Value = serde_json::from_str(
+        constrained["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap(),
+    )
+    .expect("constrained output parses");
+    assert!(
+        ["yes", "no"].contains(&document["answer"].as_str().unwrap()),
+        "{document}"
+    );
+    assert_eq!(document.as_object().unwrap().len(), 1);
+
+    let bad_schema = post(
+        &app,
+        "/v1/chat/completions",
+        json!({
+            "model": BASE_MODEL,
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "no-such-type"}}}
+        }),
+    )
+    .await;
+    assert_error(bad_schema, 400, "invalid_request").await;
+    app.stop().await;
+}
