@@ -119,8 +119,9 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_MAX_IMAGES_PER_CONCEPT", default_value_t = 10)]
     pub max_images_per_concept: usize,
 
-    /// Most new tokens for one cue set.
-    #[arg(long, env = "SLC_DETECT_MAX_TOKENS", default_value_t = 512)]
+    /// Most new tokens for one cue set. The schema shortens location strings so that every
+    /// cue set completes within it (64 characters each when there is room).
+    #[arg(long, env = "SLC_DETECT_MAX_TOKENS", default_value_t = 2048)]
     pub detect_max_tokens: u32,
 
     /// `cpu`, `cuda` or `cuda:N`.

@@ -55,15 +55,30 @@ pub fn table6_user_text(concepts: &[(String, String)]) -> String {
     format!("Concept List\n\n{}", lines.join("\n"))
 }
 
+/// Longest location string the schema allows when the token budget has room.
+pub const LOCATION_MAX_CHARS: usize = 64;
+/// Below this a location cannot say much; asking for more concepts than fit is refused.
+pub const LOCATION_MIN_CHARS: usize = 8;
+
 /// The JSON schema of a cue set for exactly these bracketed ids: every id required, no other
 /// key; a present concept carries both locations, an absent one carries nothing else.
-pub fn cue_set_schema(bracketed_ids: &[String]) -> Value {
+///
+/// Locations are printable ASCII without quote or backslash, at most `location_chars` long:
+/// every character is then one byte and every token at least one, so a complete document never
+/// takes more than [`cue_set_token_budget`] tokens. Without that bound a model that keeps
+/// writing one location (a small or confused one does) runs into the token limit and leaves
+/// unparseable JSON.
+pub fn cue_set_schema(bracketed_ids: &[String], location_chars: usize) -> Value {
+    let location = json!({
+        "type": "string",
+        "pattern": format!("^[ !#-\\[\\]-~]{{0,{location_chars}}}$")
+    });
     let present = json!({
         "type": "object",
         "properties": {
             "present": {"const": true},
-            "location-absolute": {"type": "string"},
-            "location-relative": {"type": "string"}
+            "location-absolute": location,
+            "location-relative": location
         },
         "required": ["present", "location-absolute", "location-relative"],
         "additionalProperties": false
@@ -84,6 +99,27 @@ pub fn cue_set_schema(bracketed_ids: &[String]) -> Value {
         "required": bracketed_ids,
         "additionalProperties": false
     })
+}
+
+/// Bytes of the longest document [`cue_set_schema`] admits (the grammar writes `", "` and
+/// `": "` separators and no other whitespace), plus the end-of-turn token: an upper bound on
+/// its tokens.
+pub fn cue_set_token_budget(bracketed_ids: &[String], location_chars: usize) -> usize {
+    const PRESENT_ENTRY: &str =
+        r#""": {"present": true, "location-absolute": "", "location-relative": ""}, "#;
+    let entries: usize = bracketed_ids
+        .iter()
+        .map(|id| id.len() + PRESENT_ENTRY.len() + 2 * location_chars)
+        .sum();
+    entries + "{}".len() + 1
+}
+
+/// The longest location length whose worst-case cue set fits in `max_tokens`, capped at
+/// [`LOCATION_MAX_CHARS`]; `None` when not even [`LOCATION_MIN_CHARS`] fits.
+pub fn location_chars_within(bracketed_ids: &[String], max_tokens: usize) -> Option<usize> {
+    (LOCATION_MIN_CHARS..=LOCATION_MAX_CHARS)
+        .rev()
+        .find(|&chars| cue_set_token_budget(bracketed_ids, chars) <= max_tokens)
 }
 
 /// Parses the model's text and normalizes it to the cue-set schema for `bracketed_ids`:
@@ -199,6 +235,35 @@ mod tests {
             .is_err()
         );
         assert!(normalize_cue_set("not json", &two).is_err());
+    }
+
+    #[test]
+    fn the_longest_admitted_cue_set_fits_its_budget() {
+        let two = ids(&["<bo>", "<shiba-sleep>"]);
+        let longest = serde_json::to_string(&json!({
+            "<bo>": {"present": true, "location-absolute": "a".repeat(20), "location-relative": "b".repeat(20)},
+            "<shiba-sleep>": {"present": true, "location-absolute": "c".repeat(20), "location-relative": "d".repeat(20)}
+        }))
+        .unwrap()
+        .replace(',', ", ")
+        .replace(':', ": ");
+        assert!(longest.len() < cue_set_token_budget(&two, 20));
+        assert!(
+            longest.len() + 8 >= cue_set_token_budget(&two, 20),
+            "the bound is tight"
+        );
+        assert_eq!(
+            location_chars_within(&two, 100_000),
+            Some(LOCATION_MAX_CHARS)
+        );
+        let fits = cue_set_token_budget(&two, 30);
+        assert_eq!(location_chars_within(&two, fits), Some(30));
+        assert_eq!(location_chars_within(&two, fits - 1), Some(29));
+        assert_eq!(location_chars_within(&two, 10), None);
+        let pattern = cue_set_schema(&two, 30)["properties"]["<bo>"]["anyOf"][0]["properties"]
+            ["location-absolute"]["pattern"]
+            .clone();
+        assert_eq!(pattern, json!("^[ !#-\\[\\]-~]{0,30}$"));
     }
 
     #[test]

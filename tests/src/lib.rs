@@ -1,1 +1,418 @@
-//! Helpers for the end-to-end tests in `tests/`.
+//! The SLC service pair as one runnable stack, shared by the end-to-end tests and the demo:
+//! the real `slc-detector` and `slc-reasoner` binaries on free loopback ports, each on SQLite in
+//! a temporary directory, the edge on the tiny Qwen2.5-VL checkpoint, tiny CLIP and the fixture
+//! adapter bank, and the reasoner using the edge's own OpenAI-compatible endpoint as its large
+//! model (the paper's fully local setup, Table 4's 3B row).
+//!
+//! With `record: true`, two recording proxies sit on the wires (edge → reasoner, and reasoner
+//! → large model) so tests can inspect every byte that crossed the privacy boundary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// The key the app uses against the edge, the edge against the reasoner, and the reasoner
+/// against the edge's OpenAI endpoint.
+pub const APP_KEY: &str = "demo-app-key";
+pub const EDGE_TO_REASONER_KEY: &str = "demo-edge-key";
+pub const REASONER_TO_LLM_KEY: &str = "demo-reasoner-key";
+
+/// The repository root (this crate sits one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// The engine fixtures the stack runs on.
+pub fn engine_fixtures() -> PathBuf {
+    repo_root().join("engine/tests/fixtures")
+}
+
+/// This crate's own fixtures: the sample concepts and a query photo.
+pub fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures")
+}
+
+pub struct StackOptions {
+    /// Where `slc-detector` and `slc-reasoner` were built (`target/debug` or `target/release`).
+    pub bin_dir: PathBuf,
+    /// Put recording proxies on both wires.
+    pub record: bool,
+    /// Ask the reasoner for `response_format: json_schema` (the edge supports it).
+    pub llm_json_schema: bool,
+    /// Extra env vars for the edge (for example `SLC_VISION_CACHE_MIB=0`).
+    pub edge_env: Vec<(String, String)>,
+    /// Where the services' logs go; `None` discards them.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl StackOptions {
+    pub fn new(bin_dir: PathBuf) -> Self {
+        StackOptions {
+            bin_dir,
+            record: false,
+            llm_json_schema: true,
+            edge_env: Vec::new(),
+            log_dir: None,
+        }
+    }
+}
+
+/// One request a proxy forwarded.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+pub type Recording = Arc<Mutex<Vec<Recorded>>>;
+
+pub struct Stack {
+    pub edge_url: String,
+    pub reasoner_url: String,
+    /// What reached the reasoner from the edge (empty unless recording).
+    pub to_reasoner: Recording,
+    /// What reached the large model (the edge's OpenAI endpoint) from the reasoner.
+    pub to_large_model: Recording,
+    pub client: reqwest::Client,
+    edge: Child,
+    reasoner: Child,
+    _directory: tempfile::TempDir,
+}
+
+/// An HTTP client for the stack (plain HTTP on loopback; reqwest still wants a TLS provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn log_target(log_dir: &Option<PathBuf>, name: &str) -> Result<Stdio> {
+    Ok(match log_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            Stdio::from(std::fs::File::create(dir.join(format!("{name}.log")))?)
+        }
+        None => Stdio::null(),
+    })
+}
+
+impl Stack {
+    /// Starts both services and waits until both are ready (models loaded and warm).
+    pub async fn start(options: StackOptions) -> Result<Stack> {
+        let directory = tempfile::tempdir()?;
+        let (edge_port, reasoner_port) = (free_port()?, free_port()?);
+        let edge_url = format!("http://127.0.0.1:{edge_port}");
+        let reasoner_url = format!("http://127.0.0.1:{reasoner_port}");
+        let to_reasoner = Recording::default();
+        let to_large_model = Recording::default();
+        // With recording, each service talks to a proxy in front of the other.
+        let (edge_sees_reasoner_at, reasoner_sees_llm_at) = if options.record {
+            (
+                start_proxy(&reasoner_url, to_reasoner.clone()).await?,
+                start_proxy(&edge_url, to_large_model.clone()).await?,
+            )
+        } else {
+            (reasoner_url.clone(), edge_url.clone())
+        };
+        let detector_binary = options.bin_dir.join("slc-detector");
+        let reasoner_binary = options.bin_dir.join("slc-reasoner");
+        for binary in [&detector_binary, &reasoner_binary] {
+            if !binary.exists() {
+                bail!(
+                    "{} is missing: build it first (`cargo build --bins`)",
+                    binary.display()
+                );
+            }
+        }
+        let fixtures = engine_fixtures();
+        let mut edge = Command::new(&detector_binary);
+        edge.arg("serve")
+            .env("SLC_BIND", format!("127.0.0.1:{edge_port}"))
+            .env("SLC_MODEL_DIR", fixtures.join("qwen25vl/untied"))
+            .env("SLC_CLIP_DIR", fixtures.join("clip/tiny-clip"))
+            .env("SLC_ADAPTER_BANK", fixtures.join("lora/bank"))
+            .env(
+                "SLC_DATABASE_URL",
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    directory.path().join("edge.db").display()
+                ),
+            )
+            .env("SLC_REASONER_URL", &edge_sees_reasoner_at)
+            .env("SLC_REASONER_API_KEY", EDGE_TO_REASONER_KEY)
+            .env("SLC_API_KEYS", format!("{APP_KEY},{REASONER_TO_LLM_KEY}"))
+            .env("SLC_WORKERS", "1")
+            .envs(options.edge_env.iter().map(|(k, v)| (k, v)))
+            .stdout(log_target(&options.log_dir, "slc-detector")?)
+            .stderr(log_target(&options.log_dir, "slc-detector.err")?);
+        let edge = edge
+            .spawn()
+            .with_context(|| format!("starting {}", detector_binary.display()))?;
+        let reasoner = Command::new(&reasoner_binary)
+            .arg("serve")
+            .env("SLC_REASONER_BIND", format!("127.0.0.1:{reasoner_port}"))
+            .env("SLC_LLM_BASE_URL", format!("{reasoner_sees_llm_at}/v1"))
+            .env("SLC_LLM_MODEL", "untied")
+            .env("SLC_LLM_API_KEY", REASONER_TO_LLM_KEY)
+            .env("SLC_LLM_JSON_SCHEMA", options.llm_json_schema.to_string())
+            .env(
+                "SLC_DATABASE_URL",
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    directory.path().join("reasoner.db").display()
+                ),
+            )
+            .env("SLC_REASONER_API_KEYS", EDGE_TO_REASONER_KEY)
+            .stdout(log_target(&options.log_dir, "slc-reasoner")?)
+            .stderr(log_target(&options.log_dir, "slc-reasoner.err")?)
+            .spawn()
+            .with_context(|| format!("starting {}", reasoner_binary.display()))?;
+        let mut stack = Stack {
+            edge_url,
+            reasoner_url,
+            to_reasoner,
+            to_large_model,
+            client: http_client(),
+            edge,
+            reasoner,
+            _directory: directory,
+        };
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for url in [stack.edge_url.clone(), stack.reasoner_url.clone()] {
+            stack.wait_ready(&url, deadline).await?;
+        }
+        Ok(stack)
+    }
+
+    async fn wait_ready(&mut self, base: &str, deadline: Instant) -> Result<()> {
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self.edge.try_wait()? {
+                bail!("slc-detector exited early with {status}: {last}");
+            }
+            if let Some(status) = self.reasoner.try_wait()? {
+                bail!("slc-reasoner exited early with {status}: {last}");
+            }
+            match self.client.get(format!("{base}/readyz")).send().await {
+                Ok(response) if response.status() == 200 => return Ok(()),
+                Ok(response) => last = response.text().await.unwrap_or_default(),
+                Err(error) => last = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{base} did not become ready: {last}")
+    }
+
+    /// An authorized request to the edge.
+    pub fn edge(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.edge_url))
+            .bearer_auth(APP_KEY)
+    }
+
+    /// Registers a concept from image files, as an app would (JSON with base64 images).
+    pub async fn register(&self, id: &str, description: &str, images: &[PathBuf]) -> Result<()> {
+        use base64::Engine as _;
+        let images = images
+            .iter()
+            .map(|path| {
+                std::fs::read(path)
+                    .with_context(|| format!("reading {}", path.display()))
+                    .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let response = self
+            .edge(reqwest::Method::POST, "/v1/concepts")
+            .json(&serde_json::json!({"id": id, "description": description, "images": images}))
+            .send()
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            bail!(
+                "registering <{id}>: {} {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops both services with SIGTERM and waits for them to exit.
+    pub fn stop(mut self) -> Result<()> {
+        for child in [&mut self.edge, &mut self.reasoner] {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for (name, child) in [
+            ("slc-detector", &mut self.edge),
+            ("slc-reasoner", &mut self.reasoner),
+        ] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    if !status.success() {
+                        bail!("{name} exited with {status} on SIGTERM");
+                    }
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    bail!("{name} did not stop within 30 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave servers behind.
+        let _ = self.edge.kill();
+        let _ = self.reasoner.kill();
+        let _ = self.edge.wait();
+        let _ = self.reasoner.wait();
+    }
+}
+
+#[derive(Clone)]
+struct Proxy {
+    target: String,
+    recording: Recording,
+    client: reqwest::Client,
+}
+
+/// A recording HTTP proxy to `target` on a free loopback port; returns its base URL.
+async fn start_proxy(target: &str, recording: Recording) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address: SocketAddr = listener.local_addr()?;
+    let proxy = Proxy {
+        target: target.to_string(),
+        recording,
+        client: http_client(),
+    };
+    let router = axum::Router::new().fallback(forward).with_state(proxy);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(format!("http://{address}"))
+}
+
+/// Records the request, forwards it, and relays the response (buffered: the tests read whole
+/// bodies, and SSE events stay intact).
+async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
+        return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    proxy.recording.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.clone(),
+    });
+    let mut headers = HeaderMap::new();
+    for (name, value) in parts.headers.iter() {
+        if name != "host" && name != "content-length" {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let upstream = proxy
+        .client
+        .request(parts.method, format!("{}{path}", proxy.target))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    match upstream {
+        Ok(response) => {
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            let mut relayed = (status, body).into_response();
+            for (name, value) in headers.iter() {
+                if name != "content-length" && name != "transfer-encoding" {
+                    relayed.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            relayed
+        }
+        Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+    }
+}
+
+/// A concept of the sample database (`tests/fixtures/concepts/database.json`, the RAP
+/// example database's format).
+#[derive(Debug, Clone)]
+pub struct SampleConcept {
+    pub id: String,
+    pub description: String,
+    pub category: String,
+    pub image: PathBuf,
+}
+
+pub fn sample_concepts() -> Result<Vec<SampleConcept>> {
+    let folder = fixtures().join("concepts");
+    let path = folder.join("database.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let database: serde_json::Value = serde_json::from_str(&text)?;
+    let entries = database["concept_dict"]
+        .as_object()
+        .context("database.json has no concept_dict")?;
+    entries
+        .values()
+        .map(|entry| {
+            let field = |name: &str| -> Result<String> {
+                entry[name]
+                    .as_str()
+                    .map(str::to_string)
+                    .with_context(|| format!("{}: an entry has no {name}", path.display()))
+            };
+            Ok(SampleConcept {
+                id: field("name")?,
+                description: field("info")?,
+                category: field("category")?,
+                image: folder.join(field("image")?),
+            })
+        })
+        .collect()
+}

@@ -123,16 +123,12 @@ fn run_tests_with_summary(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn demo(_extra: &[String]) -> Result<()> {
+fn demo(extra: &[String]) -> Result<()> {
     setup::ensure()?;
     println!("==> cargo build --release");
     run(cargo().args(["build", "--release", "--workspace", "--bins", "--locked"]))?;
-    println!(
-        "The SLC demo starts the edge detector and the cloud reasoner on loopback, registers the\n\
-         sample concepts, asks a question and prints the answer with its trace.\n\
-         The services are not built yet: this command will run them once they exist."
-    );
-    Ok(())
+    println!("==> target/release/slc-demo");
+    run(Command::new("target/release/slc-demo").args(extra))
 }
 
 /// Checks with `readelf -d` that a tch binary carries a RUNPATH into `torch/lib` and,

@@ -6,7 +6,8 @@ use axum::extract::State;
 use shared_types::{AdapterChoice, DetectRequest, DetectResponse, ErrorBody, Timings, Usage};
 
 use crate::detection::{
-    TABLE6_SYSTEM_PROMPT, bare_concept_id, cue_set_schema, normalize_cue_set, table6_user_text,
+    TABLE6_SYSTEM_PROMPT, bare_concept_id, cue_set_schema, cue_set_token_budget,
+    location_chars_within, normalize_cue_set, table6_user_text,
 };
 use crate::embedding::mean_of_normalized;
 use crate::error::ApiError;
@@ -109,6 +110,14 @@ pub async fn run_detection(
             )
         })
         .collect();
+    let max_tokens = state.limits.detect_max_tokens as usize;
+    let location_chars = location_chars_within(&bracketed_ids, max_tokens).ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "{} concepts do not fit in one cue set of at most {max_tokens} tokens \
+             (SLC_DETECT_MAX_TOKENS); ask about fewer at once",
+            bracketed_ids.len()
+        ))
+    })?;
     let embeddings: Vec<Vec<f32>> = records.iter().map(|r| r.embedding.clone()).collect();
     let catalog = state.workers.catalog();
     let loaded_adapters = catalog.adapters;
@@ -157,8 +166,10 @@ pub async fn run_detection(
                 ],
             },
         ],
-        sampling: SamplingParams::greedy(state.limits.detect_max_tokens),
-        json_schema: Some(cue_set_schema(&bracketed_ids)),
+        sampling: SamplingParams::greedy(
+            cue_set_token_budget(&bracketed_ids, location_chars) as u32
+        ),
+        json_schema: Some(cue_set_schema(&bracketed_ids, location_chars)),
         adapter: adapter.as_ref().map(|selection| selection.name.clone()),
     };
     let output = state.workers.generate(request, state.deadline()).await?;

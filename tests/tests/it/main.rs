@@ -1,3 +1,4 @@
 //! The end-to-end crate's one integration test binary.
 
 mod deploy_drift;
+mod e2e;
