@@ -27,6 +27,11 @@ pub enum Command {
     MakeCheckpoint(crate::cli::make_checkpoint::MakeCheckpointArgs),
     /// Time the engine on fixed inputs (driven by scripts/bench_engine.py).
     BenchEngine(crate::cli::bench::BenchArgs),
+    /// Offline meta-training: cluster training concepts and train one LoRA adapter per
+    /// meta-concept into an adapter bank.
+    MetaTrain(crate::cli::meta_train::MetaTrainArgs),
+    /// Print CLIP embeddings of images and their pairwise cosines as JSON.
+    Embed(crate::cli::embed::EmbedArgs),
     /// Print `{"cuda_available": bool}`: whether libtorch sees a GPU from this binary.
     DeviceInfo,
 }

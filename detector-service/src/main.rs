@@ -23,6 +23,8 @@ async fn main() -> anyhow::Result<()> {
         Command::MakeCheckpoint(args) => {
             print_json(&slc_detector::cli::make_checkpoint::run(&args)?)
         }
+        Command::MetaTrain(args) => print_json(&slc_detector::cli::meta_train::run(&args)?),
+        Command::Embed(args) => print_json(&slc_detector::cli::embed::run(&args)?),
         Command::BenchEngine(args) => print_json(&slc_detector::cli::bench::run(&args)?),
         Command::DeviceInfo => print_json(&serde_json::json!({
             "cuda_available": slc_detector::cuda_available()

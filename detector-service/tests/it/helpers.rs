@@ -32,6 +32,8 @@ pub struct TestOptions {
     pub wait_ready: bool,
     /// The real engine: tiny Qwen2.5-VL, tiny CLIP and the fixture adapter bank.
     pub real_engine: bool,
+    /// Another bank for the real engine than the fixture one.
+    pub adapter_bank: Option<std::path::PathBuf>,
 }
 
 impl Default for TestOptions {
@@ -52,6 +54,7 @@ impl Default for TestOptions {
             control: DoubleControl::default(),
             wait_ready: true,
             real_engine: false,
+            adapter_bank: None,
         }
     }
 }
@@ -119,13 +122,17 @@ pub async fn spawn_app_with_registry_options(
         let fixtures = engine_fixtures();
         config.model_dir = fixtures.join("qwen25vl/untied");
         config.clip_dir = fixtures.join("clip/tiny-clip");
-        config.adapter_bank = Some(fixtures.join("lora/bank"));
+        let bank = options
+            .adapter_bank
+            .clone()
+            .unwrap_or_else(|| fixtures.join("lora/bank"));
+        config.adapter_bank = Some(bank.clone());
         config.torch_threads = 1;
         (
             Arc::new(EngineLoader {
                 options: config.engine_options(),
             }),
-            bank_chooser(&fixtures.join("lora/bank")).unwrap(),
+            bank_chooser(&bank).unwrap(),
         )
     } else {
         (

@@ -9,6 +9,7 @@ mod detect;
 mod doubles;
 mod generate_cli;
 mod helpers;
+mod meta_train_cli;
 mod operations;
 mod real_engine;
 mod registry;
