@@ -147,6 +147,15 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_VISION_CACHE_MIB", default_value_t = 256)]
     pub vision_cache_mib: usize,
 
+    /// Prefix KV cache per worker, in MiB (0 turns it off): prompts that share a prefix with a
+    /// recent one (a fixed system prompt, the same image) prefill only what differs.
+    #[arg(long, env = "SLC_PREFIX_CACHE_MIB", default_value_t = 512)]
+    pub prefix_cache_mib: usize,
+
+    /// Feed runs of schema-forced tokens in one forward pass (jump-forward).
+    #[arg(long, env = "SLC_JUMP_FORWARD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub jump_forward: bool,
+
     /// CPU threads of libtorch's kernels (0: libtorch's default, one per core).
     #[arg(long, env = "SLC_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
@@ -174,6 +183,8 @@ impl ServeConfig {
             device: self.device.clone(),
             dtype: self.dtype.clone(),
             vision_cache_bytes: self.vision_cache_mib * 1024 * 1024,
+            prefix_cache_bytes: self.prefix_cache_mib * 1024 * 1024,
+            jump_forward: self.jump_forward,
         }
     }
 

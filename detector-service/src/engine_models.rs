@@ -13,11 +13,14 @@ use std::time::Instant;
 
 use slc_engine::chat::{ChatMessage, ContentPart as EngineContent};
 use slc_engine::error::EngineError;
-use slc_engine::generation::{FinishReason as EngineFinish, SamplingParams as EngineSampling};
+use slc_engine::generation::{
+    FinishReason as EngineFinish, SamplingParams as EngineSampling, TokenConstraint,
+};
 use slc_engine::lora::{AdapterBank, BankDictionary, LoraAdapter, attach_adapter};
 use slc_engine::lora::{detach_adapters, merge_adapter};
 use slc_engine::meta_train::embed::ClipImageEmbedder;
 use slc_engine::pipeline::{EncodedImage, VlmPipeline};
+use slc_engine::prefix_cache::{PrefixCache, prompt_keys};
 use slc_engine::preprocess::PixelBudget;
 use slc_engine::qwen2_5_vl::LoadOptions;
 
@@ -40,6 +43,10 @@ pub struct EngineOptions {
     pub dtype: String,
     /// Bound of the vision-encoder cache per worker; 0 turns it off.
     pub vision_cache_bytes: usize,
+    /// Bound of the prefix KV cache per worker; 0 turns reuse off.
+    pub prefix_cache_bytes: usize,
+    /// Feed schema-forced runs of tokens in one forward pass (off: one pass per token).
+    pub jump_forward: bool,
 }
 
 pub struct EngineLoader {
@@ -64,6 +71,16 @@ impl ModelLoader for EngineLoader {
                 .map(|meta| (meta.name, meta.adapter))
                 .collect();
         }
+        let vision_adapters = adapters
+            .iter()
+            .filter(|(_, adapter)| {
+                adapter
+                    .modules
+                    .keys()
+                    .any(|path| path.starts_with("model.visual."))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut merged = None;
         if options.merge_adapter {
             let [(name, adapter)] =
@@ -85,7 +102,10 @@ impl ModelLoader for EngineLoader {
                 adapters,
                 merged,
                 attached: None,
+                vision_adapters,
                 vision_cache: VisionCache::new(options.vision_cache_bytes),
+                prefix_cache: PrefixCache::new(options.prefix_cache_bytes),
+                jump_forward: options.jump_forward,
             }),
             embedder: Box::new(EngineClip(embedder)),
         })
@@ -127,7 +147,11 @@ struct EngineVlm {
     merged: Option<String>,
     /// The adapter whose factors sit in the model's LoRA slots now.
     attached: Option<String>,
+    /// Adapters that change the vision tower, so its output is cached per adapter.
+    vision_adapters: Vec<String>,
     vision_cache: VisionCache,
+    prefix_cache: PrefixCache,
+    jump_forward: bool,
 }
 
 impl EngineVlm {
@@ -163,6 +187,10 @@ impl EngineVlm {
             sha256: image.sha256.clone(),
             min_pixels: processor.min_pixels(),
             max_pixels: processor.max_pixels(),
+            adapter: self
+                .attached
+                .clone()
+                .filter(|name| self.vision_adapters.contains(name)),
         };
         if let Some(hit) = self.vision_cache.get(&key) {
             usage.vision_cache_hits += 1;
@@ -218,6 +246,7 @@ impl VisionLanguageModel for EngineVlm {
         let mut usage = GenerationUsage::default();
         let mut messages = Vec::with_capacity(request.messages.len());
         let mut images = Vec::new();
+        let mut image_ids = Vec::new();
         for message in &request.messages {
             let mut content = Vec::with_capacity(message.content.len());
             for part in &message.content {
@@ -225,6 +254,7 @@ impl VisionLanguageModel for EngineVlm {
                     ContentPart::Text(text) => content.push(EngineContent::Text(text.clone())),
                     ContentPart::Image(image) => {
                         images.push(self.encode(image, &mut usage)?);
+                        image_ids.push(image.sha256.as_str());
                         content.push(EngineContent::Image);
                     }
                 }
@@ -259,20 +289,41 @@ impl VisionLanguageModel for EngineVlm {
         };
         let image_refs: Vec<&EncodedImage> = images.iter().map(Rc::as_ref).collect();
         let mut forward = |piece: &str| on_text(piece) == TokenControl::Continue;
+        // The adapter in the LoRA slots changes every key and value: prefixes are per adapter.
+        let namespace = self.attached.clone().unwrap_or_default();
+        let keys = prompt_keys(
+            &input_ids,
+            self.pipeline.model.config.image_token_id,
+            &image_ids,
+        );
+        let mut cache = match self.prefix_cache.lookup(&namespace, &keys) {
+            Some(hit) => hit.cache,
+            None => self.pipeline.model.new_cache(),
+        };
+        let mut without_jumps;
+        let constraint: Option<&mut dyn TokenConstraint> = match constraint.as_mut() {
+            Some(inner) if !self.jump_forward => {
+                without_jumps = NoJumpForward { inner };
+                Some(&mut without_jumps)
+            }
+            Some(inner) => Some(inner),
+            None => None,
+        };
         let output = self
             .pipeline
             .generate_encoded(
                 &input_ids,
                 &image_refs,
                 &params,
-                constraint
-                    .as_mut()
-                    .map(|c| c as &mut dyn slc_engine::generation::TokenConstraint),
+                constraint,
                 Some(&mut forward),
+                &mut cache,
             )
             .map_err(failed)?;
+        self.prefix_cache.insert(&namespace, keys, &cache);
         usage.prompt_tokens = output.usage.prompt_tokens as u64;
-        usage.prefill_tokens = output.usage.prompt_tokens as u64;
+        usage.prefill_tokens =
+            (output.usage.prompt_tokens - output.usage.reused_prompt_tokens) as u64;
         usage.completion_tokens = output.usage.completion_tokens as u64;
         usage.decode_steps = output.usage.decode_steps as u64;
         Ok(GenerationOutput {
@@ -291,6 +342,27 @@ impl VisionLanguageModel for EngineVlm {
                 time_to_first_token_ms: vision_ms + output.timings.first_token_ms,
             },
         })
+    }
+}
+
+/// The grammar without its forced runs: every token is decoded one forward pass at a time,
+/// as in the authors' pipeline (the naive configuration of the turn benchmark).
+struct NoJumpForward<'a> {
+    inner: &'a mut slc_engine::constrain::Constraint,
+}
+
+impl TokenConstraint for NoJumpForward<'_> {
+    fn forced_tokens(&mut self) -> slc_engine::Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+    fn allowed_tokens(&mut self) -> slc_engine::Result<Vec<u32>> {
+        TokenConstraint::allowed_tokens(self.inner)
+    }
+    fn consume(&mut self, tokens: &[u32], forced: bool) -> slc_engine::Result<()> {
+        TokenConstraint::consume(self.inner, tokens, forced)
+    }
+    fn is_finished(&self) -> bool {
+        TokenConstraint::is_finished(self.inner)
     }
 }
 
@@ -321,6 +393,8 @@ struct VisionKey {
     sha256: String,
     min_pixels: u64,
     max_pixels: u64,
+    /// Set when the active adapter changes the vision tower.
+    adapter: Option<String>,
 }
 
 /// Merged vision embeddings by image content and preprocessing bounds, bounded by bytes,
@@ -392,6 +466,7 @@ mod tests {
             sha256: name.into(),
             min_pixels: 1,
             max_pixels: 2,
+            adapter: None,
         }
     }
 

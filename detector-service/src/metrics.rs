@@ -24,6 +24,7 @@ pub struct Metrics {
     pub vision_cache_hits: IntCounter,
     pub vision_cache_misses: IntCounter,
     pub prefill_tokens: IntCounter,
+    pub prefix_reused_tokens: IntCounter,
 }
 
 impl Metrics {
@@ -122,6 +123,11 @@ impl Metrics {
             "Prompt tokens run through the model in prefills",
         )
         .unwrap();
+        let prefix_reused_tokens = IntCounter::new(
+            "slc_detector_prefix_cache_reused_tokens_total",
+            "Prompt tokens whose keys and values came from a reused prefix instead of a prefill",
+        )
+        .unwrap();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_request_duration.clone()),
@@ -137,6 +143,7 @@ impl Metrics {
             Box::new(vision_cache_hits.clone()),
             Box::new(vision_cache_misses.clone()),
             Box::new(prefill_tokens.clone()),
+            Box::new(prefix_reused_tokens.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -156,6 +163,7 @@ impl Metrics {
             vision_cache_hits,
             vision_cache_misses,
             prefill_tokens,
+            prefix_reused_tokens,
         }
     }
 
@@ -171,6 +179,8 @@ impl Metrics {
         self.vision_cache_hits.inc_by(usage.vision_cache_hits);
         self.vision_cache_misses.inc_by(usage.vision_encodes);
         self.prefill_tokens.inc_by(usage.prefill_tokens);
+        self.prefix_reused_tokens
+            .inc_by(usage.prompt_tokens.saturating_sub(usage.prefill_tokens));
         self.decode_steps.inc_by(usage.decode_steps);
         self.jump_forward_steps_saved
             .inc_by(usage.completion_tokens.saturating_sub(usage.decode_steps));

@@ -73,6 +73,8 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Forward passes after the prefill; below `completion_tokens` when jump-forward fed runs.
     pub decode_steps: usize,
+    /// Prompt positions that came from a reused KV prefix instead of the prefill.
+    pub reused_prompt_tokens: usize,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -247,7 +249,8 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-/// Runs one request to completion. `cache` must be empty; it holds the whole sequence after.
+/// Runs one request to completion. `cache` is empty, or holds a prefix of this very prompt
+/// (prefix reuse: only the rest is prefilled); it holds the whole sequence after.
 pub fn generate(
     model: &Qwen25VlModel,
     input: &GenerationInput,
@@ -280,6 +283,7 @@ pub fn generate(
         }
         (None, None) => None,
     };
+    let reused_prompt_tokens = cache.len as usize;
     let prefill_started = Instant::now();
     let hidden = model.prefill(input.input_ids, image_embeds, input.grids, cache)?;
     let mut last_logits = model.logits(&hidden.get(-1));
@@ -378,6 +382,7 @@ pub fn generate(
             prompt_tokens,
             completion_tokens: generated.len(),
             decode_steps,
+            reused_prompt_tokens,
         },
         token_ids: generated,
         finish_reason,

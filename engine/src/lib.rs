@@ -10,6 +10,7 @@ pub mod lora;
 pub mod meta_train;
 pub mod nn;
 pub mod pipeline;
+pub mod prefix_cache;
 pub mod preprocess;
 pub mod qwen2_5_vl;
 pub mod tokenizer;

@@ -11,7 +11,7 @@ use crate::generation::{
     eos_token_ids, generate,
 };
 use crate::preprocess::{DecodeLimits, PixelBudget, Qwen2VlImageProcessor, decode_rgb};
-use crate::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
+use crate::qwen2_5_vl::{KvCache, LoadOptions, Qwen25VlModel};
 use crate::tokenizer::QwenTokenizer;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -180,7 +180,10 @@ impl VlmPipeline {
         })
     }
 
-    /// Generates from rendered ids and already encoded images (in prompt order).
+    /// Generates from rendered ids and already encoded images (in prompt order). `cache` is a
+    /// fresh `model.new_cache()` or a reused prefix of this prompt (`crate::prefix_cache`); it
+    /// holds the prompt and the generated tokens after.
+    #[allow(clippy::too_many_arguments)]
     pub fn generate_encoded<'a>(
         &'a self,
         input_ids: &[i64],
@@ -188,6 +191,7 @@ impl VlmPipeline {
         params: &SamplingParams,
         constraint: Option<&'a mut dyn TokenConstraint>,
         on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
+        cache: &mut KvCache,
     ) -> Result<GenerationOutput> {
         let embeds = (!images.is_empty())
             .then(|| Tensor::cat(&images.iter().map(|i| &i.embeds).collect::<Vec<_>>(), 0));
@@ -198,7 +202,7 @@ impl VlmPipeline {
             image_embeds: embeds.as_ref(),
             grids: &grids,
         };
-        self.run(&input, params, constraint, on_text)
+        self.run(&input, params, constraint, on_text, cache)
     }
 
     /// The constraint vocabulary of this checkpoint, built once.
@@ -231,7 +235,13 @@ impl VlmPipeline {
             image_embeds: None,
             grids: &prompt.grids,
         };
-        self.run(&input, params, constraint, None)
+        self.run(
+            &input,
+            params,
+            constraint,
+            None,
+            &mut self.model.new_cache(),
+        )
     }
 
     fn run<'a>(
@@ -240,17 +250,17 @@ impl VlmPipeline {
         params: &SamplingParams,
         constraint: Option<&'a mut dyn TokenConstraint>,
         on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
+        cache: &mut KvCache,
     ) -> Result<GenerationOutput> {
         let mut params = params.clone();
         if params.stop_token_ids.is_empty() {
             params.stop_token_ids = self.eos_token_ids.clone();
         }
-        let mut cache = self.model.new_cache();
         let decoding = Decoding {
             detokenizer: Some(&self.tokenizer),
             constraint,
             on_text,
         };
-        generate(&self.model, input, &params, decoding, &mut cache)
+        generate(&self.model, input, &params, decoding, cache)
     }
 }

@@ -34,6 +34,8 @@ pub struct TestOptions {
     pub real_engine: bool,
     /// Another bank for the real engine than the fixture one.
     pub adapter_bank: Option<std::path::PathBuf>,
+    /// Last changes to the config (the engine's switches).
+    pub tweak: fn(&mut ServeConfig),
 }
 
 impl Default for TestOptions {
@@ -55,6 +57,7 @@ impl Default for TestOptions {
             wait_ready: true,
             real_engine: false,
             adapter_bank: None,
+            tweak: |_| {},
         }
     }
 }
@@ -118,6 +121,7 @@ pub async fn spawn_app_with_registry_options(
         )
     });
     let mut config = serve_config(&options, database_url);
+    (options.tweak)(&mut config);
     let (loader, chooser): (Arc<dyn ModelLoader>, CosineAdapterChooser) = if options.real_engine {
         let fixtures = engine_fixtures();
         config.model_dir = fixtures.join("qwen25vl/untied");

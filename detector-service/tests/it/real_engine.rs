@@ -143,6 +143,100 @@ async fn registers_detects_and_encodes_a_repeated_image_once() {
     app.stop().await;
 }
 
+/// With caches and jump-forward off (the naive configuration), detection gives the same cue
+/// set, one decode step per token, and encodes and prefills everything again.
+#[tokio::test]
+async fn the_naive_configuration_gives_the_same_cues_the_slow_way() {
+    let mut apps = Vec::new();
+    for naive in [false, true] {
+        let app = spawn_app(TestOptions {
+            real_engine: true,
+            tweak: if naive {
+                |config| {
+                    config.jump_forward = false;
+                    config.vision_cache_mib = 0;
+                    config.prefix_cache_mib = 0;
+                }
+            } else {
+                |_| {}
+            },
+            ..TestOptions::default()
+        })
+        .await;
+        register(&app, "bo", "A Shiba Inu.", &[fixture("bo_train_0.jpg")]).await;
+        register(
+            &app,
+            "dug",
+            "A golden retriever.",
+            &[fixture("bo_train_3.jpg")],
+        )
+        .await;
+        apps.push(app);
+    }
+    let request = json!({
+        "image": data_url(&fixture("bo_test_3.jpg"), "image/jpeg"),
+        "concepts": ["bo", "dug"]
+    });
+    let mut results = Vec::new();
+    for app in &apps {
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let body: Value = post(app, "/v1/detect", request.clone())
+                .await
+                .json()
+                .await
+                .unwrap();
+            bodies.push(body);
+        }
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        results.push((bodies, metrics));
+    }
+    let (optimized, optimized_metrics) = &results[0];
+    let (naive, naive_metrics) = &results[1];
+    assert_eq!(optimized[0]["cues"], naive[0]["cues"]);
+    assert_eq!(naive[0]["cues"], naive[1]["cues"]);
+    let usage = &naive[0]["usage"];
+    assert_eq!(
+        usage["decode_steps"].as_u64().unwrap() + 1,
+        usage["completion_tokens"].as_u64().unwrap(),
+        "one forward pass per token after the first: {usage}"
+    );
+    assert_eq!(
+        usage["completion_tokens"],
+        optimized[0]["usage"]["completion_tokens"]
+    );
+    assert_eq!(
+        metric(naive_metrics, "slc_detector_vision_cache_misses_total"),
+        2.0
+    );
+    assert_eq!(
+        metric(naive_metrics, "slc_detector_vision_cache_hits_total"),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            naive_metrics,
+            "slc_detector_prefix_cache_reused_tokens_total"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(optimized_metrics, "slc_detector_vision_cache_misses_total"),
+        1.0
+    );
+    for app in apps {
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn chat_completions_on_the_real_model() {
     let app = spawn_real().await;

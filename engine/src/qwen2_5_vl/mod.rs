@@ -114,8 +114,13 @@ impl Qwen25VlModel {
         grid[0] * grid[1] * grid[2] / (merge * merge)
     }
 
-    /// Runs a prompt into an empty `cache`, placing `image_embeds` (from `encode_images`, images in
-    /// prompt order) at the image-pad tokens. Returns the final hidden states [len, hidden].
+    /// Runs a prompt into `cache`, placing `image_embeds` (from `encode_images`, all images of the
+    /// prompt in order) at the image-pad tokens. Returns the final hidden states of the positions
+    /// it ran [len - cached, hidden].
+    ///
+    /// Prefix reuse: when `cache` already holds the first `cache.len` positions of this same
+    /// prompt (same ids, same images, same adapter: the caller's promise), only the rest runs.
+    /// M-RoPE positions are computed over the whole prompt, so the result equals a full prefill.
     pub fn prefill(
         &self,
         input_ids: &[i64],
@@ -127,10 +132,12 @@ impl Qwen25VlModel {
         if input_ids.is_empty() {
             return Err(EngineError::InvalidInput("empty prompt".into()));
         }
-        if cache.len != 0 {
-            return Err(EngineError::InvalidInput(
-                "prefill needs an empty cache".into(),
-            ));
+        let cached = cache.len as usize;
+        if cached >= input_ids.len() {
+            return Err(EngineError::InvalidInput(format!(
+                "a cached prefix of {cached} positions leaves nothing of a {}-token prompt to run",
+                input_ids.len()
+            )));
         }
         self.check_length(input_ids.len(), 0)?;
         if let Some(&bad) = input_ids
@@ -148,7 +155,8 @@ impl Qwen25VlModel {
             self.config.vision_start_token_id,
             self.config.vision.spatial_merge_size,
         )?;
-        let mut embeds = self.language_model.embed(input_ids);
+        let new_ids = &input_ids[cached..];
+        let mut embeds = self.language_model.embed(new_ids);
         let image_positions: Vec<i64> = input_ids
             .iter()
             .enumerate()
@@ -167,15 +175,27 @@ impl Qwen25VlModel {
                         image_positions.len()
                     )));
                 }
-                let index = Tensor::from_slice(&image_positions).to_device(self.device());
-                embeds = embeds.index_copy(
-                    1,
-                    &index,
-                    &features
-                        .to_device(self.device())
-                        .to_kind(self.kind())
-                        .unsqueeze(0),
-                );
+                // Rows of image tokens inside the cached prefix are already in the cache.
+                let skipped = image_positions
+                    .iter()
+                    .take_while(|&&p| (p as usize) < cached)
+                    .count();
+                let new_positions: Vec<i64> = image_positions[skipped..]
+                    .iter()
+                    .map(|p| p - cached as i64)
+                    .collect();
+                if !new_positions.is_empty() {
+                    let index = Tensor::from_slice(&new_positions).to_device(self.device());
+                    let rows = features.narrow(0, skipped as i64, new_positions.len() as i64);
+                    embeds = embeds.index_copy(
+                        1,
+                        &index,
+                        &rows
+                            .to_device(self.device())
+                            .to_kind(self.kind())
+                            .unsqueeze(0),
+                    );
+                }
             }
             None if !image_positions.is_empty() => {
                 return Err(EngineError::InvalidInput(
@@ -184,10 +204,14 @@ impl Qwen25VlModel {
             }
             None => {}
         }
-        let flat: Vec<i64> = index.positions.iter().flatten().copied().collect();
+        let flat: Vec<i64> = index
+            .positions
+            .iter()
+            .flat_map(|axis| axis[cached..].iter().copied())
+            .collect();
         let positions = Tensor::from_slice(&flat)
             .to_device(self.device())
-            .view([3, input_ids.len() as i64]);
+            .view([3, new_ids.len() as i64]);
         let (cos, sin) = self.rotary.cos_sin(&positions);
         cache.rope_delta = index.delta;
         let hidden = self.language_model.forward(&embeds, &cos, &sin, cache);

@@ -6,6 +6,7 @@ mod constrain_tests;
 mod lora_bank;
 mod lora_parity;
 mod meta_train;
+mod prefix_reuse;
 mod preprocess_parity;
 mod qwen25vl_loading;
 mod qwen25vl_parity;

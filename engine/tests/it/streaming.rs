@@ -55,7 +55,14 @@ fn run_streaming(
         stop_after.is_none_or(|n| pieces.len() < n)
     };
     let output = pipeline
-        .generate_encoded(&ids, &[&encoded], params, None, Some(&mut on_text))
+        .generate_encoded(
+            &ids,
+            &[&encoded],
+            params,
+            None,
+            Some(&mut on_text),
+            &mut pipeline.model.new_cache(),
+        )
         .unwrap();
     (output, pieces)
 }
