@@ -39,6 +39,11 @@ use crate::upstream::{CallKind, ChatCall, ChatReply, UpstreamClient};
 /// Largest number of concepts in one request; the paper's multi-concept scenes have a few.
 pub const MAX_CONCEPTS: usize = 64;
 
+/// Tokens a verification reply may take per question: room for "Q1. Yes, ..." but not for an
+/// essay (the first standalone yes/no is all that is read), so a rambling model cannot make a
+/// check cost a whole answer's decoding.
+pub const VERIFY_MAX_TOKENS_PER_QUESTION: u32 = 16;
+
 pub struct Reasoner {
     pub upstream: UpstreamClient,
     pub cache: IdentityCache,
@@ -337,7 +342,7 @@ impl Reasoner {
                 system: Some(VERIFICATION_SYSTEM_PROMPT.to_owned()),
                 user_text: verification_user_prompt(&texts),
                 image: Some(image.clone()),
-                max_tokens: None,
+                max_tokens: Some(VERIFY_MAX_TOKENS_PER_QUESTION * texts.len() as u32),
                 temperature: Some(0.0),
                 response_format: None,
             };

@@ -27,6 +27,9 @@ pub struct AskRequest {
     /// Stream the answer as server-sent events.
     #[serde(default)]
     pub stream: bool,
+    /// Longest answer in tokens (the large model's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_answer_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

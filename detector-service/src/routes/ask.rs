@@ -90,6 +90,7 @@ struct PreparedTurn {
     pseudonymize: bool,
     batched_verification: bool,
     stream: bool,
+    max_answer_tokens: Option<u32>,
 }
 
 async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, ApiError> {
@@ -110,6 +111,7 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
         pseudonymize: request.pseudonymize,
         batched_verification: request.batched_verification,
         stream: request.stream,
+        max_answer_tokens: request.max_answer_tokens,
     })
 }
 
@@ -176,7 +178,7 @@ async fn run_turn(
         mode: turn.mode,
         options: ReasonOptions {
             batched_verification: turn.batched_verification,
-            max_answer_tokens: None,
+            max_answer_tokens: turn.max_answer_tokens,
         },
     };
     let reasoned = state.reasoner.reason(&reason_request, request_id).await;
