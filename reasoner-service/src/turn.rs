@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::http::HeaderValue;
 use futures::future::try_join_all;
 use shared_types::{
     ConceptDescription, Cue, CueSet, IdentitiesRequest, IdentitiesResponse, Identity, Mode,
@@ -86,11 +87,12 @@ impl Reasoner {
     pub async fn identities(
         &self,
         request: IdentitiesRequest,
+        request_id: Option<&HeaderValue>,
     ) -> Result<IdentitiesResponse, ReasonerError> {
         validate_concepts(&request.concepts)?;
         let mut tally = Tally::default();
         let resolved = self
-            .resolve_identities(&request.concepts, &mut tally)
+            .resolve_identities(&request.concepts, request_id, &mut tally)
             .await?;
         Ok(IdentitiesResponse {
             identities: resolved.identities,
@@ -99,10 +101,11 @@ impl Reasoner {
         })
     }
 
-    /// `POST /v1/reason`: one turn.
+    /// `POST /v1/reason`: one turn. `request_id` is forwarded on every upstream call.
     pub async fn reason(
         &self,
         mut request: ReasonRequest,
+        request_id: Option<&HeaderValue>,
     ) -> Result<ReasonResponse, ReasonerError> {
         let started = Instant::now();
         validate_reason_request(&request)?;
@@ -141,7 +144,7 @@ impl Reasoner {
         } else {
             let identity_started = Instant::now();
             let resolved = self
-                .resolve_identities(&request.concepts, &mut tally)
+                .resolve_identities(&request.concepts, request_id, &mut tally)
                 .await?;
             timings.identity_ms = elapsed_ms(identity_started);
             cache_hits = resolved.cache_hits;
@@ -178,6 +181,7 @@ impl Reasoner {
                                 &response.identities,
                                 image,
                                 request.options.batched_verification,
+                                request_id,
                                 &mut tally,
                             )
                             .await?;
@@ -207,7 +211,7 @@ impl Reasoner {
         };
 
         let answer_started = Instant::now();
-        let reply = self.upstream.chat(&answer_call).await?;
+        let reply = self.upstream.chat(&answer_call, request_id).await?;
         timings.answer_ms = elapsed_ms(answer_started);
         tally.add(&reply);
         response.answer = reply.content.trim().to_owned();
@@ -238,6 +242,7 @@ impl Reasoner {
     async fn resolve_identities(
         &self,
         concepts: &[ConceptDescription],
+        request_id: Option<&HeaderValue>,
         tally: &mut Tally,
     ) -> Result<ResolvedIdentities, ReasonerError> {
         let model = self.upstream.model();
@@ -265,7 +270,7 @@ impl Reasoner {
         let mut fallbacks = Vec::new();
         if !missing.is_empty() {
             let call = identity_call(&missing, self.upstream.json_schema_enabled());
-            let reply = self.upstream.chat(&call).await?;
+            let reply = self.upstream.chat(&call, request_id).await?;
             tally.add(&reply);
             let parsed = parse_identity_reply(&reply.content, &missing);
             let fresh: Vec<(String, Identity)> = missing
@@ -301,6 +306,7 @@ impl Reasoner {
         identities: &BTreeMap<String, Identity>,
         image: &Arc<str>,
         batched: bool,
+        request_id: Option<&HeaderValue>,
         tally: &mut Tally,
     ) -> Result<
         (
@@ -342,7 +348,7 @@ impl Reasoner {
                 response_format: None,
             };
             async move {
-                let reply = self.upstream.chat(&call).await?;
+                let reply = self.upstream.chat(&call, request_id).await?;
                 Ok::<_, ReasonerError>((texts, reply))
             }
         });

@@ -2,19 +2,21 @@
 //! edge's own `/v1/chat/completions`.
 //!
 //! One logical call may take several attempts: 429, 5xx, timeouts and transport failures are
-//! retried with exponential backoff and jitter (via `backon`), a `Retry-After` in seconds
-//! replaces the backoff delay, and the whole call runs under an overall deadline. Any other
+//! retried with exponential backoff and jitter (via `backon`), a `Retry-After` (seconds or an
+//! HTTP-date) replaces the backoff delay, and the whole call runs under an overall deadline. Any other
 //! 4xx is the caller's fault and is not retried.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::http::HeaderValue;
 use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::{AuditLog, AuditRecord};
+use crate::http::REQUEST_ID_HEADER;
 use crate::metrics::Metrics;
 
 /// Which step of the turn a call belongs to; a metrics label and an audit field.
@@ -280,8 +282,13 @@ impl UpstreamClient {
         serde_json::to_vec(&body).expect("a chat request serializes")
     }
 
-    /// One logical call with retries, backoff and the overall deadline.
-    pub async fn chat(&self, call: &ChatCall) -> Result<ChatReply, UpstreamError> {
+    /// One logical call with retries, backoff and the overall deadline. `request_id` (the
+    /// turn's `x-request-id`) goes on every attempt, so upstream logs join the edge's.
+    pub async fn chat(
+        &self,
+        call: &ChatCall,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<ChatReply, UpstreamError> {
         let started = Instant::now();
         // Shared, not copied, by every attempt.
         let encoded = axum::body::Bytes::from(self.request_body(call));
@@ -295,7 +302,7 @@ impl UpstreamClient {
             .with_jitter();
         let attempt = || {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(&encoded)
+            self.attempt(&encoded, request_id)
         };
         let retrying = attempt
             .retry(backoff)
@@ -304,13 +311,7 @@ impl UpstreamClient {
             // Retry-After replaces the backoff delay, but only while the budget lasts: `None`
             // from the backoff means the retries are spent.
             .adjust(|error, delay| {
-                delay.map(|delay| match error {
-                    AttemptError::Status {
-                        retry_after: Some(wait),
-                        ..
-                    } => (*wait).min(policy.max_retry_after),
-                    _ => delay,
-                })
+                delay.map(|delay| retry_delay(error, delay, policy.max_retry_after))
             })
             .notify(|error, delay| {
                 retries.fetch_add(1, Ordering::Relaxed);
@@ -383,12 +384,19 @@ impl UpstreamClient {
         }
     }
 
-    async fn attempt(&self, encoded: &axum::body::Bytes) -> Result<ChatReply, AttemptError> {
+    async fn attempt(
+        &self,
+        encoded: &axum::body::Bytes,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<ChatReply, AttemptError> {
         let mut request = self
             .http
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(encoded.clone());
+        if let Some(request_id) = request_id {
+            request = request.header(REQUEST_ID_HEADER, request_id.clone());
+        }
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
@@ -425,6 +433,18 @@ impl UpstreamClient {
     }
 }
 
+/// The wait before the next attempt: the upstream's `Retry-After` when it sent one (cut to
+/// `max_retry_after`), else the backoff's delay.
+fn retry_delay(error: &AttemptError, backoff: Duration, max_retry_after: Duration) -> Duration {
+    match error {
+        AttemptError::Status {
+            retry_after: Some(wait),
+            ..
+        } => (*wait).min(max_retry_after),
+        _ => backoff,
+    }
+}
+
 fn error_is_final_status(status: u16) -> bool {
     (400..500).contains(&status) && status != 429
 }
@@ -437,11 +457,24 @@ fn classify_transport_error(error: reqwest::Error) -> AttemptError {
     }
 }
 
-/// `Retry-After` in delta-seconds (integer or decimal). The HTTP-date form falls back to the
-/// exponential backoff.
+/// `Retry-After` in either form of RFC 9110 section 10.2.3: delta-seconds (integer, or decimal
+/// as some proxies send), or an HTTP-date (IMF-fixdate, and the obsolete RFC 850 and asctime
+/// forms). A date in the past means "now". Anything else is `None`: the exponential backoff
+/// applies. The caller cuts long waits to its maximum.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+/// [`parse_retry_after`] against a given clock, for tests.
+pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0)
+            // Far beyond any sane wait; the caller's maximum applies anyway.
+            .then(|| Duration::from_secs_f64(seconds.min(1e9)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The upstream's own error message when it sent OpenAI's error shape, else the body's start.
@@ -468,11 +501,82 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_takes_delta_seconds_only() {
+    fn retry_after_takes_delta_seconds() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after(""), None);
+    }
+
+    #[test]
+    fn retry_after_takes_all_three_http_date_forms() {
+        // RFC 9110's example instant, 1994-11-06 08:49:37 UTC, and a clock 90 s before it.
+        let instant = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let now = instant - Duration::from_secs(90);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",  // IMF-fixdate
+            "Sunday, 06-Nov-94 08:49:37 GMT", // obsolete RFC 850
+            "Sun Nov  6 08:49:37 1994",       // obsolete asctime
+        ] {
+            assert_eq!(
+                parse_retry_after_at(form, now),
+                Some(Duration::from_secs(90)),
+                "{form}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_after_date_in_the_past_means_now() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777 + 3600);
+        assert_eq!(
+            parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_malformed_date_falls_back_to_the_backoff() {
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(parse_retry_after_at("Sun, 06 Nov 1994 08:49", now), None);
+        assert_eq!(
+            parse_retry_after_at("Sun, 32 Nov 1994 08:49:37 GMT", now),
+            None
+        );
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_and_is_cut_to_the_maximum() {
+        let backoff = Duration::from_millis(40);
+        let max = Duration::from_secs(30);
+        let status = |retry_after| AttemptError::Status {
+            status: 503,
+            retry_after,
+            message: String::new(),
+        };
+        assert_eq!(retry_delay(&status(None), backoff, max), backoff);
+        assert_eq!(
+            retry_delay(&status(Some(Duration::from_secs(2))), backoff, max),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_delay(&status(Some(Duration::ZERO)), backoff, max),
+            Duration::ZERO
+        );
+        // A date a year ahead waits the maximum, not a year.
+        let next_year = parse_retry_after_at(
+            "Mon, 06 Nov 1995 08:49:37 GMT",
+            SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),
+        );
+        assert_eq!(retry_delay(&status(next_year), backoff, max), max);
+        assert_eq!(retry_delay(&AttemptError::Timeout, backoff, max), backoff);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub fn query_image_data_uri() -> String {
 pub struct Recorded {
     pub body: Value,
     pub authorization: Option<String>,
+    /// The `x-request-id` header, if the reasoner sent one.
+    pub request_id: Option<String>,
     pub received: Instant,
 }
 
@@ -239,6 +241,10 @@ async fn chat_completions(
         body,
         authorization: headers
             .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        request_id: headers
+            .get("x-request-id")
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
         received: Instant::now(),
