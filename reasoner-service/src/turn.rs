@@ -14,7 +14,6 @@
 //! `batched_verification`, one call for all of the turn's questions.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::HeaderValue;
@@ -28,7 +27,7 @@ use shared_types::{
 use crate::cache::IdentityCache;
 use crate::error::ReasonerError;
 use crate::identity::{hashes_of, identity_call, parse_identity_reply};
-use crate::image::image_data_uri;
+use crate::image::{DataUri, image_data_uri};
 use crate::metrics::Metrics;
 use crate::prompts::{
     DetectionReportEntry, VERIFICATION_SYSTEM_PROMPT, answer_system_prompt,
@@ -225,7 +224,7 @@ impl Reasoner {
         &self,
         report: &BTreeMap<String, DetectionReportEntry>,
         request: &ReasonRequest,
-        image: &Arc<str>,
+        image: &DataUri,
     ) -> ChatCall {
         ChatCall {
             kind: CallKind::Answer,
@@ -304,7 +303,7 @@ impl Reasoner {
         &self,
         cues: &CueSet,
         identities: &BTreeMap<String, Identity>,
-        image: &Arc<str>,
+        image: &DataUri,
         batched: bool,
         request_id: Option<&HeaderValue>,
         tally: &mut Tally,

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::HeaderValue;
 use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::http::REQUEST_ID_HEADER;
+use crate::image::DataUri;
 use crate::metrics::Metrics;
 
 /// Which step of the turn a call belongs to; a metrics label and an audit field.
@@ -70,7 +72,7 @@ pub struct ChatCall {
     pub system: Option<String>,
     pub user_text: String,
     /// The query image as a `data:` URI, shared between the turn's calls without copying.
-    pub image: Option<Arc<str>>,
+    pub image: Option<DataUri>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub response_format: Option<Value>,
@@ -248,8 +250,12 @@ impl UpstreamClient {
     }
 
     /// The wire body of a call: the system prompt, then the user turn with the image (as a
-    /// data URI) before the text. Serialized from borrowed parts, so the image is not copied.
-    pub fn request_body(&self, call: &ChatCall) -> Vec<u8> {
+    /// data URI) before the text.
+    ///
+    /// The image is not copied into the body: the JSON is serialized with an empty URL and cut
+    /// there, and the turn's shared image bytes go between the two halves on the wire. A data
+    /// URI has nothing JSON escapes, so the bytes sent are exactly `serde_json`'s.
+    pub fn request_body(&self, call: &ChatCall) -> RequestBody {
         let mut messages = Vec::with_capacity(2);
         if let Some(system) = &call.system {
             messages.push(WireMessage {
@@ -258,9 +264,9 @@ impl UpstreamClient {
             });
         }
         let user = match &call.image {
-            Some(image) => WireContent::Parts([
+            Some(_) => WireContent::Parts([
                 WirePart::ImageUrl {
-                    image_url: WireImageUrl { url: image },
+                    image_url: WireImageUrl { url: "" },
                 },
                 WirePart::Text {
                     text: &call.user_text,
@@ -279,7 +285,20 @@ impl UpstreamClient {
             temperature: call.temperature,
             response_format: call.response_format.as_ref(),
         };
-        serde_json::to_vec(&body).expect("a chat request serializes")
+        let json = Bytes::from(serde_json::to_vec(&body).expect("a chat request serializes"));
+        match &call.image {
+            None => RequestBody::new([json]),
+            Some(image) => {
+                // Quotes inside string values are escaped, so this structural pattern occurs
+                // once: at the image part, the first part of the user turn.
+                let url_start = find(&json, br#"{"url":""}"#)
+                    .expect("the image part is in the body")
+                    + br#"{"url":""#.len();
+                let mut head = json;
+                let tail = head.split_off(url_start);
+                RequestBody::new([head, image.as_bytes().clone(), tail])
+            }
+        }
     }
 
     /// One logical call with retries, backoff and the overall deadline. `request_id` (the
@@ -291,7 +310,7 @@ impl UpstreamClient {
     ) -> Result<ChatReply, UpstreamError> {
         let started = Instant::now();
         // Shared, not copied, by every attempt.
-        let encoded = axum::body::Bytes::from(self.request_body(call));
+        let encoded = self.request_body(call);
         let attempts = AtomicU32::new(0);
         let retries = AtomicU32::new(0);
         let policy = &self.settings.retry;
@@ -386,14 +405,14 @@ impl UpstreamClient {
 
     async fn attempt(
         &self,
-        encoded: &axum::body::Bytes,
+        encoded: &RequestBody,
         request_id: Option<&HeaderValue>,
     ) -> Result<ChatReply, AttemptError> {
         let mut request = self
             .http
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(encoded.clone());
+            .body(reqwest::Body::wrap(encoded.clone()));
         if let Some(request_id) = request_id {
             request = request.header(REQUEST_ID_HEADER, request_id.clone());
         }
@@ -443,6 +462,72 @@ fn retry_delay(error: &AttemptError, backoff: Duration, max_retry_after: Duratio
         } => (*wait).min(max_retry_after),
         _ => backoff,
     }
+}
+
+/// A request body as a few shared chunks, sent back to back with an exact `Content-Length`.
+/// Cloning it (once per attempt) clones reference counts, not bytes.
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    /// In wire order; consumed from the front as the body is sent.
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl RequestBody {
+    fn new<const N: usize>(chunks: [Bytes; N]) -> Self {
+        let chunks: std::collections::VecDeque<Bytes> = chunks
+            .into_iter()
+            .filter(|chunk| !chunk.is_empty())
+            .collect();
+        let remaining = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        Self { chunks, remaining }
+    }
+
+    pub fn len(&self) -> usize {
+        self.remaining as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// The whole body in one buffer (a copy; for tests and logs, not the send path).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks
+            .iter()
+            .flat_map(|chunk| chunk.iter().copied())
+            .collect()
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front().map(|chunk| {
+            self.remaining -= chunk.len() as u64;
+            Ok(http_body::Frame::data(chunk))
+        });
+        std::task::Poll::Ready(next)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 fn error_is_final_status(status: u16) -> bool {
@@ -577,6 +662,108 @@ mod tests {
         );
         assert_eq!(retry_delay(&status(next_year), backoff, max), max);
         assert_eq!(retry_delay(&AttemptError::Timeout, backoff, max), backoff);
+    }
+
+    fn client() -> UpstreamClient {
+        let retry = RetryPolicy {
+            attempt_timeout: Duration::from_secs(1),
+            call_deadline: Duration::from_secs(1),
+            max_retries: 0,
+            min_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            max_retry_after: Duration::ZERO,
+        };
+        let settings = UpstreamSettings {
+            base_url: "http://127.0.0.1:9/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            json_schema: false,
+            retry,
+        };
+        UpstreamClient::new(settings, Metrics::new(), None).unwrap()
+    }
+
+    #[test]
+    fn the_spliced_body_is_exactly_the_serialized_request() {
+        use base64::Engine;
+        let png = [
+            &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a][..],
+            &[0; 300],
+        ]
+        .concat();
+        let image =
+            crate::image::image_data_uri(&base64::engine::general_purpose::STANDARD.encode(png))
+                .unwrap();
+        // Prompts that contain the splice pattern itself, quotes and non-ASCII.
+        let call = ChatCall {
+            kind: CallKind::Verify,
+            system: Some(r#"sys {"url":""} "quoted" é"#.into()),
+            user_text: r#"Q1. {"url":""}? \ "#.into(),
+            image: Some(image.clone()),
+            max_tokens: Some(5),
+            temperature: Some(0.0),
+            response_format: None,
+        };
+        let body = client().request_body(&call);
+        assert_eq!(body.chunks.len(), 3);
+        assert_eq!(&body.chunks[1], image.as_bytes());
+        let expected = serde_json::json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": r#"sys {"url":""} "quoted" é"#},
+                {"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": image.as_str()}},
+                    {"type": "text", "text": r#"Q1. {"url":""}? \ "#},
+                ]},
+            ],
+            "max_tokens": 5,
+            "temperature": 0.0,
+        });
+        let sent = body.to_vec();
+        assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), expected);
+        // Byte for byte what serializing the URL itself gives.
+        let whole = WireRequest {
+            model: "m",
+            messages: vec![
+                WireMessage {
+                    role: "system",
+                    content: WireContent::Text(call.system.as_deref().unwrap()),
+                },
+                WireMessage {
+                    role: "user",
+                    content: WireContent::Parts([
+                        WirePart::ImageUrl {
+                            image_url: WireImageUrl {
+                                url: image.as_str(),
+                            },
+                        },
+                        WirePart::Text {
+                            text: &call.user_text,
+                        },
+                    ]),
+                },
+            ],
+            max_tokens: Some(5),
+            temperature: Some(0.0),
+            response_format: None,
+        };
+        assert_eq!(sent, serde_json::to_vec(&whole).unwrap());
+        assert_eq!(body.len(), sent.len());
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some(body.len() as u64)
+        );
+
+        // Without an image: one chunk, the text as a plain string.
+        let call = ChatCall {
+            image: None,
+            system: None,
+            ..call
+        };
+        let body = client().request_body(&call);
+        assert_eq!(body.chunks.len(), 1);
+        let sent: Value = serde_json::from_slice(&body.to_vec()).unwrap();
+        assert_eq!(sent["messages"][0]["content"], r#"Q1. {"url":""}? \ "#);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Recorded {
     pub authorization: Option<String>,
     /// The `x-request-id` header, if the reasoner sent one.
     pub request_id: Option<String>,
+    /// The `Content-Length` header (absent for a chunked body) and the bytes received.
+    pub content_length: Option<u64>,
+    pub body_bytes: usize,
     pub received: Instant,
 }
 
@@ -235,10 +238,18 @@ impl ScriptedUpstream {
 async fn chat_completions(
     State(state): State<UpstreamState>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    raw: axum::body::Bytes,
 ) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
     let recorded = Recorded {
         body,
+        content_length: headers
+            .get("content-length")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok()),
+        body_bytes: raw.len(),
         authorization: headers
             .get("authorization")
             .and_then(|value| value.to_str().ok())

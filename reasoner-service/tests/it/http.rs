@@ -325,6 +325,14 @@ async fn the_request_id_goes_on_every_upstream_call_of_the_turn() {
             "{}",
             request.kind()
         );
+        // The image is spliced in as a separate buffer, yet the body goes with an exact
+        // length, not chunked: some OpenAI-compatible servers refuse chunked requests.
+        assert_eq!(
+            request.content_length,
+            Some(request.body_bytes as u64),
+            "{}",
+            request.kind()
+        );
     }
 
     // Without one, the id the reasoner made up is the one it forwards and returns.
