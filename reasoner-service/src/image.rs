@@ -56,20 +56,27 @@ pub fn image_data_uri(image: &str) -> Result<DataUri, ReasonerError> {
         }
         None => image,
     };
-    // Line-wrapped base64 is accepted; the common unwrapped case is not copied twice.
-    let compact: std::borrow::Cow<'_, str> = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
-        payload
-            .chars()
-            .filter(|character| !character.is_ascii_whitespace())
-            .collect::<String>()
-            .into()
-    } else {
-        payload.into()
-    };
-    if compact.is_empty() {
+    if payload.is_empty() {
         return Err(invalid_image("the image is empty".into()));
     }
-    let media_type = validate_base64_image(compact.as_bytes())?;
+    // Line-wrapped base64 is accepted. The common unwrapped case is validated as it is; only
+    // a payload that fails is searched for whitespace and, if it has some, compacted.
+    let (compact, media_type): (std::borrow::Cow<'_, str>, _) =
+        match validate_base64_image(payload.as_bytes()) {
+            Ok(media_type) => (payload.into(), media_type),
+            Err(error) if !payload.bytes().any(|b| b.is_ascii_whitespace()) => return Err(error),
+            Err(_) => {
+                let compact: String = payload
+                    .chars()
+                    .filter(|character| !character.is_ascii_whitespace())
+                    .collect();
+                if compact.is_empty() {
+                    return Err(invalid_image("the image is empty".into()));
+                }
+                let media_type = validate_base64_image(compact.as_bytes())?;
+                (compact.into(), media_type)
+            }
+        };
     let prefix_len = "data:".len() + media_type.len() + ";base64,".len();
     let mut uri = String::with_capacity(prefix_len + compact.len());
     uri.push_str("data:");
@@ -84,7 +91,17 @@ pub fn image_data_uri(image: &str) -> Result<DataUri, ReasonerError> {
 fn validate_base64_image(encoded: &[u8]) -> Result<&'static str, ReasonerError> {
     let mut decoded = [0u8; VALIDATION_CHUNK_CHARS / 4 * 3];
     let mut media_type = None;
+    let chunks = encoded.len().div_ceil(VALIDATION_CHUNK_CHARS);
     for (index, chunk) in encoded.chunks(VALIDATION_CHUNK_CHARS).enumerate() {
+        // Each chunk would accept padding at its own end; only the payload's end may have it.
+        if index + 1 < chunks
+            && let Some(at) = chunk.iter().position(|&byte| byte == b'=')
+        {
+            return Err(invalid_image(format!(
+                "the image is not valid base64: padding at offset {} before the end",
+                at + index * VALIDATION_CHUNK_CHARS
+            )));
+        }
         let written = STANDARD
             .decode_slice(chunk, &mut decoded)
             .map_err(|error| {
@@ -169,10 +186,35 @@ mod tests {
             panic!("accepted");
         };
         assert!(message.contains("offset 2000"), "{message}");
-        // Padding in the middle is refused too, not only at the end.
-        let mut encoded = STANDARD.encode([PNG_SIGNATURE, &[1u8; 3000]].concat());
-        encoded.replace_range(1500..1504, "AA==");
-        assert!(image_data_uri(&encoded).is_err());
+        // Padding in the middle is refused too, also where a validation chunk ends.
+        for at in [1500, VALIDATION_CHUNK_CHARS - 4, VALIDATION_CHUNK_CHARS] {
+            let mut encoded = STANDARD.encode([PNG_SIGNATURE, &[1u8; 3000]].concat());
+            encoded.replace_range(at..at + 4, "AA==");
+            assert!(image_data_uri(&encoded).is_err(), "padding at {at}");
+        }
+    }
+
+    #[test]
+    fn line_wrapped_base64_is_accepted_and_compacted() {
+        let mut bytes = PNG_SIGNATURE.to_vec();
+        bytes.resize(200, 3);
+        let encoded = STANDARD.encode(&bytes);
+        let wrapped: String = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|line| std::str::from_utf8(line).unwrap())
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        assert_ne!(wrapped, encoded);
+        let expected = format!("data:image/png;base64,{encoded}");
+        assert_eq!(image_data_uri(&wrapped).unwrap().as_str(), expected);
+        assert_eq!(
+            image_data_uri(&format!("data:image/png;base64,{wrapped}"))
+                .unwrap()
+                .as_str(),
+            expected
+        );
+        assert!(image_data_uri(" \n ").is_err());
     }
 
     #[test]

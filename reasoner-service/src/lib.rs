@@ -55,7 +55,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         None => None,
     };
     let upstream = UpstreamClient::new(config.upstream_settings(), metrics.clone(), audit)
-        .context("could not build the HTTP client")?;
+        .context("could not build the large model's HTTP client")?;
     let api_key_digests = config
         .api_keys
         .iter()

@@ -209,7 +209,8 @@ struct CompletionUsage {
 
 pub struct UpstreamClient {
     http: reqwest::Client,
-    endpoint: String,
+    /// Parsed once: reqwest would parse a string URL again on every attempt.
+    endpoint: reqwest::Url,
     settings: UpstreamSettings,
     metrics: Metrics,
     audit: Option<Arc<AuditLog>>,
@@ -220,7 +221,7 @@ impl UpstreamClient {
         settings: UpstreamSettings,
         metrics: Metrics,
         audit: Option<Arc<AuditLog>>,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> anyhow::Result<Self> {
         // reqwest is built without a bundled crypto provider; ring is ours. A second install
         // (another server in the same process) is refused harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -232,6 +233,9 @@ impl UpstreamClient {
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
         );
+        let endpoint = reqwest::Url::parse(&endpoint).map_err(|error| {
+            anyhow::anyhow!("the large model's base URL {endpoint:?} is not a URL: {error}")
+        })?;
         Ok(Self {
             http,
             endpoint,
@@ -410,7 +414,7 @@ impl UpstreamClient {
     ) -> Result<ChatReply, AttemptError> {
         let mut request = self
             .http
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(reqwest::Body::wrap(encoded.clone()));
         if let Some(request_id) = request_id {
