@@ -34,9 +34,9 @@ impl DataUri {
     }
 }
 
-/// Base64 characters decoded per step while validating: a multiple of 4, so every step but
-/// the last has no padding, and small enough for the stack.
-const VALIDATION_CHUNK_CHARS: usize = 4 * 256;
+/// Base64 characters of the payload's start decoded to read the file signature: a multiple
+/// of 4, small enough for the stack.
+const SIGNATURE_CHARS: usize = 4 * 64;
 
 /// Turns the request's image (bare base64 or a `data:image/...;base64,` URL) into a data URI
 /// whose media type comes from the decoded bytes' signature, not from the client's claim.
@@ -86,44 +86,64 @@ pub fn image_data_uri(image: &str) -> Result<DataUri, ReasonerError> {
     Ok(DataUri(Bytes::from(uri)))
 }
 
-/// Decodes the whole payload (so junk is refused) without keeping it, and returns the media
-/// type its first bytes announce.
+/// Checks that `encoded` is canonical padded base64 (what a whole-payload decode with the
+/// standard engine accepts) without decoding it all, and returns the media type its first
+/// bytes announce.
+///
+/// A whole decode was ~30% of the reasoner's instructions per turn. Here the payload is
+/// checked in one branch-free pass over its symbols, then only its start (for the signature)
+/// and its last quantum (padding and unused bits) are decoded. That every symbol is in the
+/// alphabet is also what makes splicing the URI into JSON safe.
 fn validate_base64_image(encoded: &[u8]) -> Result<&'static str, ReasonerError> {
-    let mut decoded = [0u8; VALIDATION_CHUNK_CHARS / 4 * 3];
-    let mut media_type = None;
-    let chunks = encoded.len().div_ceil(VALIDATION_CHUNK_CHARS);
-    for (index, chunk) in encoded.chunks(VALIDATION_CHUNK_CHARS).enumerate() {
-        // Each chunk would accept padding at its own end; only the payload's end may have it.
-        if index + 1 < chunks
-            && let Some(at) = chunk.iter().position(|&byte| byte == b'=')
-        {
-            return Err(invalid_image(format!(
-                "the image is not valid base64: padding at offset {} before the end",
-                at + index * VALIDATION_CHUNK_CHARS
-            )));
-        }
-        let written = STANDARD
-            .decode_slice(chunk, &mut decoded)
-            .map_err(|error| {
-                let error = match error {
-                    // Offsets relative to the whole payload, not to the chunk.
-                    base64::DecodeSliceError::DecodeError(base64::DecodeError::InvalidByte(
-                        offset,
-                        byte,
-                    )) => base64::DecodeError::InvalidByte(
-                        offset + index * VALIDATION_CHUNK_CHARS,
-                        byte,
-                    )
-                    .to_string(),
-                    other => other.to_string(),
-                };
-                invalid_image(format!("the image is not valid base64: {error}"))
-            })?;
-        if index == 0 {
-            media_type = sniff_media_type(&decoded[..written]);
-        }
+    let not_base64 =
+        |reason: String| invalid_image(format!("the image is not valid base64: {reason}"));
+    if !encoded.len().is_multiple_of(4) {
+        return Err(not_base64(format!(
+            "its length, {}, is not a multiple of 4",
+            encoded.len()
+        )));
     }
-    media_type.ok_or_else(|| invalid_image("the image is not a PNG, JPEG, GIF or WebP file".into()))
+    // Up to two `=` at the very end; anywhere else they fail the symbol check.
+    let padding = encoded
+        .iter()
+        .rev()
+        .take(2)
+        .take_while(|&&byte| byte == b'=')
+        .count();
+    let symbols = &encoded[..encoded.len() - padding];
+    if !symbols.chunks(64).all(|chunk| {
+        chunk
+            .iter()
+            .fold(true, |ok, &byte| ok & is_base64_symbol(byte))
+    }) {
+        let offset = symbols
+            .iter()
+            .position(|&byte| !is_base64_symbol(byte))
+            .expect("a symbol failed the check");
+        return Err(not_base64(
+            base64::DecodeError::InvalidByte(offset, symbols[offset]).to_string(),
+        ));
+    }
+    let mut decoded = [0u8; SIGNATURE_CHARS / 4 * 3];
+    let last_quantum = &encoded[encoded.len() - 4..];
+    STANDARD
+        .decode_slice(last_quantum, &mut decoded)
+        .map_err(|error| not_base64(format!("{error} (in the last 4 symbols)")))?;
+    let start = &encoded[..encoded.len().min(SIGNATURE_CHARS)];
+    let written = STANDARD
+        .decode_slice(start, &mut decoded)
+        .map_err(|error| not_base64(error.to_string()))?;
+    sniff_media_type(&decoded[..written])
+        .ok_or_else(|| invalid_image("the image is not a PNG, JPEG, GIF or WebP file".into()))
+}
+
+/// `A-Z a-z 0-9 + /`, as a branch-free expression the compiler turns into SIMD compares.
+fn is_base64_symbol(byte: u8) -> bool {
+    let lower = byte | 0x20;
+    (lower.wrapping_sub(b'a') < 26)
+        | (byte.wrapping_sub(b'0') < 10)
+        | (byte == b'+')
+        | (byte == b'/')
 }
 
 /// The image format from its leading bytes.
@@ -162,9 +182,9 @@ mod tests {
     }
 
     #[test]
-    fn images_longer_than_one_validation_chunk_round_trip() {
-        // Sizes around the chunk boundary, each with every padding length.
-        for size in [766, 767, 768, 769, 770, 5000, 5001, 5002] {
+    fn images_longer_than_the_decoded_start_round_trip() {
+        // Sizes around the signature boundary, each with every padding length.
+        for size in [190, 191, 192, 193, 194, 5000, 5001, 5002] {
             let mut bytes = PNG_SIGNATURE.to_vec();
             bytes.resize(size, 7);
             let encoded = STANDARD.encode(&bytes);
@@ -187,7 +207,7 @@ mod tests {
         };
         assert!(message.contains("offset 2000"), "{message}");
         // Padding in the middle is refused too, also where a validation chunk ends.
-        for at in [1500, VALIDATION_CHUNK_CHARS - 4, VALIDATION_CHUNK_CHARS] {
+        for at in [1500, SIGNATURE_CHARS - 4, SIGNATURE_CHARS] {
             let mut encoded = STANDARD.encode([PNG_SIGNATURE, &[1u8; 3000]].concat());
             encoded.replace_range(at..at + 4, "AA==");
             assert!(image_data_uri(&encoded).is_err(), "padding at {at}");
@@ -215,6 +235,30 @@ mod tests {
             expected
         );
         assert!(image_data_uri(" \n ").is_err());
+    }
+
+    #[test]
+    fn the_symbol_check_agrees_with_the_base64_engine_on_every_byte() {
+        // One quantum with each byte value in each position: accepted exactly when the
+        // engine decodes it.
+        for byte in 0..=255u8 {
+            for position in 0..4 {
+                let mut quantum = *b"QUJD";
+                quantum[position] = byte;
+                let mut payload = STANDARD.encode(PNG_SIGNATURE).into_bytes();
+                payload.extend_from_slice(&quantum);
+                payload.extend_from_slice(b"QUJD");
+                let ours = validate_base64_image(&payload).is_ok();
+                let engine = STANDARD.decode(&payload).is_ok();
+                assert_eq!(ours, engine, "byte {byte:#04x} at {position}");
+            }
+        }
+        // Non-canonical final bits are refused, as by the engine.
+        let mut payload = STANDARD.encode([PNG_SIGNATURE, b"x"].concat()).into_bytes();
+        let last_symbol = payload.len() - 2;
+        payload[last_symbol] = b'B';
+        assert!(STANDARD.decode(&payload).is_err());
+        assert!(validate_base64_image(&payload).is_err());
     }
 
     #[test]

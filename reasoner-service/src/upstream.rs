@@ -294,8 +294,9 @@ impl UpstreamClient {
             None => RequestBody::new([json]),
             Some(image) => {
                 // Quotes inside string values are escaped, so this structural pattern occurs
-                // once: at the image part, the first part of the user turn.
-                let url_start = find(&json, br#"{"url":""}"#)
+                // once: at the image part, the first part of the user turn. Searched from the
+                // end, past the question only, not the long system prompt.
+                let url_start = rfind(&json, br#"{"url":""}"#)
                     .expect("the image part is in the body")
                     + br#"{"url":""#.len();
                 let mut head = json;
@@ -528,10 +529,10 @@ impl http_body::Body for RequestBody {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
-        .position(|window| window == needle)
+        .rposition(|window| window == needle)
 }
 
 fn error_is_final_status(status: u16) -> bool {
