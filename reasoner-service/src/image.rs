@@ -8,29 +8,41 @@ use bytes::Bytes;
 use crate::error::ReasonerError;
 
 /// The query image as a `data:<type>;base64,<payload>` URI, held once per turn and shared by
-/// every upstream call of the turn (cloning is a reference count).
+/// every upstream call of the turn (cloning is a reference count). It is kept in two pieces,
+/// a static prefix and the payload, so that the payload can be the very buffer the request's
+/// JSON was parsed into: no copy of the image is made after parsing.
 ///
-/// Invariant: only ASCII letters, digits and `+/=:;,-` — nothing JSON escapes — so the bytes
+/// Invariant: only ASCII letters, digits and `+/=:;,` — nothing JSON escapes — so the pieces
 /// can be spliced verbatim into a JSON string (see `upstream::RequestBody`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataUri(Bytes);
+pub struct DataUri {
+    /// `data:<type>;base64,`
+    prefix: Bytes,
+    payload: Bytes,
+}
 
 impl DataUri {
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Built from a `String` in `image_data_uri`, never modified.
-        std::str::from_utf8(&self.0).expect("a data URI is ASCII")
+    /// The URI's bytes in order: prefix, payload.
+    pub fn pieces(&self) -> [&Bytes; 2] {
+        [&self.prefix, &self.payload]
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.prefix.len() + self.payload.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for DataUri {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for piece in self.pieces() {
+            // ASCII by construction (validated base64 and a static prefix).
+            formatter.write_str(std::str::from_utf8(piece).map_err(|_| std::fmt::Error)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -41,49 +53,56 @@ const SIGNATURE_CHARS: usize = 4 * 64;
 /// Turns the request's image (bare base64 or a `data:image/...;base64,` URL) into a data URI
 /// whose media type comes from the decoded bytes' signature, not from the client's claim.
 ///
-/// The payload is decoded only to validate it and read its signature, a chunk at a time into a
-/// stack buffer: under load the turn's one heap copy of the image is the URI itself.
-pub fn image_data_uri(image: &str) -> Result<DataUri, ReasonerError> {
-    let payload = match image.strip_prefix("data:") {
+/// The payload is checked in place and becomes the URI's payload without a copy (unless it
+/// was line-wrapped and had to be compacted).
+pub fn image_data_uri(image: String) -> Result<DataUri, ReasonerError> {
+    let payload_start = match image.strip_prefix("data:") {
         Some(rest) => {
-            let (header, data) = rest.split_once(',').ok_or_else(|| {
+            let (header, _) = rest.split_once(',').ok_or_else(|| {
                 invalid_image("the data URL has no comma before its payload".into())
             })?;
             if !header.ends_with(";base64") {
                 return Err(invalid_image("the data URL must be base64-encoded".into()));
             }
-            data
+            "data:".len() + header.len() + ",".len()
         }
-        None => image,
+        None => 0,
     };
+    let payload = &image[payload_start..];
     if payload.is_empty() {
         return Err(invalid_image("the image is empty".into()));
     }
     // Line-wrapped base64 is accepted. The common unwrapped case is validated as it is; only
     // a payload that fails is searched for whitespace and, if it has some, compacted.
-    let (compact, media_type): (std::borrow::Cow<'_, str>, _) =
-        match validate_base64_image(payload.as_bytes()) {
-            Ok(media_type) => (payload.into(), media_type),
-            Err(error) if !payload.bytes().any(|b| b.is_ascii_whitespace()) => return Err(error),
-            Err(_) => {
-                let compact: String = payload
-                    .chars()
-                    .filter(|character| !character.is_ascii_whitespace())
-                    .collect();
-                if compact.is_empty() {
-                    return Err(invalid_image("the image is empty".into()));
-                }
-                let media_type = validate_base64_image(compact.as_bytes())?;
-                (compact.into(), media_type)
+    let (payload, media_type) = match validate_base64_image(payload.as_bytes()) {
+        Ok(media_type) => (Bytes::from(image).slice(payload_start..), media_type),
+        Err(error) if !payload.bytes().any(|b| b.is_ascii_whitespace()) => return Err(error),
+        Err(_) => {
+            let compact: String = payload
+                .chars()
+                .filter(|character| !character.is_ascii_whitespace())
+                .collect();
+            if compact.is_empty() {
+                return Err(invalid_image("the image is empty".into()));
             }
-        };
-    let prefix_len = "data:".len() + media_type.len() + ";base64,".len();
-    let mut uri = String::with_capacity(prefix_len + compact.len());
-    uri.push_str("data:");
-    uri.push_str(media_type);
-    uri.push_str(";base64,");
-    uri.push_str(&compact);
-    Ok(DataUri(Bytes::from(uri)))
+            let media_type = validate_base64_image(compact.as_bytes())?;
+            (Bytes::from(compact), media_type)
+        }
+    };
+    Ok(DataUri {
+        prefix: Bytes::from_static(data_uri_prefix(media_type).as_bytes()),
+        payload,
+    })
+}
+
+fn data_uri_prefix(media_type: &'static str) -> &'static str {
+    match media_type {
+        "image/png" => "data:image/png;base64,",
+        "image/jpeg" => "data:image/jpeg;base64,",
+        "image/gif" => "data:image/gif;base64,",
+        "image/webp" => "data:image/webp;base64,",
+        other => unreachable!("sniff_media_type does not return {other}"),
+    }
 }
 
 /// Checks that `encoded` is canonical padded base64 (what a whole-payload decode with the
@@ -175,10 +194,13 @@ mod tests {
     fn bare_base64_and_data_urls_become_data_uris_typed_by_content() {
         let encoded = STANDARD.encode(PNG_SIGNATURE);
         let expected = format!("data:image/png;base64,{encoded}");
-        assert_eq!(image_data_uri(&encoded).unwrap().as_str(), expected);
+        assert_eq!(
+            image_data_uri(encoded.clone()).unwrap().to_string(),
+            expected
+        );
         // A wrong claimed type is corrected from the bytes.
         let claimed = format!("data:image/jpeg;base64,{encoded}");
-        assert_eq!(image_data_uri(&claimed).unwrap().as_str(), expected);
+        assert_eq!(image_data_uri(claimed).unwrap().to_string(), expected);
     }
 
     #[test]
@@ -188,13 +210,10 @@ mod tests {
             let mut bytes = PNG_SIGNATURE.to_vec();
             bytes.resize(size, 7);
             let encoded = STANDARD.encode(&bytes);
-            let uri = image_data_uri(&encoded).unwrap();
-            assert_eq!(uri.as_str(), format!("data:image/png;base64,{encoded}"));
+            let uri = image_data_uri(encoded.clone()).unwrap().to_string();
+            assert_eq!(uri, format!("data:image/png;base64,{encoded}"));
             // Nothing in it that JSON would escape.
-            assert_eq!(
-                serde_json::to_string(uri.as_str()).unwrap(),
-                format!("\"{}\"", uri.as_str())
-            );
+            assert_eq!(serde_json::to_string(&uri).unwrap(), format!("\"{uri}\""));
         }
     }
 
@@ -202,7 +221,7 @@ mod tests {
     fn a_bad_byte_far_into_the_payload_is_reported_at_its_offset() {
         let mut encoded = STANDARD.encode([PNG_SIGNATURE, &[1u8; 3000]].concat());
         encoded.replace_range(2000..2001, "*");
-        let Err(ReasonerError::Invalid { message, .. }) = image_data_uri(&encoded) else {
+        let Err(ReasonerError::Invalid { message, .. }) = image_data_uri(encoded) else {
             panic!("accepted");
         };
         assert!(message.contains("offset 2000"), "{message}");
@@ -210,7 +229,7 @@ mod tests {
         for at in [1500, SIGNATURE_CHARS - 4, SIGNATURE_CHARS] {
             let mut encoded = STANDARD.encode([PNG_SIGNATURE, &[1u8; 3000]].concat());
             encoded.replace_range(at..at + 4, "AA==");
-            assert!(image_data_uri(&encoded).is_err(), "padding at {at}");
+            assert!(image_data_uri(encoded).is_err(), "padding at {at}");
         }
     }
 
@@ -227,14 +246,17 @@ mod tests {
             .join("\r\n");
         assert_ne!(wrapped, encoded);
         let expected = format!("data:image/png;base64,{encoded}");
-        assert_eq!(image_data_uri(&wrapped).unwrap().as_str(), expected);
         assert_eq!(
-            image_data_uri(&format!("data:image/png;base64,{wrapped}"))
-                .unwrap()
-                .as_str(),
+            image_data_uri(wrapped.clone()).unwrap().to_string(),
             expected
         );
-        assert!(image_data_uri(" \n ").is_err());
+        assert_eq!(
+            image_data_uri(format!("data:image/png;base64,{wrapped}"))
+                .unwrap()
+                .to_string(),
+            expected
+        );
+        assert!(image_data_uri(" \n ".into()).is_err());
     }
 
     #[test]
@@ -269,7 +291,7 @@ mod tests {
             "data:image/png,abc",
             &STANDARD.encode(b"hello world"),
         ] {
-            assert!(image_data_uri(junk).is_err(), "{junk:?}");
+            assert!(image_data_uri(junk.to_owned()).is_err(), "{junk:?}");
         }
     }
 }

@@ -108,14 +108,9 @@ impl Reasoner {
     ) -> Result<ReasonResponse, ReasonerError> {
         let started = Instant::now();
         validate_reason_request(&request)?;
-        // The request's copy of the image is released once the data URI exists: under load,
-        // memory per turn is dominated by image copies.
-        let image = request
-            .image
-            .take()
-            .as_deref()
-            .map(image_data_uri)
-            .transpose()?;
+        // The request's image becomes the data URI's payload without a copy: under load,
+        // memory per turn is dominated by the image.
+        let image = request.image.take().map(image_data_uri).transpose()?;
         let mut tally = Tally::default();
         let mut timings = ReasonTimings::default();
         let mut response = ReasonResponse {

@@ -301,7 +301,8 @@ impl UpstreamClient {
                     + br#"{"url":""#.len();
                 let mut head = json;
                 let tail = head.split_off(url_start);
-                RequestBody::new([head, image.as_bytes().clone(), tail])
+                let [prefix, payload] = image.pieces();
+                RequestBody::new([head, prefix.clone(), payload.clone(), tail])
             }
         }
     }
@@ -697,8 +698,9 @@ mod tests {
         ]
         .concat();
         let image =
-            crate::image::image_data_uri(&base64::engine::general_purpose::STANDARD.encode(png))
+            crate::image::image_data_uri(base64::engine::general_purpose::STANDARD.encode(png))
                 .unwrap();
+        let url = image.to_string();
         // Prompts that contain the splice pattern itself, quotes and non-ASCII.
         let call = ChatCall {
             kind: CallKind::Verify,
@@ -710,14 +712,17 @@ mod tests {
             response_format: None,
         };
         let body = client().request_body(&call);
-        assert_eq!(body.chunks.len(), 3);
-        assert_eq!(&body.chunks[1], image.as_bytes());
+        // The image's pieces are the turn's buffers, not copies.
+        assert_eq!(body.chunks.len(), 4);
+        let [prefix, payload] = image.pieces();
+        assert_eq!(body.chunks[1].as_ptr(), prefix.as_ptr());
+        assert_eq!(body.chunks[2].as_ptr(), payload.as_ptr());
         let expected = serde_json::json!({
             "model": "m",
             "messages": [
                 {"role": "system", "content": r#"sys {"url":""} "quoted" é"#},
                 {"role": "user", "content": [
-                    {"type": "image_url", "image_url": {"url": image.as_str()}},
+                    {"type": "image_url", "image_url": {"url": url}},
                     {"type": "text", "text": r#"Q1. {"url":""}? \ "#},
                 ]},
             ],
@@ -738,9 +743,7 @@ mod tests {
                     role: "user",
                     content: WireContent::Parts([
                         WirePart::ImageUrl {
-                            image_url: WireImageUrl {
-                                url: image.as_str(),
-                            },
+                            image_url: WireImageUrl { url: &url },
                         },
                         WirePart::Text {
                             text: &call.user_text,
