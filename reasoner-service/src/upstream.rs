@@ -62,6 +62,8 @@ pub struct UpstreamSettings {
     pub api_key: Option<String>,
     /// Send `response_format: json_schema` on the identity call (OpenAI and vLLM accept it).
     pub json_schema: bool,
+    /// HTTP/1.1 only, no HTTP/2 over TLS (see `ServeConfig::llm_http1_only`).
+    pub http1_only: bool,
     pub retry: RetryPolicy,
 }
 
@@ -225,10 +227,13 @@ impl UpstreamClient {
         // reqwest is built without a bundled crypto provider; ring is ours. A second install
         // (another server in the same process) is refused harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(settings.retry.attempt_timeout)
-            .pool_max_idle_per_host(1024)
-            .build()?;
+            .pool_max_idle_per_host(1024);
+        if settings.http1_only {
+            http = http.http1_only();
+        }
+        let http = http.build()?;
         let endpoint = format!(
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
@@ -684,6 +689,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
             json_schema: false,
+            http1_only: false,
             retry,
         };
         UpstreamClient::new(settings, Metrics::new(), None).unwrap()
