@@ -23,8 +23,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The cache key's second half: SHA-256 of the description's UTF-8 bytes, lowercase hex.
 pub fn description_sha256(description: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(description.as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    // Once per concept per turn: one allocation, not one per byte.
+    let mut hex = String::with_capacity(2 * digest.len());
+    for byte in digest {
+        hex.push(HEX[usize::from(byte >> 4)] as char);
+        hex.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    hex
 }
 
 /// Entries kept in memory before the memo starts over (a few hundred bytes each).
@@ -181,5 +188,20 @@ impl IdentityCache {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_hash_is_lowercase_hex_sha256() {
+        // FIPS 180-2's test vector.
+        assert_eq!(
+            description_sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(description_sha256("").len(), 64);
     }
 }

@@ -36,6 +36,13 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_LLM_JSON_SCHEMA", action = ArgAction::Set, default_value_t = false)]
     pub llm_json_schema: bool,
 
+    /// Speak HTTP/1.1 only to the large model, one connection per call in flight. Over TLS
+    /// reqwest otherwise negotiates HTTP/2 (api.openai.com does), and then every call shares
+    /// one connection capped at the server's SETTINGS_MAX_CONCURRENT_STREAMS: calls beyond it
+    /// wait (hyper opens no second connection, hyperium/hyper#2197).
+    #[arg(long, env = "SLC_LLM_HTTP1_ONLY", action = ArgAction::Set, default_value_t = false)]
+    pub llm_http1_only: bool,
+
     /// Limit of one HTTP attempt to the large model, in milliseconds.
     #[arg(long, env = "SLC_LLM_ATTEMPT_TIMEOUT_MS", default_value_t = 60_000)]
     pub llm_attempt_timeout_ms: u64,
@@ -104,6 +111,7 @@ impl ServeConfig {
             model: self.llm_model.clone(),
             api_key: self.llm_api_key.clone().filter(|key| !key.is_empty()),
             json_schema: self.llm_json_schema,
+            http1_only: self.llm_http1_only,
             retry: RetryPolicy {
                 attempt_timeout: Duration::from_millis(self.llm_attempt_timeout_ms),
                 call_deadline: Duration::from_millis(self.llm_call_deadline_ms),
@@ -113,5 +121,18 @@ impl ServeConfig {
                 max_retry_after: Duration::from_millis(self.llm_max_retry_after_ms),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http1_only_is_off_by_default_and_reaches_the_upstream_settings() {
+        let config = ServeConfig::parse_from(["serve"]);
+        assert!(!config.upstream_settings().http1_only);
+        let config = ServeConfig::parse_from(["serve", "--llm-http1-only", "true"]);
+        assert!(config.upstream_settings().http1_only);
     }
 }

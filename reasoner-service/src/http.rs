@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared_types::{IdentitiesRequest, IdentitiesResponse, ReasonRequest, ReasonResponse};
@@ -123,9 +123,11 @@ impl MakeRequestId for CounterRequestId {
 )]
 pub async fn reason(
     State(state): State<AppState>,
+    request_id: Option<Extension<RequestId>>,
     ApiJson(request): ApiJson<ReasonRequest>,
 ) -> Result<Json<ReasonResponse>, ReasonerError> {
-    state.reasoner.reason(request).await.map(Json)
+    let request_id = request_id.as_ref().map(|id| id.header_value());
+    state.reasoner.reason(request, request_id).await.map(Json)
 }
 
 #[utoipa::path(
@@ -146,9 +148,15 @@ pub async fn reason(
 )]
 pub async fn identities(
     State(state): State<AppState>,
+    request_id: Option<Extension<RequestId>>,
     ApiJson(request): ApiJson<IdentitiesRequest>,
 ) -> Result<Json<IdentitiesResponse>, ReasonerError> {
-    state.reasoner.identities(request).await.map(Json)
+    let request_id = request_id.as_ref().map(|id| id.header_value());
+    state
+        .reasoner
+        .identities(request, request_id)
+        .await
+        .map(Json)
 }
 
 /// Liveness: the process serves HTTP.

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod prompts;
 pub mod reflection;
+pub mod server;
 pub mod turn;
 pub mod upstream;
 
@@ -54,7 +55,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         None => None,
     };
     let upstream = UpstreamClient::new(config.upstream_settings(), metrics.clone(), audit)
-        .context("could not build the HTTP client")?;
+        .context("could not build the large model's HTTP client")?;
     let api_key_digests = config
         .api_keys
         .iter()
@@ -76,15 +77,13 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
     })
 }
 
-/// Serves until `shutdown` resolves, then finishes the turns in flight.
+/// Serves until `shutdown` resolves, then finishes the turns in flight (see [`server`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, app(state), shutdown).await
 }
 
 /// A database URL without its password, for messages.

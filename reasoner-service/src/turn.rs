@@ -14,9 +14,9 @@
 //! `batched_verification`, one call for all of the turn's questions.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
+use axum::http::HeaderValue;
 use futures::future::try_join_all;
 use shared_types::{
     ConceptDescription, Cue, CueSet, IdentitiesRequest, IdentitiesResponse, Identity, Mode,
@@ -27,7 +27,7 @@ use shared_types::{
 use crate::cache::IdentityCache;
 use crate::error::ReasonerError;
 use crate::identity::{hashes_of, identity_call, parse_identity_reply};
-use crate::image::image_data_uri;
+use crate::image::{DataUri, image_data_uri};
 use crate::metrics::Metrics;
 use crate::prompts::{
     DetectionReportEntry, VERIFICATION_SYSTEM_PROMPT, answer_system_prompt,
@@ -91,11 +91,12 @@ impl Reasoner {
     pub async fn identities(
         &self,
         request: IdentitiesRequest,
+        request_id: Option<&HeaderValue>,
     ) -> Result<IdentitiesResponse, ReasonerError> {
         validate_concepts(&request.concepts)?;
         let mut tally = Tally::default();
         let resolved = self
-            .resolve_identities(&request.concepts, &mut tally)
+            .resolve_identities(&request.concepts, request_id, &mut tally)
             .await?;
         Ok(IdentitiesResponse {
             identities: resolved.identities,
@@ -104,21 +105,17 @@ impl Reasoner {
         })
     }
 
-    /// `POST /v1/reason`: one turn.
+    /// `POST /v1/reason`: one turn. `request_id` is forwarded on every upstream call.
     pub async fn reason(
         &self,
         mut request: ReasonRequest,
+        request_id: Option<&HeaderValue>,
     ) -> Result<ReasonResponse, ReasonerError> {
         let started = Instant::now();
         validate_reason_request(&request)?;
-        // The request's copy of the image is released once the data URI exists: under load,
-        // memory per turn is dominated by image copies.
-        let image = request
-            .image
-            .take()
-            .as_deref()
-            .map(image_data_uri)
-            .transpose()?;
+        // The request's image becomes the data URI's payload without a copy: under load,
+        // memory per turn is dominated by the image.
+        let image = request.image.take().map(image_data_uri).transpose()?;
         let mut tally = Tally::default();
         let mut timings = ReasonTimings::default();
         let mut response = ReasonResponse {
@@ -146,7 +143,7 @@ impl Reasoner {
         } else {
             let identity_started = Instant::now();
             let resolved = self
-                .resolve_identities(&request.concepts, &mut tally)
+                .resolve_identities(&request.concepts, request_id, &mut tally)
                 .await?;
             timings.identity_ms = elapsed_ms(identity_started);
             cache_hits = resolved.cache_hits;
@@ -183,6 +180,7 @@ impl Reasoner {
                                 &response.identities,
                                 image,
                                 request.options.batched_verification,
+                                request_id,
                                 &mut tally,
                             )
                             .await?;
@@ -212,7 +210,7 @@ impl Reasoner {
         };
 
         let answer_started = Instant::now();
-        let reply = self.upstream.chat(&answer_call).await?;
+        let reply = self.upstream.chat(&answer_call, request_id).await?;
         timings.answer_ms = elapsed_ms(answer_started);
         tally.add(&reply);
         response.answer = reply.content.trim().to_owned();
@@ -226,7 +224,7 @@ impl Reasoner {
         &self,
         report: &BTreeMap<String, DetectionReportEntry>,
         request: &ReasonRequest,
-        image: &Arc<str>,
+        image: &DataUri,
     ) -> ChatCall {
         ChatCall {
             kind: CallKind::Answer,
@@ -243,6 +241,7 @@ impl Reasoner {
     async fn resolve_identities(
         &self,
         concepts: &[ConceptDescription],
+        request_id: Option<&HeaderValue>,
         tally: &mut Tally,
     ) -> Result<ResolvedIdentities, ReasonerError> {
         let model = self.upstream.model();
@@ -270,7 +269,7 @@ impl Reasoner {
         let mut fallbacks = Vec::new();
         if !missing.is_empty() {
             let call = identity_call(&missing, self.upstream.json_schema_enabled());
-            let reply = self.upstream.chat(&call).await?;
+            let reply = self.upstream.chat(&call, request_id).await?;
             tally.add(&reply);
             let parsed = parse_identity_reply(&reply.content, &missing);
             let fresh: Vec<(String, Identity)> = missing
@@ -304,8 +303,9 @@ impl Reasoner {
         &self,
         cues: &CueSet,
         identities: &BTreeMap<String, Identity>,
-        image: &Arc<str>,
+        image: &DataUri,
         batched: bool,
+        request_id: Option<&HeaderValue>,
         tally: &mut Tally,
     ) -> Result<
         (
@@ -347,7 +347,7 @@ impl Reasoner {
                 response_format: None,
             };
             async move {
-                let reply = self.upstream.chat(&call).await?;
+                let reply = self.upstream.chat(&call, request_id).await?;
                 Ok::<_, ReasonerError>((texts, reply))
             }
         });

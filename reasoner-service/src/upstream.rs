@@ -2,19 +2,23 @@
 //! edge's own `/v1/chat/completions`.
 //!
 //! One logical call may take several attempts: 429, 5xx, timeouts and transport failures are
-//! retried with exponential backoff and jitter (via `backon`), a `Retry-After` in seconds
-//! replaces the backoff delay, and the whole call runs under an overall deadline. Any other
+//! retried with exponential backoff and jitter (via `backon`), a `Retry-After` (seconds or an
+//! HTTP-date) replaces the backoff delay, and the whole call runs under an overall deadline. Any other
 //! 4xx is the caller's fault and is not retried.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::http::HeaderValue;
 use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::{AuditLog, AuditRecord};
+use crate::http::REQUEST_ID_HEADER;
+use crate::image::DataUri;
 use crate::metrics::Metrics;
 
 /// Which step of the turn a call belongs to; a metrics label and an audit field.
@@ -58,6 +62,8 @@ pub struct UpstreamSettings {
     pub api_key: Option<String>,
     /// Send `response_format: json_schema` on the identity call (OpenAI and vLLM accept it).
     pub json_schema: bool,
+    /// HTTP/1.1 only, no HTTP/2 over TLS (see `ServeConfig::llm_http1_only`).
+    pub http1_only: bool,
     pub retry: RetryPolicy,
 }
 
@@ -68,7 +74,7 @@ pub struct ChatCall {
     pub system: Option<String>,
     pub user_text: String,
     /// The query image as a `data:` URI, shared between the turn's calls without copying.
-    pub image: Option<Arc<str>>,
+    pub image: Option<DataUri>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub response_format: Option<Value>,
@@ -205,7 +211,8 @@ struct CompletionUsage {
 
 pub struct UpstreamClient {
     http: reqwest::Client,
-    endpoint: String,
+    /// Parsed once: reqwest would parse a string URL again on every attempt.
+    endpoint: reqwest::Url,
     settings: UpstreamSettings,
     metrics: Metrics,
     audit: Option<Arc<AuditLog>>,
@@ -216,18 +223,24 @@ impl UpstreamClient {
         settings: UpstreamSettings,
         metrics: Metrics,
         audit: Option<Arc<AuditLog>>,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> anyhow::Result<Self> {
         // reqwest is built without a bundled crypto provider; ring is ours. A second install
         // (another server in the same process) is refused harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(settings.retry.attempt_timeout)
-            .pool_max_idle_per_host(1024)
-            .build()?;
+            .pool_max_idle_per_host(1024);
+        if settings.http1_only {
+            http = http.http1_only();
+        }
+        let http = http.build()?;
         let endpoint = format!(
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
         );
+        let endpoint = reqwest::Url::parse(&endpoint).map_err(|error| {
+            anyhow::anyhow!("the large model's base URL {endpoint:?} is not a URL: {error}")
+        })?;
         Ok(Self {
             http,
             endpoint,
@@ -246,8 +259,12 @@ impl UpstreamClient {
     }
 
     /// The wire body of a call: the system prompt, then the user turn with the image (as a
-    /// data URI) before the text. Serialized from borrowed parts, so the image is not copied.
-    pub fn request_body(&self, call: &ChatCall) -> Vec<u8> {
+    /// data URI) before the text.
+    ///
+    /// The image is not copied into the body: the JSON is serialized with an empty URL and cut
+    /// there, and the turn's shared image bytes go between the two halves on the wire. A data
+    /// URI has nothing JSON escapes, so the bytes sent are exactly `serde_json`'s.
+    pub fn request_body(&self, call: &ChatCall) -> RequestBody {
         let mut messages = Vec::with_capacity(2);
         if let Some(system) = &call.system {
             messages.push(WireMessage {
@@ -256,9 +273,9 @@ impl UpstreamClient {
             });
         }
         let user = match &call.image {
-            Some(image) => WireContent::Parts([
+            Some(_) => WireContent::Parts([
                 WirePart::ImageUrl {
-                    image_url: WireImageUrl { url: image },
+                    image_url: WireImageUrl { url: "" },
                 },
                 WirePart::Text {
                     text: &call.user_text,
@@ -277,14 +294,34 @@ impl UpstreamClient {
             temperature: call.temperature,
             response_format: call.response_format.as_ref(),
         };
-        serde_json::to_vec(&body).expect("a chat request serializes")
+        let json = Bytes::from(serde_json::to_vec(&body).expect("a chat request serializes"));
+        match &call.image {
+            None => RequestBody::new([json]),
+            Some(image) => {
+                // Quotes inside string values are escaped, so this structural pattern occurs
+                // once: at the image part, the first part of the user turn. Searched from the
+                // end, past the question only, not the long system prompt.
+                let url_start = rfind(&json, br#"{"url":""}"#)
+                    .expect("the image part is in the body")
+                    + br#"{"url":""#.len();
+                let mut head = json;
+                let tail = head.split_off(url_start);
+                let [prefix, payload] = image.pieces();
+                RequestBody::new([head, prefix.clone(), payload.clone(), tail])
+            }
+        }
     }
 
-    /// One logical call with retries, backoff and the overall deadline.
-    pub async fn chat(&self, call: &ChatCall) -> Result<ChatReply, UpstreamError> {
+    /// One logical call with retries, backoff and the overall deadline. `request_id` (the
+    /// turn's `x-request-id`) goes on every attempt, so upstream logs join the edge's.
+    pub async fn chat(
+        &self,
+        call: &ChatCall,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<ChatReply, UpstreamError> {
         let started = Instant::now();
         // Shared, not copied, by every attempt.
-        let encoded = axum::body::Bytes::from(self.request_body(call));
+        let encoded = self.request_body(call);
         let attempts = AtomicU32::new(0);
         let retries = AtomicU32::new(0);
         let policy = &self.settings.retry;
@@ -295,7 +332,7 @@ impl UpstreamClient {
             .with_jitter();
         let attempt = || {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(&encoded)
+            self.attempt(&encoded, request_id)
         };
         let retrying = attempt
             .retry(backoff)
@@ -304,13 +341,7 @@ impl UpstreamClient {
             // Retry-After replaces the backoff delay, but only while the budget lasts: `None`
             // from the backoff means the retries are spent.
             .adjust(|error, delay| {
-                delay.map(|delay| match error {
-                    AttemptError::Status {
-                        retry_after: Some(wait),
-                        ..
-                    } => (*wait).min(policy.max_retry_after),
-                    _ => delay,
-                })
+                delay.map(|delay| retry_delay(error, delay, policy.max_retry_after))
             })
             .notify(|error, delay| {
                 retries.fetch_add(1, Ordering::Relaxed);
@@ -383,12 +414,19 @@ impl UpstreamClient {
         }
     }
 
-    async fn attempt(&self, encoded: &axum::body::Bytes) -> Result<ChatReply, AttemptError> {
+    async fn attempt(
+        &self,
+        encoded: &RequestBody,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<ChatReply, AttemptError> {
         let mut request = self
             .http
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(encoded.clone());
+            .body(reqwest::Body::wrap(encoded.clone()));
+        if let Some(request_id) = request_id {
+            request = request.header(REQUEST_ID_HEADER, request_id.clone());
+        }
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
@@ -425,6 +463,84 @@ impl UpstreamClient {
     }
 }
 
+/// The wait before the next attempt: the upstream's `Retry-After` when it sent one (cut to
+/// `max_retry_after`), else the backoff's delay.
+fn retry_delay(error: &AttemptError, backoff: Duration, max_retry_after: Duration) -> Duration {
+    match error {
+        AttemptError::Status {
+            retry_after: Some(wait),
+            ..
+        } => (*wait).min(max_retry_after),
+        _ => backoff,
+    }
+}
+
+/// A request body as a few shared chunks, sent back to back with an exact `Content-Length`.
+/// Cloning it (once per attempt) clones reference counts, not bytes.
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    /// In wire order; consumed from the front as the body is sent.
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl RequestBody {
+    fn new<const N: usize>(chunks: [Bytes; N]) -> Self {
+        let chunks: std::collections::VecDeque<Bytes> = chunks
+            .into_iter()
+            .filter(|chunk| !chunk.is_empty())
+            .collect();
+        let remaining = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        Self { chunks, remaining }
+    }
+
+    pub fn len(&self) -> usize {
+        self.remaining as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// The whole body in one buffer (a copy; for tests and logs, not the send path).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks
+            .iter()
+            .flat_map(|chunk| chunk.iter().copied())
+            .collect()
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front().map(|chunk| {
+            self.remaining -= chunk.len() as u64;
+            Ok(http_body::Frame::data(chunk))
+        });
+        std::task::Poll::Ready(next)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .rposition(|window| window == needle)
+}
+
 fn error_is_final_status(status: u16) -> bool {
     (400..500).contains(&status) && status != 429
 }
@@ -437,11 +553,24 @@ fn classify_transport_error(error: reqwest::Error) -> AttemptError {
     }
 }
 
-/// `Retry-After` in delta-seconds (integer or decimal). The HTTP-date form falls back to the
-/// exponential backoff.
+/// `Retry-After` in either form of RFC 9110 section 10.2.3: delta-seconds (integer, or decimal
+/// as some proxies send), or an HTTP-date (IMF-fixdate, and the obsolete RFC 850 and asctime
+/// forms). A date in the past means "now". Anything else is `None`: the exponential backoff
+/// applies. The caller cuts long waits to its maximum.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+/// [`parse_retry_after`] against a given clock, for tests.
+pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0)
+            // Far beyond any sane wait; the caller's maximum applies anyway.
+            .then(|| Duration::from_secs_f64(seconds.min(1e9)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The upstream's own error message when it sent OpenAI's error shape, else the body's start.
@@ -468,11 +597,187 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_takes_delta_seconds_only() {
+    fn retry_after_takes_delta_seconds() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after(""), None);
+    }
+
+    #[test]
+    fn retry_after_takes_all_three_http_date_forms() {
+        // RFC 9110's example instant, 1994-11-06 08:49:37 UTC, and a clock 90 s before it.
+        let instant = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let now = instant - Duration::from_secs(90);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",  // IMF-fixdate
+            "Sunday, 06-Nov-94 08:49:37 GMT", // obsolete RFC 850
+            "Sun Nov  6 08:49:37 1994",       // obsolete asctime
+        ] {
+            assert_eq!(
+                parse_retry_after_at(form, now),
+                Some(Duration::from_secs(90)),
+                "{form}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_after_date_in_the_past_means_now() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777 + 3600);
+        assert_eq!(
+            parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_malformed_date_falls_back_to_the_backoff() {
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(parse_retry_after_at("Sun, 06 Nov 1994 08:49", now), None);
+        assert_eq!(
+            parse_retry_after_at("Sun, 32 Nov 1994 08:49:37 GMT", now),
+            None
+        );
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_and_is_cut_to_the_maximum() {
+        let backoff = Duration::from_millis(40);
+        let max = Duration::from_secs(30);
+        let status = |retry_after| AttemptError::Status {
+            status: 503,
+            retry_after,
+            message: String::new(),
+        };
+        assert_eq!(retry_delay(&status(None), backoff, max), backoff);
+        assert_eq!(
+            retry_delay(&status(Some(Duration::from_secs(2))), backoff, max),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_delay(&status(Some(Duration::ZERO)), backoff, max),
+            Duration::ZERO
+        );
+        // A date a year ahead waits the maximum, not a year.
+        let next_year = parse_retry_after_at(
+            "Mon, 06 Nov 1995 08:49:37 GMT",
+            SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),
+        );
+        assert_eq!(retry_delay(&status(next_year), backoff, max), max);
+        assert_eq!(retry_delay(&AttemptError::Timeout, backoff, max), backoff);
+    }
+
+    fn client() -> UpstreamClient {
+        let retry = RetryPolicy {
+            attempt_timeout: Duration::from_secs(1),
+            call_deadline: Duration::from_secs(1),
+            max_retries: 0,
+            min_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            max_retry_after: Duration::ZERO,
+        };
+        let settings = UpstreamSettings {
+            base_url: "http://127.0.0.1:9/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            json_schema: false,
+            http1_only: false,
+            retry,
+        };
+        UpstreamClient::new(settings, Metrics::new(), None).unwrap()
+    }
+
+    #[test]
+    fn the_spliced_body_is_exactly_the_serialized_request() {
+        use base64::Engine;
+        let png = [
+            &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a][..],
+            &[0; 300],
+        ]
+        .concat();
+        let image =
+            crate::image::image_data_uri(base64::engine::general_purpose::STANDARD.encode(png))
+                .unwrap();
+        let url = image.to_string();
+        // Prompts that contain the splice pattern itself, quotes and non-ASCII.
+        let call = ChatCall {
+            kind: CallKind::Verify,
+            system: Some(r#"sys {"url":""} "quoted" é"#.into()),
+            user_text: r#"Q1. {"url":""}? \ "#.into(),
+            image: Some(image.clone()),
+            max_tokens: Some(5),
+            temperature: Some(0.0),
+            response_format: None,
+        };
+        let body = client().request_body(&call);
+        // The image's pieces are the turn's buffers, not copies.
+        assert_eq!(body.chunks.len(), 4);
+        let [prefix, payload] = image.pieces();
+        assert_eq!(body.chunks[1].as_ptr(), prefix.as_ptr());
+        assert_eq!(body.chunks[2].as_ptr(), payload.as_ptr());
+        let expected = serde_json::json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": r#"sys {"url":""} "quoted" é"#},
+                {"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "text", "text": r#"Q1. {"url":""}? \ "#},
+                ]},
+            ],
+            "max_tokens": 5,
+            "temperature": 0.0,
+        });
+        let sent = body.to_vec();
+        assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), expected);
+        // Byte for byte what serializing the URL itself gives.
+        let whole = WireRequest {
+            model: "m",
+            messages: vec![
+                WireMessage {
+                    role: "system",
+                    content: WireContent::Text(call.system.as_deref().unwrap()),
+                },
+                WireMessage {
+                    role: "user",
+                    content: WireContent::Parts([
+                        WirePart::ImageUrl {
+                            image_url: WireImageUrl { url: &url },
+                        },
+                        WirePart::Text {
+                            text: &call.user_text,
+                        },
+                    ]),
+                },
+            ],
+            max_tokens: Some(5),
+            temperature: Some(0.0),
+            response_format: None,
+        };
+        assert_eq!(sent, serde_json::to_vec(&whole).unwrap());
+        assert_eq!(body.len(), sent.len());
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some(body.len() as u64)
+        );
+
+        // Without an image: one chunk, the text as a plain string.
+        let call = ChatCall {
+            image: None,
+            system: None,
+            ..call
+        };
+        let body = client().request_body(&call);
+        assert_eq!(body.chunks.len(), 1);
+        let sent: Value = serde_json::from_slice(&body.to_vec()).unwrap();
+        assert_eq!(sent["messages"][0]["content"], r#"Q1. {"url":""}? \ "#);
     }
 
     #[test]

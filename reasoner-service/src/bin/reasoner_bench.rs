@@ -9,14 +9,18 @@
 //!
 //! A turn's overhead is its latency at the client minus the time the upstream spent on it (the
 //! longest of its concurrent verification calls plus its answer call), so it also includes the
-//! bench's own client and upstream HTTP handling on the same CPUs: an upper bound. The
-//! reasoner's CPU time per turn (from /proc) is reported too; unlike latency it does not depend
-//! on what else the machine is doing.
+//! bench's own client and upstream HTTP handling on the same CPUs: an upper bound. Each turn
+//! carries its own `x-request-id`, which the reasoner forwards on its upstream calls; the
+//! upstream books its time per request id. Request bodies are serialized before the clock
+//! starts and the upstream reads requests without copying the image, so the bench takes as
+//! little of the shared CPUs as it can. The reasoner's and the bench's CPU time per turn (from
+//! /proc) are reported too; unlike latency they do not depend on what else the machine is
+//! doing.
 //!
 //! Run in release: `cargo run --release -p slc-reasoner --bin reasoner-bench -- --turns 200`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,10 +29,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::post;
 use base64::Engine;
 use clap::Parser;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -60,7 +67,7 @@ struct BenchConfig {
     skip_call_counts: bool,
 }
 
-/// Upstream time per turn, keyed by a hash of the turn's image URL.
+/// Upstream time per turn, keyed by the turn's request id.
 #[derive(Default)]
 struct TurnUpstreamTime {
     verify_max: Duration,
@@ -70,17 +77,64 @@ struct TurnUpstreamTime {
 #[derive(Clone)]
 struct UpstreamState {
     sleep: Duration,
-    per_turn: Arc<Mutex<HashMap<u64, TurnUpstreamTime>>>,
+    per_turn: Arc<Mutex<HashMap<String, TurnUpstreamTime>>>,
     calls: Arc<Mutex<u64>>,
+}
+
+/// The parts of a chat request the upstream looks at, borrowed from the body: the image URL
+/// is skipped, never copied.
+#[derive(Deserialize)]
+struct ChatRequest<'a> {
+    #[serde(borrow)]
+    messages: Vec<ChatMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage<'a> {
+    #[serde(borrow)]
+    content: ChatContent<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ChatContent<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Parts(#[serde(borrow)] Vec<ChatPart<'a>>),
+}
+
+#[derive(Deserialize)]
+struct ChatPart<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+impl ChatContent<'_> {
+    fn text(&self) -> &str {
+        match self {
+            ChatContent::Text(text) => text,
+            ChatContent::Parts(parts) => parts
+                .iter()
+                .find_map(|part| part.text.as_deref())
+                .unwrap_or(""),
+        }
+    }
 }
 
 async fn upstream_handler(
     State(state): State<UpstreamState>,
-    Json(body): Json<Value>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Json<Value> {
     let entered = Instant::now();
     *state.calls.lock().unwrap() += 1;
-    let system = body["messages"][0]["content"].as_str().unwrap_or("");
+    let request: ChatRequest = serde_json::from_slice(&body).expect("a chat request");
+    let system = request.messages[0].content.text();
+    let user = request
+        .messages
+        .last()
+        .expect("a user message")
+        .content
+        .text();
     let kind = if system.starts_with("You are an information extractor.") {
         "identity"
     } else if system.starts_with("You are a visual verifier.") {
@@ -88,21 +142,9 @@ async fn upstream_handler(
     } else {
         "answer"
     };
-    let image_key = body["messages"].as_array().and_then(|messages| {
-        messages.iter().find_map(|message| {
-            message["content"].as_array().and_then(|parts| {
-                parts
-                    .iter()
-                    .find_map(|part| part["image_url"]["url"].as_str())
-                    // The payload only: the reasoner names the media type from the bytes.
-                    .map(|url| hash_of(url.rsplit_once(',').map_or(url, |(_, payload)| payload)))
-            })
-        })
-    });
     let content = match kind {
         "identity" => {
-            let text = body["messages"][1]["content"].as_str().unwrap_or("");
-            let identities: serde_json::Map<String, Value> = text
+            let identities: serde_json::Map<String, Value> = user
                 .lines()
                 .skip(1)
                 .filter_map(|line| line.split_once(": "))
@@ -115,20 +157,20 @@ async fn upstream_handler(
                 .collect();
             Value::Object(identities).to_string()
         }
-        "verify" => {
-            let questions = body["messages"][1]["content"]
-                .as_array()
-                .and_then(|parts| parts.iter().find_map(|part| part["text"].as_str()))
-                .map_or(0, |text| text.lines().count());
-            vec!["yes"; questions].join(" ")
-        }
+        "verify" => vec!["yes"; user.lines().count()].join(" "),
         _ => "A dog is playing.".to_owned(),
     };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    drop(request);
+    drop(body);
     tokio::time::sleep(state.sleep).await;
     let spent = entered.elapsed();
-    if let Some(key) = image_key {
+    if let Some(request_id) = request_id {
         let mut per_turn = state.per_turn.lock().unwrap();
-        let entry = per_turn.entry(key).or_default();
+        let entry = per_turn.entry(request_id).or_default();
         match kind {
             "verify" => entry.verify_max = entry.verify_max.max(spent),
             _ => entry.answer_total += spent,
@@ -142,10 +184,14 @@ async fn upstream_handler(
     }))
 }
 
-fn hash_of(text: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    text.hash(&mut hasher);
-    hasher.finish()
+/// User plus system CPU time of a process so far, from /proc, in seconds.
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks as f64 / 100.0)
 }
 
 struct Reasoner {
@@ -200,15 +246,9 @@ impl Reasoner {
         bail!("slc-reasoner did not become healthy at {address}")
     }
 
-    /// User plus system CPU time of the reasoner process so far, from /proc, in seconds.
+    /// User plus system CPU time of the reasoner process so far, in seconds.
     fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // USER_HZ is 100 on Linux.
-        Some(ticks as f64 / 100.0)
+        cpu_seconds_of(&self.child.id().to_string())
     }
 
     /// Peak resident set size of the reasoner process, from /proc.
@@ -320,13 +360,15 @@ async fn main() -> Result<()> {
         bail!("warm-up failed: {}", warm.text().await?);
     }
 
+    // Every turn its own image (a unique trailer after the JPEG), serialized up front.
     let total_turns = config.turns * config.rounds;
-    let images: Arc<Vec<String>> = Arc::new(
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
         (0..total_turns)
             .map(|turn| {
                 let mut bytes = image_bytes.clone();
                 bytes.extend_from_slice(format!("bench-turn-{turn:08}").as_bytes());
-                engine.encode(&bytes)
+                let request = turn_request(&engine.encode(&bytes), &load_concepts, false);
+                Bytes::from(serde_json::to_vec(&request).expect("a turn serializes"))
             })
             .collect(),
     );
@@ -334,13 +376,13 @@ async fn main() -> Result<()> {
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let peak_in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cpu_before = reasoner.cpu_seconds();
+    let bench_cpu_before = cpu_seconds_of("self");
     let started = Instant::now();
     let mut handles = Vec::with_capacity(config.turns);
     for client_index in 0..config.turns {
         let client = client.clone();
         let url = format!("{base}/v1/reason");
-        let images = images.clone();
-        let concepts = load_concepts.clone();
+        let bodies = bodies.clone();
         let in_flight = in_flight.clone();
         let peak_in_flight = peak_in_flight.clone();
         let offset = ramp.mul_f64(client_index as f64 / config.turns as f64);
@@ -350,13 +392,18 @@ async fn main() -> Result<()> {
             tokio::time::sleep(offset).await;
             let mut results = Vec::with_capacity(rounds);
             for round in 0..rounds {
-                let image = &images[round * clients + client_index];
-                let request = turn_request(image, &concepts, false);
-                let key = hash_of(image);
+                let turn = round * clients + client_index;
+                let key = format!("bench-turn-{turn:08}");
                 let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 peak_in_flight.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
                 let sent = Instant::now();
-                let result = client.post(&url).json(&request).send().await;
+                let result = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-request-id", &key)
+                    .body(bodies[turn].clone())
+                    .send()
+                    .await;
                 let outcome = match result {
                     Ok(response) if response.status().is_success() => response
                         .bytes()
@@ -393,6 +440,10 @@ async fn main() -> Result<()> {
         }
     }
     let wall = started.elapsed();
+    let bench_cpu_per_turn_ms = match (bench_cpu_before, cpu_seconds_of("self")) {
+        (Some(before), Some(after)) => (after - before) * 1e3 / total_turns as f64,
+        _ => f64::NAN,
+    };
     overheads_ms.sort_by(f64::total_cmp);
     latencies_ms.sort_by(f64::total_cmp);
     let cpu_per_turn_ms = match (cpu_before, reasoner.cpu_seconds()) {
@@ -430,6 +481,7 @@ async fn main() -> Result<()> {
         reasoner.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
     println!("  reasoner CPU per turn: {cpu_per_turn_ms:.3} ms (user + system, /proc)");
+    println!("  bench CPU per turn (client + upstream, same cores): {bench_cpu_per_turn_ms:.3} ms");
     println!("  errors: {}", errors.len());
     for error in errors.iter().take(5) {
         println!("    {error}");

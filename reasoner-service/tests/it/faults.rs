@@ -2,7 +2,7 @@
 //! 500 storm exhausting the retry budget, a 4xx not retried, a deadline, unusable identity
 //! output falling back to the authors' default.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -37,6 +37,50 @@ async fn retry_after_is_honoured_then_the_call_succeeds() {
         metrics.contains("slc_reasoner_upstream_retries_total{kind=\"identity\"} 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    // Two seconds ahead when the 503 is sent; HTTP-dates have whole seconds, so the wait the
+    // reasoner owes is between one and two seconds.
+    let upstream = ScriptedUpstream::start(|_, index| match index {
+        0 => Reply::status(503).retry_after(&httpdate::fmt_http_date(
+            SystemTime::now() + Duration::from_secs(2),
+        )),
+        _ => Reply::content(GOOD_IDENTITY),
+    })
+    .await;
+    let app = spawn_app(&upstream).await;
+    let (status, body) = app.post("/v1/identities", &identities_request()).await;
+    assert_eq!(status, 200, "{body}");
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    let waited = requests[1].received - requests[0].received;
+    // The backoff alone would be 10-50 ms.
+    assert!(waited >= Duration::from_millis(900), "waited {waited:?}");
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    assert_eq!(body["upstream"]["retries"], 1);
+}
+
+#[tokio::test]
+async fn retry_after_as_a_past_http_date_retries_at_once() {
+    let upstream = ScriptedUpstream::start(|_, index| match index {
+        0 => Reply::status(429).retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+        _ => Reply::content(GOOD_IDENTITY),
+    })
+    .await;
+    // A backoff far longer than the test would tolerate: only the past date makes it quick.
+    let app = spawn_app_with(&upstream, |config| {
+        config.llm_min_backoff_ms = 20_000;
+        config.llm_max_backoff_ms = 20_000;
+    })
+    .await;
+    let (status, body) = app.post("/v1/identities", &identities_request()).await;
+    assert_eq!(status, 200, "{body}");
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    let waited = requests[1].received - requests[0].received;
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
 }
 
 #[tokio::test]

@@ -36,6 +36,11 @@ pub fn query_image_data_uri() -> String {
 pub struct Recorded {
     pub body: Value,
     pub authorization: Option<String>,
+    /// The `x-request-id` header, if the reasoner sent one.
+    pub request_id: Option<String>,
+    /// The `Content-Length` header (absent for a chunked body) and the bytes received.
+    pub content_length: Option<u64>,
+    pub body_bytes: usize,
     pub received: Instant,
 }
 
@@ -233,12 +238,24 @@ impl ScriptedUpstream {
 async fn chat_completions(
     State(state): State<UpstreamState>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    raw: axum::body::Bytes,
 ) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
     let recorded = Recorded {
         body,
+        content_length: headers
+            .get("content-length")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok()),
+        body_bytes: raw.len(),
         authorization: headers
             .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        request_id: headers
+            .get("x-request-id")
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
         received: Instant::now(),

@@ -297,6 +297,120 @@ async fn request_ids_are_honoured_and_generated() {
 }
 
 #[tokio::test]
+async fn the_request_id_goes_on_every_upstream_call_of_the_turn() {
+    let upstream = good_upstream().await;
+    let app = spawn_app(&upstream).await;
+    let turn = json!({
+        "image": query_image_base64(),
+        "question": "What is <bo> doing?",
+        "concepts": [{"id": "<bo>", "description": BO}],
+        "cues": {"<bo>": {"present": true, "location-absolute": "center", "location-relative": "on the sofa"}},
+    });
+    let response = app
+        .client
+        .post(app.url("/v1/reason"))
+        .header("x-request-id", "edge-turn-42")
+        .json(&turn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let requests = upstream.requests();
+    let kinds: Vec<&str> = requests.iter().map(Recorded::kind).collect();
+    assert_eq!(kinds, ["identity", "verify", "answer"]);
+    for request in &requests {
+        assert_eq!(
+            request.request_id.as_deref(),
+            Some("edge-turn-42"),
+            "{}",
+            request.kind()
+        );
+        // The image is spliced in as a separate buffer, yet the body goes with an exact
+        // length, not chunked: some OpenAI-compatible servers refuse chunked requests.
+        assert_eq!(
+            request.content_length,
+            Some(request.body_bytes as u64),
+            "{}",
+            request.kind()
+        );
+    }
+
+    // Without one, the id the reasoner made up is the one it forwards and returns.
+    let response = app
+        .client
+        .post(app.url("/v1/reason"))
+        .json(&turn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(generated.starts_with("slc-reasoner-"), "{generated}");
+    let later = &upstream.requests()[requests.len()..];
+    // The identity is cached now: verify and answer only.
+    assert_eq!(later.len(), 2);
+    for request in later {
+        assert_eq!(request.request_id.as_deref(), Some(generated.as_str()));
+    }
+}
+
+/// Collects formatted log lines in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A current-thread runtime: the scoped subscriber below sees the server's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn log_lines_of_a_turn_carry_its_request_id() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let upstream = ScriptedUpstream::start(|_, index| match index {
+        0 => Reply::status(429).retry_after("0"),
+        _ => Reply::content(r#"{"<bo>": {"category": "a puppy", "attributes": "playful"}}"#),
+    })
+    .await;
+    let app = spawn_app(&upstream).await;
+    let response = app
+        .client
+        .post(app.url("/v1/identities"))
+        .header("x-request-id", "edge-turn-trace-9")
+        .json(&identities_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let retry_line = text
+        .lines()
+        .find(|line| line.contains("retrying upstream call"))
+        .unwrap_or_else(|| panic!("no retry logged:\n{text}"));
+    assert!(
+        retry_line.contains("request_id=edge-turn-trace-9"),
+        "{retry_line}"
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_calls_cache_hits_and_reflection_outcomes() {
     let upstream = ScriptedUpstream::answering(
         &[

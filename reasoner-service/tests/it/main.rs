@@ -12,3 +12,4 @@ mod paper;
 mod privacy;
 mod prompts;
 mod rules;
+mod server;
