@@ -108,6 +108,9 @@ pub struct RunConfig {
     pub pseudonymize: bool,
     #[arg(long, env = "SLC_EVAL_BATCHED_VERIFICATION")]
     pub batched_verification: bool,
+    /// Longest answer in tokens (a letter or yes/no needs few; the model's default when absent).
+    #[arg(long, env = "SLC_EVAL_MAX_ANSWER_TOKENS")]
+    pub max_answer_tokens: Option<u32>,
     #[arg(long, env = "SLC_EVAL_NO_PROGRESS")]
     pub no_progress: bool,
     /// Exit 0 even when some requests failed (they are in the report either way).

@@ -268,6 +268,7 @@ pub async fn execute(config: &RunConfig) -> Result<RunOutcome> {
         concurrency: config.concurrency,
         pseudonymize: config.pseudonymize,
         batched_verification: config.batched_verification,
+        max_answer_tokens: config.max_answer_tokens,
         show_progress: !config.no_progress,
     };
     let records = run_items(&client, &cache, &items, &settings).await?;

@@ -28,6 +28,7 @@ pub struct RunSettings {
     pub concurrency: usize,
     pub pseudonymize: bool,
     pub batched_verification: bool,
+    pub max_answer_tokens: Option<u32>,
     pub show_progress: bool,
 }
 
@@ -155,6 +156,7 @@ pub fn build_request(
         pseudonymize: settings.pseudonymize,
         batched_verification: settings.batched_verification,
         stream: false,
+        max_answer_tokens: settings.max_answer_tokens,
     })
 }
 

@@ -1,8 +1,8 @@
 //! The harness against an edge on loopback: registration, what each request carried,
 //! shuffling, scoring, caching and resumption, and the report files.
 //!
-//! `SLC_EVAL_TEST_EDGE_URL` points `against_a_real_edge` at running services instead (the
-//! lead's check once `/v1/ask` exists); the scripted edge serves everything else.
+//! `against_the_real_services` runs the harness against both real binaries; the scripted edge
+//! serves everything else.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -528,46 +528,64 @@ async fn missing_images_and_unknown_concepts_stop_before_any_request() {
     assert!(edge.state.lock().unwrap().asks.is_empty());
 }
 
-/// Opt-in: `SLC_EVAL_TEST_EDGE_URL=http://127.0.0.1:8080 cargo test -p slc-eval` runs a small
-/// `<bo>` evaluation against real services and checks a report comes out of it.
+/// The harness against the real service pair (both binaries on loopback, the tiny checkpoint,
+/// the reasoner using the edge's own model): every input format and mode on a few `<bo>`
+/// items, with the concepts registered by the run. The answers of a random-weight model are
+/// noise, so this checks that every request succeeds and the report is complete, not scores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn against_a_real_edge() {
-    let Ok(url) = std::env::var("SLC_EVAL_TEST_EDGE_URL") else {
-        eprintln!("SLC_EVAL_TEST_EDGE_URL is unset: the real-edge run is skipped");
-        return;
-    };
+async fn against_the_real_services() {
+    let bin_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let stack = slc_e2e::Stack::start(slc_e2e::StackOptions::new(bin_dir))
+        .await
+        .expect("starting slc-detector and slc-reasoner (cargo build --bins)");
     let data = shared_data();
     let out = tempfile::tempdir().unwrap();
     let mut extra = standard_inputs(&data);
     extra.extend(
         [
             "--limit",
-            "3",
+            "2",
             "--modes",
             "full,no_reflection,no_detector,pure",
-            "--allow-errors",
+            "--api-key",
+            slc_e2e::APP_KEY,
+            "--max-answer-tokens",
+            "8",
         ]
         .map(String::from),
     );
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let config = run_config(&url, out.path(), &extra);
+    let config = run_config(&stack.edge_url, out.path(), &extra);
     let outcome = execute(&config).await.unwrap();
-    assert_eq!(
-        outcome.errors(),
-        0,
-        "{:?}",
-        outcome
-            .report
-            .items
-            .iter()
-            .filter_map(|r| r.error.as_ref())
-            .collect::<Vec<_>>()
+    let errors: Vec<_> = outcome
+        .report
+        .items
+        .iter()
+        .filter_map(|r| r.error.as_ref())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    for mode in [Mode::Full, Mode::NoReflection, Mode::NoDetector, Mode::Pure] {
+        assert!(
+            outcome.report.items.iter().any(|r| r.mode == mode),
+            "{mode:?} ran"
+        );
+    }
+    assert!(
+        outcome.report.items.len() >= 4 * 4,
+        "items of every input in every mode"
     );
     assert!(outcome.written.markdown.is_file() && outcome.written.json.is_file());
     println!(
         "{}",
         std::fs::read_to_string(&outcome.written.markdown).unwrap()
     );
+    stack.stop().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -154,8 +154,12 @@ async fn every_mode_with_and_without_an_image_through_both_binaries() {
                 assert_eq!(keys, ["description", "id"], "only ids and descriptions");
             }
 
-            // The trace counts every large-model call the proxy saw.
+            // The trace counts every large-model call the proxy saw; each carries the app's
+            // request id end to end.
             let llm_calls = recorded(&stack.to_large_model).len() - before_llm;
+            for call in &recorded(&stack.to_large_model)[before_llm..] {
+                assert_eq!(call.header("x-request-id"), Some(request_id.as_str()));
+            }
             assert_eq!(
                 reasoning["upstream"]["calls"].as_u64().unwrap() as usize,
                 llm_calls,
