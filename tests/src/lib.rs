@@ -46,12 +46,18 @@ pub fn fixtures() -> PathBuf {
 pub struct StackOptions {
     /// Where `slc-detector` and `slc-reasoner` were built (`target/debug` or `target/release`).
     pub bin_dir: PathBuf,
+    /// The edge's checkpoint (default: the tiny fixture); the reasoner uses it too.
+    pub model_dir: PathBuf,
+    /// The adapter bank (default: the fixture bank, made for the tiny checkpoint).
+    pub adapter_bank: Option<PathBuf>,
     /// Put recording proxies on both wires.
     pub record: bool,
     /// Ask the reasoner for `response_format: json_schema` (the edge supports it).
     pub llm_json_schema: bool,
     /// Extra env vars for the edge (for example `SLC_VISION_CACHE_MIB=0`).
     pub edge_env: Vec<(String, String)>,
+    /// How long to wait for both services to load and warm up.
+    pub ready_timeout: Duration,
     /// Where the services' logs go; `None` discards them.
     pub log_dir: Option<PathBuf>,
 }
@@ -60,6 +66,9 @@ impl StackOptions {
     pub fn new(bin_dir: PathBuf) -> Self {
         StackOptions {
             bin_dir,
+            model_dir: engine_fixtures().join("qwen25vl/untied"),
+            adapter_bank: Some(engine_fixtures().join("lora/bank")),
+            ready_timeout: Duration::from_secs(180),
             record: false,
             llm_json_schema: true,
             edge_env: Vec::new(),
@@ -155,12 +164,16 @@ impl Stack {
             }
         }
         let fixtures = engine_fixtures();
+        let model_name = options
+            .model_dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .context("the model directory has no name")?;
         let mut edge = Command::new(&detector_binary);
         edge.arg("serve")
             .env("SLC_BIND", format!("127.0.0.1:{edge_port}"))
-            .env("SLC_MODEL_DIR", fixtures.join("qwen25vl/untied"))
+            .env("SLC_MODEL_DIR", &options.model_dir)
             .env("SLC_CLIP_DIR", fixtures.join("clip/tiny-clip"))
-            .env("SLC_ADAPTER_BANK", fixtures.join("lora/bank"))
             .env(
                 "SLC_DATABASE_URL",
                 format!(
@@ -172,6 +185,12 @@ impl Stack {
             .env("SLC_REASONER_API_KEY", EDGE_TO_REASONER_KEY)
             .env("SLC_API_KEYS", format!("{APP_KEY},{REASONER_TO_LLM_KEY}"))
             .env("SLC_WORKERS", "1")
+            .envs(
+                options
+                    .adapter_bank
+                    .iter()
+                    .map(|bank| ("SLC_ADAPTER_BANK", bank)),
+            )
             .envs(options.edge_env.iter().map(|(k, v)| (k, v)))
             .stdout(log_target(&options.log_dir, "slc-detector")?)
             .stderr(log_target(&options.log_dir, "slc-detector.err")?);
@@ -182,7 +201,11 @@ impl Stack {
             .arg("serve")
             .env("SLC_REASONER_BIND", format!("127.0.0.1:{reasoner_port}"))
             .env("SLC_LLM_BASE_URL", format!("{reasoner_sees_llm_at}/v1"))
-            .env("SLC_LLM_MODEL", "untied")
+            .env("SLC_LLM_MODEL", &model_name)
+            // A turn's large-model calls wait behind the edge's own detection on small
+            // machines: the reasoner's default per-attempt timeout suits a cloud model.
+            .env("SLC_LLM_ATTEMPT_TIMEOUT_MS", "3600000")
+            .env("SLC_LLM_CALL_DEADLINE_MS", "3600000")
             .env("SLC_LLM_API_KEY", REASONER_TO_LLM_KEY)
             .env("SLC_LLM_JSON_SCHEMA", options.llm_json_schema.to_string())
             .env(
@@ -207,7 +230,7 @@ impl Stack {
             reasoner,
             _directory: directory,
         };
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + options.ready_timeout;
         for url in [stack.edge_url.clone(), stack.reasoner_url.clone()] {
             stack.wait_ready(&url, deadline).await?;
         }
