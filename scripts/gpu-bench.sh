@@ -2,13 +2,16 @@
 # GPU benchmark of the engine against HF transformers (engine issue, item 12). Prepared here,
 # run on a machine with an NVIDIA GPU, PyTorch 2.11 in /opt/torch/.venv and no internet.
 #
-# Carry: the release binary built here (`cargo build --release -p slc-detector`) and this repo's
-# scripts/. No cargo there. Budget: under 5 minutes (checkpoint ~1 min, 2 x 2 engines x 3 runs).
+# Carry: the release binaries built here (`cargo build --release --bins -p slc-detector
+# -p slc-reasoner -p slc-e2e`) and this repo's working tree. No cargo there. Budget: about 5
+# minutes for the engine part (checkpoint ~1 min, 2 x 2 engines x 3 runs), plus the turn part.
 #
 #   scripts/gpu-bench.sh [path/to/slc-detector]
 #
 # Prints, for a 448x448 image and a 1920x1080 image, TTFT (vision + prefill) and decode tok/s at
 # batch 1, ours and HF's, on the full-depth random checkpoint with the exact 3B shapes, bf16.
+# Then, when target/release/slc-turn-bench is there (SLC_GPU_TURN_BENCH=0 skips it), one turn
+# benchmark at full depth: 2 concepts, optimized vs naive, on CUDA in bf16.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 binary="${1:-$here/../target/release/slc-detector}"
@@ -27,3 +30,11 @@ for size in "448 448" "1080 1920"; do
     --text-layers 36 --vision-layers 32 --dtype bf16 --device cuda --threads 8 \
     --image-height "$1" --image-width "$2" --new-tokens 64 --reps 3 --warmup 1
 done
+
+turn_bench="$(dirname "$binary")/slc-turn-bench"
+if [ -x "$turn_bench" ] && [ "${SLC_GPU_TURN_BENCH:-1}" != 0 ]; then
+  timeout 900 "$turn_bench" --bin-dir "$(dirname "$binary")" \
+    --make-checkpoint "$work/turn-3b-full" --checkpoint-dtype bf16 \
+    --text-layers 36 --vision-layers 32 --device cuda --dtype bf16 \
+    --concepts 2 --reps 2 --log-dir "$work/turn-logs" --out "$work/turn-bench.json"
+fi

@@ -137,6 +137,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_DTYPE", default_value = "f32")]
     pub dtype: String,
 
+    /// Adapters mixed per turn (paper Eq. 1 with top-K): 1 takes the most similar meta-concept
+    /// (the paper's best setting); K > 1 averages the K most similar adapters' LoRA weights.
+    #[arg(long, env = "SLC_ADAPTER_TOP_K", default_value_t = 1)]
+    pub adapter_top_k: usize,
+
     /// Fold the bank's single adapter into the base weights (a deployment with one fixed
     /// adapter) instead of applying adapters unmerged per request.
     #[arg(long, env = "SLC_MERGE_ADAPTER", default_value_t = false)]

@@ -35,22 +35,53 @@ pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
     if norms == 0.0 { 0.0 } else { dot / norms }
 }
 
-/// Top-1 choice over an in-memory dictionary of (adapter name, meta-concept embedding).
-#[derive(Debug, Clone, Default)]
+/// Separates the members of a top-K mix in an adapter name (`bo+dug`): concept ids cannot
+/// contain it.
+pub const MIX_SEPARATOR: char = '+';
+
+/// The members of an adapter name: one for a bank adapter, K for a top-K mix.
+pub fn adapter_members(name: &str) -> Vec<&str> {
+    name.split(MIX_SEPARATOR).collect()
+}
+
+/// Eq. 1's choice over an in-memory dictionary of (adapter name, meta-concept embedding):
+/// top-1 by default, as the paper found best; with `top_k > 1`, the K most similar adapters,
+/// averaged by the engine as the authors' code does, named `a+b+…` (best first) with the best
+/// similarity.
+#[derive(Debug, Clone)]
 pub struct CosineAdapterChooser {
     pub meta_concepts: Vec<(String, Vec<f32>)>,
+    pub top_k: usize,
+}
+
+impl Default for CosineAdapterChooser {
+    fn default() -> Self {
+        CosineAdapterChooser {
+            meta_concepts: Vec::new(),
+            top_k: 1,
+        }
+    }
 }
 
 impl AdapterChooser for CosineAdapterChooser {
     fn choose(&self, scenario_embedding: &[f32]) -> Option<AdapterSelection> {
-        self.meta_concepts
+        let mut ranked: Vec<AdapterSelection> = self
+            .meta_concepts
             .iter()
             .filter(|(_, embedding)| embedding.len() == scenario_embedding.len())
             .map(|(name, embedding)| AdapterSelection {
                 name: name.clone(),
                 similarity: cosine_similarity(scenario_embedding, embedding),
             })
-            .max_by(|a, b| a.similarity.total_cmp(&b.similarity))
+            .collect();
+        ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        ranked.truncate(self.top_k.max(1));
+        let best = ranked.first()?.similarity;
+        let names: Vec<String> = ranked.into_iter().map(|s| s.name).collect();
+        Some(AdapterSelection {
+            name: names.join(&MIX_SEPARATOR.to_string()),
+            similarity: best,
+        })
     }
 }
 
@@ -79,16 +110,24 @@ mod tests {
 
     #[test]
     fn chooser_takes_argmax_cosine() {
-        let chooser = CosineAdapterChooser {
+        let mut chooser = CosineAdapterChooser {
             meta_concepts: vec![
                 ("dog".into(), vec![1.0, 0.0]),
                 ("cat".into(), vec![0.0, 1.0]),
                 ("mix".into(), vec![1.0, 1.0]),
             ],
+            top_k: 1,
         };
         let chosen = chooser.choose(&[0.2, 1.0]).unwrap();
         assert_eq!(chosen.name, "cat");
         assert!((chosen.similarity - 1.0 / 1.04f32.sqrt()).abs() < 1e-6);
+        chooser.top_k = 2;
+        let mixed = chooser.choose(&[0.2, 1.0]).unwrap();
+        assert_eq!(mixed.name, "cat+mix");
+        assert_eq!(adapter_members(&mixed.name), ["cat", "mix"]);
+        assert_eq!(mixed.similarity, chosen.similarity);
+        chooser.top_k = 9;
+        assert_eq!(chooser.choose(&[0.2, 1.0]).unwrap().name, "cat+mix+dog");
         assert_eq!(
             embedding_from_bytes(&embedding_to_bytes(&[1.5, -2.0])),
             vec![1.5, -2.0]

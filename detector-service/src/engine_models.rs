@@ -24,7 +24,7 @@ use slc_engine::prefix_cache::{PrefixCache, prompt_keys};
 use slc_engine::preprocess::PixelBudget;
 use slc_engine::qwen2_5_vl::LoadOptions;
 
-use crate::embedding::CosineAdapterChooser;
+use crate::embedding::{CosineAdapterChooser, adapter_members};
 use crate::model::{
     ConceptEmbedder, ContentPart, EdgeModels, FinishReason, GenerationOutput, GenerationRequest,
     GenerationTimings, GenerationUsage, ModelError, ModelLoader, PromptImage, Role, TokenControl,
@@ -103,6 +103,7 @@ impl ModelLoader for EngineLoader {
                 merged,
                 attached: None,
                 vision_adapters,
+                mixes: HashMap::new(),
                 vision_cache: VisionCache::new(options.vision_cache_bytes),
                 prefix_cache: PrefixCache::new(options.prefix_cache_bytes),
                 jump_forward: options.jump_forward,
@@ -114,10 +115,11 @@ impl ModelLoader for EngineLoader {
 
 /// The top-1 chooser over the bank's dictionary (paper Eq. 1), read without loading weights
 /// so the HTTP layer has it before the workers finish loading.
-pub fn bank_chooser(bank_dir: &Path) -> Result<CosineAdapterChooser, EngineError> {
+pub fn bank_chooser(bank_dir: &Path, top_k: usize) -> Result<CosineAdapterChooser, EngineError> {
     let dictionary = BankDictionary::read(bank_dir)?;
     let embeddings = dictionary.embeddings(bank_dir)?;
     Ok(CosineAdapterChooser {
+        top_k,
         meta_concepts: dictionary
             .meta_concepts
             .iter()
@@ -149,6 +151,8 @@ struct EngineVlm {
     attached: Option<String>,
     /// Adapters that change the vision tower, so its output is cached per adapter.
     vision_adapters: Vec<String>,
+    /// Top-K mixes (averaged factors) built so far, by their `a+b` name.
+    mixes: HashMap<String, LoraAdapter>,
     vision_cache: VisionCache,
     prefix_cache: PrefixCache,
     jump_forward: bool,
@@ -164,12 +168,30 @@ impl EngineVlm {
         match name {
             None => detach_adapters(&mut self.pipeline.model),
             Some(name) => {
-                let (_, adapter) = self
-                    .adapters
+                let members = adapter_members(name);
+                let found = members
                     .iter()
-                    .find(|(candidate, _)| candidate == name)
-                    .ok_or_else(|| ModelError::UnknownAdapter(name.to_string()))?;
-                attach_adapter(&mut self.pipeline.model, adapter);
+                    .map(|member| {
+                        self.adapters
+                            .iter()
+                            .find(|(candidate, _)| candidate == member)
+                            .map(|(_, adapter)| adapter)
+                            .ok_or_else(|| ModelError::UnknownAdapter(name.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if found.len() == 1 {
+                    attach_adapter(&mut self.pipeline.model, found[0]);
+                } else {
+                    if !self.mixes.contains_key(name) {
+                        // A handful of turns' mixes; a new set of concepts rarely repeats.
+                        if self.mixes.len() >= 16 {
+                            self.mixes.clear();
+                        }
+                        let mix = LoraAdapter::average(&found).map_err(failed)?;
+                        self.mixes.insert(name.to_string(), mix);
+                    }
+                    attach_adapter(&mut self.pipeline.model, &self.mixes[name]);
+                }
             }
         }
         self.attached = name.map(str::to_string);
@@ -187,10 +209,11 @@ impl EngineVlm {
             sha256: image.sha256.clone(),
             min_pixels: processor.min_pixels(),
             max_pixels: processor.max_pixels(),
-            adapter: self
-                .attached
-                .clone()
-                .filter(|name| self.vision_adapters.contains(name)),
+            adapter: self.attached.clone().filter(|name| {
+                adapter_members(name)
+                    .iter()
+                    .any(|member| self.vision_adapters.iter().any(|v| v == member))
+            }),
         };
         if let Some(hit) = self.vision_cache.get(&key) {
             usage.vision_cache_hits += 1;

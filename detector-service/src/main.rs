@@ -39,7 +39,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     // The chooser needs only the dictionary; the workers load the adapters themselves.
     let chooser = match &config.adapter_bank {
-        Some(bank) => bank_chooser(bank)
+        Some(bank) => bank_chooser(bank, config.adapter_top_k)
             .with_context(|| format!("reading the adapter bank {}", bank.display()))?,
         None => CosineAdapterChooser::default(),
     };

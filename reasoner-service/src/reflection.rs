@@ -60,11 +60,47 @@ pub fn plan_questions(concept: &str, identity: &Identity, cue: &Cue) -> Vec<Plan
     questions
 }
 
+/// `response_format` for upstreams with structured output: `{"Q1": "yes"|"no", ...}` for
+/// `questions` numbered questions. The strict parse below reads it like free text (the k-th
+/// standalone yes/no answers question k); what it buys is decoding: a model under this schema
+/// cannot ramble, and a constrained local model gets every key for free.
+pub fn verification_response_format(questions: usize) -> serde_json::Value {
+    let keys: Vec<String> = (1..=questions).map(|n| format!("Q{n}")).collect();
+    let properties: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|key| (key.clone(), serde_json::json!({"enum": ["yes", "no"]})))
+        .collect();
+    serde_json::json!({
+        "type": "json_schema",
+        "json_schema": {
+            "name": "verification_answers",
+            "strict": true,
+            "schema": {
+                "type": "object",
+                "properties": properties,
+                "required": keys,
+                "additionalProperties": false,
+            },
+        },
+    })
+}
+
 /// The strict parse of a reply to `expected` numbered questions: the k-th standalone "yes" or
 /// "no" (case-insensitive, delimited by anything that is not a letter or digit) answers
 /// question k. A question with no such word left counts as "no", so "yesterday", "maybe" or
 /// an empty reply never confirm a cue.
 pub fn parse_yes_no_answers(reply: &str, expected: usize) -> Vec<YesNo> {
+    // A structured reply names its answers: read them by key, whatever order they come in.
+    if let Ok(serde_json::Value::Object(answers)) = serde_json::from_str(reply.trim()) {
+        return (1..=expected)
+            .map(
+                |n| match answers.get(&format!("Q{n}")).and_then(|v| v.as_str()) {
+                    Some(answer) if answer.eq_ignore_ascii_case("yes") => YesNo::Yes,
+                    _ => YesNo::No,
+                },
+            )
+            .collect();
+    }
     let mut words = reply
         .split(|character: char| !character.is_alphanumeric())
         .filter_map(|word| {

@@ -33,7 +33,9 @@ use crate::prompts::{
     DetectionReportEntry, VERIFICATION_SYSTEM_PROMPT, answer_system_prompt,
     identity_structured_prompt, raw_description_prompt, verification_user_prompt,
 };
-use crate::reflection::{PlannedQuestion, absent_cue, parse_yes_no_answers, refine_cue};
+use crate::reflection::{
+    PlannedQuestion, absent_cue, parse_yes_no_answers, refine_cue, verification_response_format,
+};
 use crate::upstream::{CallKind, ChatCall, ChatReply, UpstreamClient};
 
 /// Largest number of concepts in one request; the paper's multi-concept scenes have a few.
@@ -331,6 +333,7 @@ impl Reasoner {
         } else {
             per_concept
         };
+        let json_schema = self.upstream.json_schema_enabled();
         let calls = groups.iter().map(|questions| {
             let texts: Vec<String> = questions
                 .iter()
@@ -344,7 +347,7 @@ impl Reasoner {
                 image: Some(image.clone()),
                 max_tokens: Some(VERIFY_MAX_TOKENS_PER_QUESTION * texts.len() as u32),
                 temperature: Some(0.0),
-                response_format: None,
+                response_format: json_schema.then(|| verification_response_format(texts.len())),
             };
             async move {
                 let reply = self.upstream.chat(&call, request_id).await?;

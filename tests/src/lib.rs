@@ -33,6 +33,17 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `explicit`, or the folder of the running binary (the services are built next to it).
+pub fn bin_dir_or_own(explicit: Option<&Path>) -> Result<PathBuf> {
+    match explicit {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("the running binary has no folder")?
+            .to_path_buf()),
+    }
+}
+
 /// The engine fixtures the stack runs on.
 pub fn engine_fixtures() -> PathBuf {
     repo_root().join("engine/tests/fixtures")

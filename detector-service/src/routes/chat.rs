@@ -225,7 +225,10 @@ fn to_generation_request(
     let catalog = state.workers.catalog();
     let adapter = if request.model == catalog.base_model {
         None
-    } else if catalog.adapters.contains(&request.model) {
+    } else if crate::embedding::adapter_members(&request.model)
+        .iter()
+        .all(|member| catalog.adapters.iter().any(|name| name == member))
+    {
         Some(request.model.clone())
     } else {
         return Err(ApiError::UnknownModel(request.model.clone()));

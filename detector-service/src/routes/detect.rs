@@ -136,7 +136,9 @@ pub async fn run_detection(
         .filter(|selection| {
             // A dictionary entry whose adapter the model did not load is a deployment
             // mistake; detect with the base model rather than fail the user's request.
-            let loaded = loaded_adapters.contains(&selection.name);
+            let loaded = crate::embedding::adapter_members(&selection.name)
+                .iter()
+                .all(|member| loaded_adapters.iter().any(|name| name == member));
             if !loaded {
                 tracing::warn!(adapter = %selection.name, "chosen adapter is not loaded");
             }

@@ -128,15 +128,7 @@ async fn detect_sends_table6_prompt_and_an_exact_schema() {
     assert!(usage["decode_steps"].as_u64().unwrap() < usage["completion_tokens"].as_u64().unwrap());
     assert!(body["timings"]["total_ms"].as_f64().unwrap() > 0.0);
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("slc_detector_adapter_selections_total{adapter=\"meta-red\"} 1"),
         "{metrics}"
@@ -163,15 +155,7 @@ async fn invalid_model_output_is_counted_and_reported() {
         .await
         .unwrap();
     assert_error(response, 500, "invalid_model_output").await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(metrics.contains("slc_detector_invalid_model_outputs_total 1"));
     app.stop().await;
 }
@@ -217,15 +201,7 @@ async fn full_queue_gets_429_with_retry_after_and_deadlines_give_504() {
         1,
         "the expired queued request never reached the model"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("slc_detector_http_requests_total{route=\"/v1/detect\",status=\"429\"} 1")
     );
@@ -273,15 +249,7 @@ async fn requests_whose_client_left_are_dropped_before_the_model() {
         1,
         "the abandoned request never reached the model"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("slc_detector_dropped_requests_total{reason=\"client_gone\"} 1"),
         "{metrics}"

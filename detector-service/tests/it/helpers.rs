@@ -77,6 +77,25 @@ impl TestApp {
         format!("http://{}{}", self.address, path)
     }
 
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.get_text(path).await).unwrap()
+    }
+
+    /// The `model` names `/v1/models` lists, in order.
+    pub async fn model_ids(&self) -> Vec<String> {
+        self.get_json("/v1/models").await["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|model| model["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Graceful shutdown: returns once the server has stopped.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
@@ -136,13 +155,14 @@ pub async fn spawn_app_with_registry_options(
             Arc::new(EngineLoader {
                 options: config.engine_options(),
             }),
-            bank_chooser(&bank).unwrap(),
+            bank_chooser(&bank, config.adapter_top_k).unwrap(),
         )
     } else {
         (
             Arc::new(DoubleLoader(options.control.clone())),
             CosineAdapterChooser {
                 meta_concepts: options.meta_concepts.clone(),
+                top_k: 1,
             },
         )
     };

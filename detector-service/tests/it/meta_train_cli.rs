@@ -103,23 +103,7 @@ async fn meta_train_writes_a_bank_the_detector_serves() {
     })
     .await;
     app.state.workers.readiness().expect("the new bank loads");
-    let models: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let served: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .skip(1)
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(served, names);
+    assert_eq!(app.model_ids().await[1..], names);
     app.stop().await;
 
     // K larger than the number of concepts is refused, naming both.

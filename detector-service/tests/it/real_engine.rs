@@ -118,15 +118,7 @@ async fn registers_detects_and_encodes_a_repeated_image_once() {
         second["cues"], first["cues"],
         "greedy decoding is deterministic"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert_eq!(
         metric(&metrics, "slc_detector_vision_cache_misses_total"),
         1.0
@@ -188,15 +180,7 @@ async fn the_naive_configuration_gives_the_same_cues_the_slow_way() {
                 .unwrap();
             bodies.push(body);
         }
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.get_text("/metrics").await;
         results.push((bodies, metrics));
     }
     let (optimized, optimized_metrics) = &results[0];
@@ -237,25 +221,46 @@ async fn the_naive_configuration_gives_the_same_cues_the_slow_way() {
     }
 }
 
+/// Top-K (SLC_ADAPTER_TOP_K=2): detection runs with the average of the two most similar
+/// adapters, named `a+b`; chat clients can ask for such a mix by name too.
+#[tokio::test]
+async fn top_k_mixes_adapters() {
+    let app = spawn_app(TestOptions {
+        real_engine: true,
+        tweak: |config| config.adapter_top_k = 2,
+        ..TestOptions::default()
+    })
+    .await;
+    register(&app, "bo", "A Shiba Inu.", &[fixture("bo_train_0.jpg")]).await;
+    let body: Value = post(
+        &app,
+        "/v1/detect",
+        json!({"image": data_url(&fixture("bo_test_3.jpg"), "image/jpeg"), "concepts": ["bo"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let name = body["adapter"]["name"].as_str().unwrap();
+    let members: Vec<&str> = name.split('+').collect();
+    assert_eq!(members.len(), 2, "{body}");
+    assert!(members.iter().all(|m| BANK_ADAPTERS.contains(m)), "{body}");
+    assert_ne!(members[0], members[1]);
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let mixed = post(&app, "/v1/chat/completions", chat("dug+bo")).await;
+    assert_eq!(mixed.status(), 200);
+    let unknown = post(&app, "/v1/chat/completions", chat("dug+nope")).await;
+    assert_error(unknown, 404, "model_not_found").await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn chat_completions_on_the_real_model() {
     let app = spawn_real().await;
-    let models: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [BASE_MODEL, "bo", "brown-duck", "dug"]);
+    assert_eq!(
+        app.model_ids().await,
+        [BASE_MODEL, "bo", "brown-duck", "dug"]
+    );
 
     let photo = data_url(&fixture("bo_test_3.jpg"), "image/jpeg");
     let chat = |model: &str, stream: bool| {

@@ -192,6 +192,40 @@ async fn identities_are_extracted_once_per_description_then_read_from_the_cache(
     assert_eq!(third["upstream"]["identity_cache_hits"], 1);
 }
 
+/// With structured output on, verification asks for `{"Q1": "yes"|"no", ...}` and reads the
+/// answers by key (here given out of order).
+#[tokio::test]
+async fn verification_uses_a_yes_no_schema_when_structured_output_is_on() {
+    let upstream = ScriptedUpstream::answering(
+        FIGURE_7_IDENTITIES,
+        |_| r#"{"Q2": "no", "Q1": "yes", "Q4": "yes", "Q3": "no"}"#.into(),
+        "Yes.",
+    )
+    .await;
+    let app = spawn_app_with(&upstream, |config| config.llm_json_schema = true).await;
+    let mut request = figure_7_request();
+    request["options"] = json!({"batched_verification": true});
+    let (status, body) = app.post("/v1/reason", &request).await;
+    assert_eq!(status, 200, "{body}");
+    let verify = &upstream.requests_of("verify")[0];
+    let schema = &verify.body["response_format"]["json_schema"]["schema"];
+    assert_eq!(schema["required"], json!(["Q1", "Q2", "Q3", "Q4"]));
+    assert_eq!(schema["properties"]["Q3"], json!({"enum": ["yes", "no"]}));
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(verify.body["max_tokens"], 64);
+    let answers: Vec<&str> = body["verifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["answer"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, ["yes", "no", "no", "yes"]);
+    assert_eq!(
+        body["actions"],
+        json!({"<by>": "dropped_location_relative", "<hy>": "dropped_location_absolute"})
+    );
+}
+
 #[tokio::test]
 async fn json_schema_response_format_is_sent_when_enabled() {
     let upstream =

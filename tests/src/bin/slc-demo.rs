@@ -35,13 +35,7 @@ struct DemoConfig {
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = DemoConfig::parse();
-    let bin_dir = match config.bin_dir {
-        Some(dir) => dir,
-        None => std::env::current_exe()?
-            .parent()
-            .context("the demo binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = slc_e2e::bin_dir_or_own(config.bin_dir.as_deref())?;
     println!(
         "Starting slc-detector (edge) and slc-reasoner (cloud) from {}",
         bin_dir.display()

@@ -1,7 +1,8 @@
 //! `slc-turn-bench`: full local SLC turns (edge detection → reasoner → the edge's model as the
 //! large model) with 1, 2 and 3 concepts, in two configurations of the same binaries:
 //!
-//! - **optimized**: vision-encoder cache, prefix KV reuse, jump-forward, batched verification;
+//! - **optimized**: vision-encoder cache, prefix KV reuse, jump-forward, batched verification
+//!   under a yes/no JSON schema (the reasoner's structured-output switch);
 //! - **naive**: all off, i.e. the authors' pipeline: every call encodes the image again, one
 //!   verification call per concept, every cue-set token decoded on its own (the schema still
 //!   constrains it, so both configurations produce valid cue sets).
@@ -47,6 +48,9 @@ struct BenchConfig {
     text_layers: u32,
     #[arg(long, env = "SLC_BENCH_VISION_LAYERS", default_value_t = 8)]
     vision_layers: u32,
+    /// Stored dtype of the made checkpoint.
+    #[arg(long, env = "SLC_BENCH_CHECKPOINT_DTYPE", default_value = "f32")]
+    checkpoint_dtype: String,
     /// Concept counts to run.
     #[arg(
         long,
@@ -101,13 +105,7 @@ const CONCEPTS: [&str; 3] = ["bo", "brown-duck", "dug"];
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = BenchConfig::parse();
-    let bin_dir = match &config.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = slc_e2e::bin_dir_or_own(config.bin_dir.as_deref())?;
     let model = match (&config.model, &config.make_checkpoint) {
         (Some(model), _) => model.clone(),
         (None, Some(dir)) => {
@@ -163,6 +161,9 @@ async fn start(
         options.adapter_bank = None;
     }
     options.edge_env = edge_env(config, optimized);
+    // Structured output: the verification answers come back under a yes/no schema (forced
+    // keys, no rambling); naive asks in free text, as the paper's prompts do.
+    options.llm_json_schema = optimized;
     options.log_dir = Some(config.log_dir.join(name));
     options.ready_timeout = Duration::from_secs(3600);
     let stack = Stack::start(options).await?;
@@ -478,7 +479,7 @@ fn make_checkpoint(bin_dir: &Path, dir: &Path, config: &BenchConfig) -> Result<(
         .arg(dir)
         .args(["--text-layers", &config.text_layers.to_string()])
         .args(["--vision-layers", &config.vision_layers.to_string()])
-        .args(["--dtype", "f32"])
+        .args(["--dtype", &config.checkpoint_dtype])
         .status()?;
     if !status.success() {
         bail!("slc-detector make-checkpoint failed");
