@@ -2,9 +2,10 @@
 //! [`VlmPipeline`] with the meta-concept adapter bank applied unmerged (switched per request),
 //! and the tch CLIP encoder for concept embeddings. Each worker thread loads its own copy.
 //!
-//! The vision-encoder cache lives here because a turn sends the same query image to the model
-//! several times (detection, then the reasoner's verification and answer calls when the edge
-//! is the large model): the image goes through the vision tower once per worker.
+//! The vision-encoder and prefix KV caches live here because a turn sends the same query image
+//! and the same fixed system prompts to the model several times (detection, then the
+//! reasoner's verification and answer calls when the edge is the large model): the image goes
+//! through the vision tower once per worker, and a repeated prefix is prefilled once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,8 +114,8 @@ impl ModelLoader for EngineLoader {
     }
 }
 
-/// The top-1 chooser over the bank's dictionary (paper Eq. 1), read without loading weights
-/// so the HTTP layer has it before the workers finish loading.
+/// The chooser over the bank's dictionary (paper Eq. 1, top-`top_k`), read without loading
+/// weights so the HTTP layer has it before the workers finish loading.
 pub fn bank_chooser(bank_dir: &Path, top_k: usize) -> Result<CosineAdapterChooser, EngineError> {
     let dictionary = BankDictionary::read(bank_dir)?;
     let embeddings = dictionary.embeddings(bank_dir)?;

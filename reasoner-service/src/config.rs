@@ -36,6 +36,16 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_LLM_JSON_SCHEMA", action = ArgAction::Set, default_value_t = false)]
     pub llm_json_schema: bool,
 
+    /// Seconds before asking again for an identity whose extraction fell back (the fallback is
+    /// never stored in the database); 0 asks on every turn.
+    #[arg(long, env = "SLC_IDENTITY_FALLBACK_RETRY_SECS", default_value_t = 600)]
+    pub identity_fallback_retry_secs: u64,
+
+    /// Ask verification questions under a `{"Q1": "yes"|"no", ...}` schema (default: the same
+    /// as --llm-json-schema). Off, they are free text as in the paper's prompts.
+    #[arg(long, env = "SLC_LLM_VERIFY_JSON_SCHEMA", action = ArgAction::Set)]
+    pub llm_verify_json_schema: Option<bool>,
+
     /// Speak HTTP/1.1 only to the large model, one connection per call in flight. Over TLS
     /// reqwest otherwise negotiates HTTP/2 (api.openai.com does), and then every call shares
     /// one connection capped at the server's SETTINGS_MAX_CONCURRENT_STREAMS: calls beyond it
@@ -111,6 +121,7 @@ impl ServeConfig {
             model: self.llm_model.clone(),
             api_key: self.llm_api_key.clone().filter(|key| !key.is_empty()),
             json_schema: self.llm_json_schema,
+            verify_json_schema: self.llm_verify_json_schema.unwrap_or(self.llm_json_schema),
             http1_only: self.llm_http1_only,
             retry: RetryPolicy {
                 attempt_timeout: Duration::from_millis(self.llm_attempt_timeout_ms),

@@ -31,6 +31,51 @@ pub fn fallback_identity(description: &str) -> Identity {
     }
 }
 
+/// Descriptions whose extraction fell back recently, per model. The fallback is not stored in
+/// the database (a later extraction may well succeed), but asking again on every turn repeats a
+/// call that just failed, so each replica waits `retry_after` before asking again.
+pub struct RecentFallbacks {
+    retry_after: std::time::Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl RecentFallbacks {
+    pub fn new(retry_after: std::time::Duration) -> Self {
+        RecentFallbacks {
+            retry_after,
+            seen: Default::default(),
+        }
+    }
+
+    fn key(model: &str, hash: &str) -> String {
+        format!("{model}\u{0}{hash}")
+    }
+
+    /// Whether `hash` fell back under `model` less than `retry_after` ago.
+    pub fn is_recent(&self, model: &str, hash: &str) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.get(&Self::key(model, hash))
+            .is_some_and(|when| when.elapsed() < self.retry_after)
+    }
+
+    pub fn remember(&self, model: &str, hashes: &[&str]) {
+        if self.retry_after.is_zero() {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap();
+        // Expired entries go when new ones come, so the map stays as small as the recent set.
+        seen.retain(|_, when| when.elapsed() < self.retry_after);
+        let now = std::time::Instant::now();
+        for hash in hashes {
+            seen.insert(Self::key(model, hash), now);
+        }
+    }
+}
+
+/// Tokens an identity may take: a category and a few attributes, as JSON. Enough for any
+/// sensible reply, and a model that rambles cannot spend a whole context on it.
+pub const IDENTITY_MAX_TOKENS_PER_CONCEPT: u32 = 128;
+
 /// The Table 7 call for the concepts the cache did not have.
 pub fn identity_call(concepts: &[&ConceptDescription], json_schema: bool) -> ChatCall {
     ChatCall {
@@ -38,7 +83,7 @@ pub fn identity_call(concepts: &[&ConceptDescription], json_schema: bool) -> Cha
         system: Some(IDENTITY_SYSTEM_PROMPT.to_owned()),
         user_text: identity_user_prompt(concepts),
         image: None,
-        max_tokens: None,
+        max_tokens: Some(IDENTITY_MAX_TOKENS_PER_CONCEPT * concepts.len() as u32),
         temperature: Some(0.0),
         response_format: json_schema.then(|| identity_response_format(concepts)),
     }

@@ -68,6 +68,9 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
             upstream,
             cache,
             metrics: metrics.clone(),
+            recent_fallbacks: crate::identity::RecentFallbacks::new(
+                std::time::Duration::from_secs(config.identity_fallback_retry_secs),
+            ),
         }),
         metrics,
         api_key_digests: Arc::new(api_key_digests),

@@ -26,7 +26,9 @@ use shared_types::{
 
 use crate::cache::IdentityCache;
 use crate::error::ReasonerError;
-use crate::identity::{hashes_of, identity_call, parse_identity_reply};
+use crate::identity::{
+    RecentFallbacks, fallback_identity, hashes_of, identity_call, parse_identity_reply,
+};
 use crate::image::{DataUri, image_data_uri};
 use crate::metrics::Metrics;
 use crate::prompts::{
@@ -50,6 +52,7 @@ pub struct Reasoner {
     pub upstream: UpstreamClient,
     pub cache: IdentityCache,
     pub metrics: Metrics,
+    pub recent_fallbacks: RecentFallbacks,
 }
 
 /// Upstream usage accumulated over a turn.
@@ -252,10 +255,15 @@ impl Reasoner {
         let mut identities = BTreeMap::new();
         let mut missing = Vec::new();
         let mut missing_hashes = Vec::new();
+        let mut fallbacks = Vec::new();
         for (concept, hash) in concepts.iter().zip(&hashes) {
             match cached.get(hash) {
                 Some(identity) => {
                     identities.insert(concept.id.clone(), identity.clone());
+                }
+                None if self.recent_fallbacks.is_recent(model, hash) => {
+                    identities.insert(concept.id.clone(), fallback_identity(&concept.description));
+                    fallbacks.push(concept.id.clone());
                 }
                 None => {
                     missing.push(concept);
@@ -268,7 +276,6 @@ impl Reasoner {
         self.metrics
             .identity_cache_misses
             .inc_by(missing.len() as u64);
-        let mut fallbacks = Vec::new();
         if !missing.is_empty() {
             let call = identity_call(&missing, self.upstream.json_schema_enabled());
             let reply = self.upstream.chat(&call, request_id).await?;
@@ -290,8 +297,15 @@ impl Reasoner {
                     "identity output unusable for some concepts; using the authors' fallback"
                 );
             }
+            let failed: Vec<&str> = missing
+                .iter()
+                .zip(&missing_hashes)
+                .filter(|(concept, _)| parsed.fallbacks.contains(&concept.id))
+                .map(|(_, hash)| hash.as_str())
+                .collect();
+            self.recent_fallbacks.remember(model, &failed);
             identities.extend(parsed.identities);
-            fallbacks = parsed.fallbacks;
+            fallbacks.extend(parsed.fallbacks);
         }
         Ok(ResolvedIdentities {
             identities,
@@ -333,7 +347,7 @@ impl Reasoner {
         } else {
             per_concept
         };
-        let json_schema = self.upstream.json_schema_enabled();
+        let json_schema = self.upstream.verify_json_schema_enabled();
         let calls = groups.iter().map(|questions| {
             let texts: Vec<String> = questions
                 .iter()

@@ -62,6 +62,8 @@ pub struct UpstreamSettings {
     pub api_key: Option<String>,
     /// Send `response_format: json_schema` on the identity call (OpenAI and vLLM accept it).
     pub json_schema: bool,
+    /// Send a yes/no `response_format` on verification calls.
+    pub verify_json_schema: bool,
     /// HTTP/1.1 only, no HTTP/2 over TLS (see `ServeConfig::llm_http1_only`).
     pub http1_only: bool,
     pub retry: RetryPolicy,
@@ -256,6 +258,10 @@ impl UpstreamClient {
 
     pub fn json_schema_enabled(&self) -> bool {
         self.settings.json_schema
+    }
+
+    pub fn verify_json_schema_enabled(&self) -> bool {
+        self.settings.verify_json_schema
     }
 
     /// The wire body of a call: the system prompt, then the user turn with the image (as a
@@ -689,6 +695,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
             json_schema: false,
+            verify_json_schema: false,
             http1_only: false,
             retry,
         };

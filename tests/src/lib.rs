@@ -67,6 +67,8 @@ pub struct StackOptions {
     pub llm_json_schema: bool,
     /// Extra env vars for the edge (for example `SLC_VISION_CACHE_MIB=0`).
     pub edge_env: Vec<(String, String)>,
+    /// Extra env vars for the reasoner.
+    pub reasoner_env: Vec<(String, String)>,
     /// How long to wait for both services to load and warm up.
     pub ready_timeout: Duration,
     /// Where the services' logs go; `None` discards them.
@@ -83,6 +85,7 @@ impl StackOptions {
             record: false,
             llm_json_schema: true,
             edge_env: Vec::new(),
+            reasoner_env: Vec::new(),
             log_dir: None,
         }
     }
@@ -227,6 +230,7 @@ impl Stack {
                 ),
             )
             .env("SLC_REASONER_API_KEYS", EDGE_TO_REASONER_KEY)
+            .envs(options.reasoner_env.iter().map(|(k, v)| (k, v)))
             .stdout(log_target(&options.log_dir, "slc-reasoner")?)
             .stderr(log_target(&options.log_dir, "slc-reasoner.err")?)
             .spawn()

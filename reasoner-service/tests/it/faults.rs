@@ -198,7 +198,7 @@ async fn a_non_completion_body_is_a_502_without_retry() {
 }
 
 #[tokio::test]
-async fn malformed_identity_json_falls_back_and_is_not_cached() {
+async fn malformed_identity_json_falls_back_is_not_stored_and_is_not_asked_again_soon() {
     let upstream = ScriptedUpstream::start(|request, _| match request.kind() {
         "identity" => Reply::content("Sure! Here is the JSON: {\"<butin>\": {\"category\": "),
         "verify" => Reply::content("yes yes"),
@@ -235,7 +235,30 @@ async fn malformed_identity_json_falls_back_and_is_not_cached() {
         "{}",
         verify.user_text()
     );
-    // Not cached: both requests asked the model.
-    assert_eq!(upstream.requests_of("identity").len(), 2);
+    // Not stored, but remembered for a while: the second request did not ask again.
+    assert_eq!(upstream.requests_of("identity").len(), 1);
+    assert_eq!(
+        body["identities"]["<butin>"]["category"],
+        "A character or object."
+    );
     assert_eq!(app.state.reasoner.cache.row_count().await.unwrap(), 0);
+}
+
+/// With `SLC_IDENTITY_FALLBACK_RETRY_SECS=0` a fallen-back identity is asked for on every turn.
+#[tokio::test]
+async fn a_zero_fallback_retry_asks_again_every_time() {
+    let upstream = ScriptedUpstream::start(|request, _| match request.kind() {
+        "identity" => Reply::content("not json"),
+        _ => Reply::content("Yes."),
+    })
+    .await;
+    let app =
+        crate::helpers::spawn_app_with(&upstream, |config| config.identity_fallback_retry_secs = 0)
+            .await;
+    for _ in 0..2 {
+        let (status, body) = app.post("/v1/identities", &identities_request()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["fallbacks"], json!(["<butin>"]));
+    }
+    assert_eq!(upstream.requests_of("identity").len(), 2);
 }

@@ -161,9 +161,14 @@ async fn start(
         options.adapter_bank = None;
     }
     options.edge_env = edge_env(config, optimized);
-    // Structured output: the verification answers come back under a yes/no schema (forced
-    // keys, no rambling); naive asks in free text, as the paper's prompts do.
-    options.llm_json_schema = optimized;
+    // Identities are extracted under a schema in both (once per concept, then cached); the
+    // verification answers come under a yes/no schema only when optimized (forced keys, no
+    // rambling); naive asks them in free text, as the paper's prompts do.
+    options.llm_json_schema = true;
+    options.reasoner_env = vec![(
+        "SLC_LLM_VERIFY_JSON_SCHEMA".to_string(),
+        optimized.to_string(),
+    )];
     options.log_dir = Some(config.log_dir.join(name));
     options.ready_timeout = Duration::from_secs(3600);
     let stack = Stack::start(options).await?;
