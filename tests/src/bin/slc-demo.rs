@@ -88,7 +88,7 @@ async fn main() -> Result<()> {
 
     println!(
         "\nThe tiny checkpoint has random weights, so its words are noise; the trace shows the\n\
-         real pipeline. See the README (\"Running with the real weights\") for Qwen2.5-VL-3B."
+         real pipeline. See the README (\"Run with real weights\") for Qwen2.5-VL-3B."
     );
     stack.stop()?;
     println!("Both services stopped cleanly.");
