@@ -1,39 +1,10 @@
-//! The paper's Eq. 1 on plain vectors: a concept is the mean of its reference images'
-//! L2-normalized embeddings, a turn is the mean over its concepts, and the adapter is the
-//! argmax of cosine similarity against the K meta-concept embeddings.
+//! The adapter choice the HTTP layer makes before a request reaches a worker: paper Eq. 1
+//! (`slc_engine::lora::selection` does the arithmetic) over the bank's dictionary, top-1 or a
+//! top-K mix named `a+b`; and the registry's byte format for embeddings.
+
+use slc_engine::lora::choose_adapters;
 
 use crate::model::{AdapterChooser, AdapterSelection};
-
-pub fn l2_normalized(vector: &[f32]) -> Vec<f32> {
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm == 0.0 {
-        return vector.to_vec();
-    }
-    vector.iter().map(|x| x / norm).collect()
-}
-
-/// Mean of the L2-normalized vectors; `None` when empty or when dimensions differ.
-pub fn mean_of_normalized(vectors: &[Vec<f32>]) -> Option<Vec<f32>> {
-    let first = vectors.first()?;
-    let mut sum = vec![0.0f32; first.len()];
-    for vector in vectors {
-        if vector.len() != sum.len() {
-            return None;
-        }
-        for (total, value) in sum.iter_mut().zip(l2_normalized(vector)) {
-            *total += value;
-        }
-    }
-    let count = vectors.len() as f32;
-    Some(sum.into_iter().map(|x| x / count).collect())
-}
-
-pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norms =
-        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norms == 0.0 { 0.0 } else { dot / norms }
-}
 
 /// Separates the members of a top-K mix in an adapter name (`bo+dug`): concept ids cannot
 /// contain it.
@@ -65,22 +36,21 @@ impl Default for CosineAdapterChooser {
 
 impl AdapterChooser for CosineAdapterChooser {
     fn choose(&self, scenario_embedding: &[f32]) -> Option<AdapterSelection> {
-        let mut ranked: Vec<AdapterSelection> = self
+        let embeddings: Vec<Vec<f32>> = self
             .meta_concepts
             .iter()
-            .filter(|(_, embedding)| embedding.len() == scenario_embedding.len())
-            .map(|(name, embedding)| AdapterSelection {
-                name: name.clone(),
-                similarity: cosine_similarity(scenario_embedding, embedding),
-            })
+            .map(|(_, embedding)| embedding.clone())
             .collect();
-        ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        ranked.truncate(self.top_k.max(1));
-        let best = ranked.first()?.similarity;
-        let names: Vec<String> = ranked.into_iter().map(|s| s.name).collect();
+        let top_k = self.top_k.clamp(1, embeddings.len().max(1));
+        // An empty dictionary or embeddings of another size (another CLIP model): no adapter.
+        let choices = choose_adapters(scenario_embedding, &embeddings, top_k).ok()?;
+        let names: Vec<&str> = choices
+            .iter()
+            .map(|choice| self.meta_concepts[choice.index].0.as_str())
+            .collect();
         Some(AdapterSelection {
             name: names.join(&MIX_SEPARATOR.to_string()),
-            similarity: best,
+            similarity: choices[0].similarity,
         })
     }
 }
@@ -102,13 +72,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn concept_embedding_is_mean_of_normalized_images() {
-        let mean = mean_of_normalized(&[vec![3.0, 0.0], vec![0.0, 2.0]]).unwrap();
-        assert_eq!(mean, vec![0.5, 0.5]);
-        assert!(mean_of_normalized(&[vec![1.0], vec![1.0, 2.0]]).is_none());
-    }
-
-    #[test]
     fn chooser_takes_argmax_cosine() {
         let mut chooser = CosineAdapterChooser {
             meta_concepts: vec![
@@ -128,6 +91,11 @@ mod tests {
         assert_eq!(mixed.similarity, chosen.similarity);
         chooser.top_k = 9;
         assert_eq!(chooser.choose(&[0.2, 1.0]).unwrap().name, "cat+mix+dog");
+        assert!(
+            chooser.choose(&[1.0, 0.0, 0.0]).is_none(),
+            "another CLIP's size"
+        );
+        assert!(CosineAdapterChooser::default().choose(&[1.0]).is_none());
         assert_eq!(
             embedding_from_bytes(&embedding_to_bytes(&[1.5, -2.0])),
             vec![1.5, -2.0]

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use shared_types::{Concept, ConceptList, CreateConcept, ErrorBody, UpdateConcept};
 
 use crate::detection::bare_concept_id;
-use crate::embedding::mean_of_normalized;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::images::{DecodedImage, decode_base64_image, decode_image_bytes};
@@ -200,8 +199,8 @@ async fn embed(state: &AppState, images: Vec<DecodedImage>) -> Result<EmbeddedIm
             images.len()
         )));
     }
-    let embedding = mean_of_normalized(&embeddings)
-        .ok_or_else(|| ApiError::ModelFailed("embeddings of differing sizes".into()))?;
+    let embedding = slc_engine::lora::concept_embedding(&embeddings)
+        .map_err(|error| ApiError::ModelFailed(error.to_string()))?;
     Ok(EmbeddedImages {
         images: images
             .into_iter()

@@ -9,7 +9,6 @@ use crate::detection::{
     TABLE6_SYSTEM_PROMPT, bare_concept_id, cue_set_schema, cue_set_token_budget,
     location_chars_within, normalize_cue_set, table6_user_text,
 };
-use crate::embedding::mean_of_normalized;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::images::{DecodedImage, decode_base64_image};
@@ -131,7 +130,9 @@ pub async fn run_detection(
     }
     let adapter = Some(embeddings)
         .filter(|_| same_clip)
-        .and_then(|embeddings| mean_of_normalized(&embeddings))
+        // Eq. 1: the plain mean of the concept embeddings (each already a mean of normalized
+        // image embeddings), not a mean of re-normalized ones.
+        .and_then(|embeddings| slc_engine::lora::scenario_embedding(&embeddings).ok())
         .and_then(|scenario| state.adapter_chooser.choose(&scenario))
         .filter(|selection| {
             // A dictionary entry whose adapter the model did not load is a deployment
