@@ -258,13 +258,7 @@ async fn text_only_and_no_detector_modes_skip_detection() {
     }
     assert!(app.control.seen().is_empty(), "the small model never ran");
     // no_reflection still detects, and says so to the reasoner.
-    let response = app
-        .client
-        .post(app.url("/v1/ask"))
-        .json(&json!({"image": image, "question": "Is <bo> here?", "concepts": ["bo"], "mode": "no_reflection"}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/v1/ask", &json!({"image": image, "question": "Is <bo> here?", "concepts": ["bo"], "mode": "no_reflection"})).await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.control.seen().len(), 1);
     let last: ReasonRequest =
@@ -287,13 +281,7 @@ async fn unreachable_reasoner_gives_502_with_the_local_detection() {
     let app = spawn_app(TestOptions::default()).await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
     *app.control.present_ids.lock().unwrap() = vec!["<bo>".into()];
-    let response = app
-        .client
-        .post(app.url("/v1/ask"))
-        .json(&json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"]}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/v1/ask", &json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"]})).await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_unreachable");
@@ -315,13 +303,7 @@ async fn slow_reasoner_gives_504_and_failing_reasoner_502() {
     .await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
     let body = json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"]});
-    let response = app
-        .client
-        .post(app.url("/v1/ask"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/v1/ask", &body).await;
     assert_eq!(response.status(), 504);
     let failure: Value = response.json().await.unwrap();
     assert_eq!(failure["error"]["type"], "upstream_timeout");
@@ -338,13 +320,7 @@ async fn slow_reasoner_gives_504_and_failing_reasoner_502() {
     })
     .await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
-    let response = app
-        .client
-        .post(app.url("/v1/ask"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/v1/ask", &body).await;
     let message = assert_error(response, 502, "upstream_error").await;
     assert!(message.contains("GPT-4o is down"), "{message}");
     app.stop().await;
@@ -359,13 +335,7 @@ async fn ask_streams_detection_then_answer() {
     })
     .await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
-    let response = app
-        .client
-        .post(app.url("/v1/ask"))
-        .json(&json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"], "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/v1/ask", &json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"], "stream": true})).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]

@@ -107,15 +107,7 @@ async fn kill_mid_registration_leaves_nothing(database_url: String) {
         ..TestOptions::default()
     })
     .await;
-    let listed: serde_json::Value = app
-        .client
-        .get(app.url("/v1/concepts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = app.get_json("/v1/concepts").await;
     assert_eq!(listed["concepts"], json!([]));
     crate::helpers::register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 1, 1], 4, 4)]).await;
     assert_eq!(app.state.registry.row_counts().await.unwrap(), (1, 1));

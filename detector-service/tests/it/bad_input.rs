@@ -58,12 +58,7 @@ async fn app_with_bo() -> TestApp {
 }
 
 async fn post_json(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.post_json(path, &body).await
 }
 
 #[tokio::test]

@@ -20,28 +20,27 @@ async fn chat_completion_maps_the_request_onto_the_model() {
     *app.control.reply_text.lock().unwrap() = "Yes, there is a dog. END and more".into();
     let photo = fixture("bo_test_3.jpg");
     let response = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .json(&json!({
-            "model": "meta-3",
-            "messages": [
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": [
-                    {"type": "image_url", "image_url": {"url": data_url(&photo, "image/jpeg")}},
-                    {"type": "text", "text": "Is there a dog?"}
-                ]}
-            ],
-            "max_tokens": 50,
-            "temperature": 0,
-            "top_p": 0.9,
-            "seed": 7,
-            "stop": ["END"],
-            "response_format": {"type": "text"},
-            "frequency_penalty": 0
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/chat/completions",
+            &json!({
+                "model": "meta-3",
+                "messages": [
+                    {"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": [
+                        {"type": "image_url", "image_url": {"url": data_url(&photo, "image/jpeg")}},
+                        {"type": "text", "text": "Is there a dog?"}
+                    ]}
+                ],
+                "max_tokens": 50,
+                "temperature": 0,
+                "top_p": 0.9,
+                "seed": 7,
+                "stop": ["END"],
+                "response_format": {"type": "text"},
+                "frequency_penalty": 0
+            }),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
@@ -59,36 +58,15 @@ async fn chat_completion_maps_the_request_onto_the_model() {
     assert_eq!(seen.stop, ["END"]);
     assert_eq!(seen.max_new_tokens, 50);
 
-    let models: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [BASE_MODEL, "meta-3"]);
+    assert_eq!(app.model_ids().await, [BASE_MODEL, "meta-3"]);
 
     // response_format json_schema reaches the model; length-capped output says "length".
-    let response = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .json(&json!({
+    let response = app.post_json("/v1/chat/completions", &json!({
             "model": BASE_MODEL,
             "messages": [{"role": "user", "content": "hi"}],
             "max_tokens": 2,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}}}
-        }))
-        .send()
-        .await
-        .unwrap();
+        })).await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["choices"][0]["finish_reason"], "length");
     assert_eq!(
@@ -129,13 +107,7 @@ async fn chat_completion_maps_the_request_onto_the_model() {
             "invalid_image",
         ),
     ] {
-        let response = app
-            .client
-            .post(app.url("/v1/chat/completions"))
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_json("/v1/chat/completions", &request).await;
         assert_error(response, status, kind).await;
     }
     app.stop().await;
@@ -146,17 +118,16 @@ async fn chat_completion_streams_chunks_then_done() {
     let app = spawn_app(TestOptions::default()).await;
     *app.control.reply_text.lock().unwrap() = "The dog sleeps.".into();
     let response = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .json(&json!({
-            "model": BASE_MODEL,
-            "messages": [{"role": "user", "content": "What does the dog do?"}],
-            "stream": true,
-            "stream_options": {"include_usage": true}
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/chat/completions",
+            &json!({
+                "model": BASE_MODEL,
+                "messages": [{"role": "user", "content": "What does the dog do?"}],
+                "stream": true,
+                "stream_options": {"include_usage": true}
+            }),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let data: Vec<&str> = text

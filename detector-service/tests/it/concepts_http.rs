@@ -13,16 +13,15 @@ async fn concept_lifecycle(options: TestOptions) {
     let photo_a = fixture("bo_train_0.jpg");
     let photo_b = fixture("bo_train_3.jpg");
     let response = app
-        .client
-        .post(app.url("/v1/concepts"))
-        .json(&json!({
-            "id": "<bo>",
-            "description": "  <bo> is a Shiba Inu with a black collar. ",
-            "images": [data_url(&photo_a, "image/jpeg"), base64_of(&photo_b)],
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/concepts",
+            &json!({
+                "id": "<bo>",
+                "description": "  <bo> is a Shiba Inu with a black collar. ",
+                "images": [data_url(&photo_a, "image/jpeg"), base64_of(&photo_b)],
+            }),
+        )
+        .await;
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["location"], "/v1/concepts/bo");
     let created: Value = response.json().await.unwrap();
@@ -84,15 +83,7 @@ async fn concept_lifecycle(options: TestOptions) {
         .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 
-    let listed: Value = app
-        .client
-        .get(app.url("/v1/concepts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/v1/concepts").await;
     let ids: Vec<&str> = listed["concepts"]
         .as_array()
         .unwrap()
@@ -101,25 +92,16 @@ async fn concept_lifecycle(options: TestOptions) {
         .collect();
     assert_eq!(ids, ["bo", "mam"]);
 
-    let one: Value = app
-        .client
-        .get(app.url("/v1/concepts/mam"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = app.get_json("/v1/concepts/mam").await;
     assert_eq!(one["images"].as_array().unwrap().len(), 2);
 
     // Duplicate id → 409.
     let duplicate = app
-        .client
-        .post(app.url("/v1/concepts"))
-        .json(&json!({"id": "bo", "description": "x", "images": [base64_of(&photo_a)]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/concepts",
+            &json!({"id": "bo", "description": "x", "images": [base64_of(&photo_a)]}),
+        )
+        .await;
     assert_error(duplicate, 409, "concept_exists").await;
 
     // PUT replaces the description, then the images.
@@ -209,17 +191,11 @@ async fn concepts_lifecycle_on_postgres() {
 async fn bad_third_image_leaves_nothing(options: TestOptions) {
     let app = spawn_app(options).await;
     let good = solid_png([10, 200, 10], 6, 6);
-    let response = app
-        .client
-        .post(app.url("/v1/concepts"))
-        .json(&json!({
+    let response = app.post_json("/v1/concepts", &json!({
             "id": "bo",
             "description": "<bo> is a dog.",
             "images": [base64_of(&good), base64_of(&good), base64_of(b"definitely not an image")],
-        }))
-        .send()
-        .await
-        .unwrap();
+        })).await;
     let message = assert_error(response, 400, "invalid_image").await;
     assert!(message.contains("images[2]"), "{message}");
     assert_eq!(app.state.registry.row_counts().await.unwrap(), (0, 0));

@@ -70,12 +70,11 @@ async fn detect_sends_table6_prompt_and_an_exact_schema() {
 
     let query = fixture("bo_test_3.jpg");
     let response = app
-        .client
-        .post(app.url("/v1/detect"))
-        .json(&json!({"image": base64_of(&query), "concepts": ["mam", "<bo>"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/detect",
+            &json!({"image": base64_of(&query), "concepts": ["mam", "<bo>"]}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
 
@@ -148,12 +147,11 @@ async fn invalid_model_output_is_counted_and_reported() {
     register(&app, "bo", "<bo>", &[solid_png([1, 2, 3], 4, 4)]).await;
     *app.control.break_cue_output.lock().unwrap() = true;
     let response = app
-        .client
-        .post(app.url("/v1/detect"))
-        .json(&json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "concepts": ["bo"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/detect",
+            &json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "concepts": ["bo"]}),
+        )
+        .await;
     assert_error(response, 500, "invalid_model_output").await;
     let metrics = app.get_text("/metrics").await;
     assert!(metrics.contains("slc_detector_invalid_model_outputs_total 1"));
@@ -288,12 +286,11 @@ async fn concepts_embedded_by_another_clip_get_no_adapter() {
         .await
         .unwrap();
     let response = app
-        .client
-        .post(app.url("/v1/detect"))
-        .json(&json!({"image": base64_of(&png), "concepts": ["old"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/detect",
+            &json!({"image": base64_of(&png), "concepts": ["old"]}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert!(body["adapter"].is_null(), "{body}");

@@ -77,6 +77,16 @@ impl TestApp {
         format!("http://{}{}", self.address, path)
     }
 
+    /// POSTs `body` as JSON, unauthenticated.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_text(&self, path: &str) -> String {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         response.text().await.unwrap()

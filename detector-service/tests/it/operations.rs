@@ -64,15 +64,7 @@ fn the_cli_prints_the_same_document() {
 #[tokio::test]
 async fn openapi_and_offline_docs_are_served() {
     let app = spawn_app(TestOptions::default()).await;
-    let served: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = app.get_json("/openapi.json").await;
     let generated: Value = serde_json::from_str(&slc_detector::openapi::openapi_json()).unwrap();
     assert_eq!(served, generated);
     let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
@@ -193,12 +185,8 @@ async fn readiness_follows_model_loading() {
         "{body}"
     );
     let response = app
-        .client
-        .post(app.url("/v1/detect"))
-        .json(&json!({"image": "", "concepts": ["bo"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/detect", &json!({"image": "", "concepts": ["bo"]}))
+        .await;
     assert_eq!(response.status(), 404, "validation still answers first");
     assert_error(
         app.client.get(app.url("/v1/models")).send().await.unwrap(),

@@ -25,15 +25,6 @@ pub async fn spawn_real() -> TestApp {
     app
 }
 
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 fn metric(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
@@ -75,7 +66,7 @@ async fn registers_detects_and_encodes_a_repeated_image_once() {
         "image": data_url(&fixture("bo_test_3.jpg"), "image/jpeg"),
         "concepts": ["bo", "<mug>"]
     });
-    let response = post(&app, "/v1/detect", request.clone()).await;
+    let response = app.post_json("/v1/detect", &request).await;
     let status = response.status();
     let first: Value = response.json().await.unwrap();
     assert_eq!(status, 200, "{first}");
@@ -109,7 +100,8 @@ async fn registers_detects_and_encodes_a_repeated_image_once() {
         "jump-forward feeds forced runs in one step: {usage}"
     );
 
-    let second: Value = post(&app, "/v1/detect", request)
+    let second: Value = app
+        .post_json("/v1/detect", &request)
         .await
         .json()
         .await
@@ -173,7 +165,8 @@ async fn the_naive_configuration_gives_the_same_cues_the_slow_way() {
     for app in &apps {
         let mut bodies = Vec::new();
         for _ in 0..2 {
-            let body: Value = post(app, "/v1/detect", request.clone())
+            let body: Value = app
+                .post_json("/v1/detect", &request)
                 .await
                 .json()
                 .await
@@ -232,24 +225,24 @@ async fn top_k_mixes_adapters() {
     })
     .await;
     register(&app, "bo", "A Shiba Inu.", &[fixture("bo_train_0.jpg")]).await;
-    let body: Value = post(
-        &app,
-        "/v1/detect",
-        json!({"image": data_url(&fixture("bo_test_3.jpg"), "image/jpeg"), "concepts": ["bo"]}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let image = data_url(&fixture("bo_test_3.jpg"), "image/jpeg");
+    let body: Value = app
+        .post_json("/v1/detect", &json!({"image": image, "concepts": ["bo"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let name = body["adapter"]["name"].as_str().unwrap();
     let members: Vec<&str> = name.split('+').collect();
     assert_eq!(members.len(), 2, "{body}");
     assert!(members.iter().all(|m| BANK_ADAPTERS.contains(m)), "{body}");
     assert_ne!(members[0], members[1]);
     let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
-    let mixed = post(&app, "/v1/chat/completions", chat("dug+bo")).await;
+    let mixed = app.post_json("/v1/chat/completions", &chat("dug+bo")).await;
     assert_eq!(mixed.status(), 200);
-    let unknown = post(&app, "/v1/chat/completions", chat("dug+nope")).await;
+    let unknown = app
+        .post_json("/v1/chat/completions", &chat("dug+nope"))
+        .await;
     assert_error(unknown, 404, "model_not_found").await;
     app.stop().await;
 }
@@ -275,7 +268,8 @@ async fn chat_completions_on_the_real_model() {
             "stream": stream
         })
     };
-    let plain: Value = post(&app, "/v1/chat/completions", chat(BASE_MODEL, false))
+    let plain: Value = app
+        .post_json("/v1/chat/completions", &chat(BASE_MODEL, false))
         .await
         .json()
         .await
@@ -285,7 +279,8 @@ async fn chat_completions_on_the_real_model() {
     assert_eq!(plain["usage"]["completion_tokens"], 12);
     assert_eq!(plain["choices"][0]["finish_reason"], "length");
 
-    let streamed = post(&app, "/v1/chat/completions", chat(BASE_MODEL, true))
+    let streamed = app
+        .post_json("/v1/chat/completions", &chat(BASE_MODEL, true))
         .await
         .text()
         .await
@@ -306,7 +301,9 @@ async fn chat_completions_on_the_real_model() {
     );
     assert!(pieces.len() > 3, "text arrives piece by piece: {streamed}");
 
-    let with_adapter = post(&app, "/v1/chat/completions", chat("bo", false)).await;
+    let with_adapter = app
+        .post_json("/v1/chat/completions", &chat("bo", false))
+        .await;
     assert_eq!(with_adapter.status(), 200);
 
     let schema = json!({
@@ -315,10 +312,7 @@ async fn chat_completions_on_the_real_model() {
         "required": ["answer"],
         "additionalProperties": false
     });
-    let constrained: Value = post(
-        &app,
-        "/v1/chat/completions",
-        json!({
+    let constrained: Value = app.post_json("/v1/chat/completions", &json!({
             "model": BASE_MODEL,
             "messages": [{"role": "user", "content": "Is there a dog? Answer in JSON."}],
             "max_tokens": 40,
@@ -341,10 +335,7 @@ async fn chat_completions_on_the_real_model() {
     );
     assert_eq!(document.as_object().unwrap().len(), 1);
 
-    let bad_schema = post(
-        &app,
-        "/v1/chat/completions",
-        json!({
+    let bad_schema = app.post_json("/v1/chat/completions", &json!({
             "model": BASE_MODEL,
             "messages": [{"role": "user", "content": "x"}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "no-such-type"}}}
