@@ -329,6 +329,8 @@ pub fn generate(
                 }
             }
         }
+        // The stop-string check's decoding of the whole run, reused for streaming.
+        let mut decoded: Option<String> = None;
         for (i, &token) in run.iter().enumerate() {
             generated.push(token);
             if params.stop_token_ids.contains(&token) {
@@ -338,23 +340,28 @@ pub fn generate(
                 && let Some(detok) = detokenizer
             {
                 let text = decode(detok, &generated);
-                if let Some(cut) = params
+                let found = params
                     .stop_strings
                     .iter()
                     .filter_map(|s| text.find(s.as_str()))
-                    .min()
-                {
+                    .min();
+                if let Some(cut) = found {
                     text_cut = Some(text[..cut].to_string());
                     break 'outer FinishReason::Stop;
                 }
+                // No stop token is in `generated` here, so this is also the visible text.
+                decoded = Some(text);
             }
             if i + 1 == run.len() && constraint.as_deref().is_some_and(|c| c.is_finished()) {
                 break 'outer FinishReason::Stop;
             }
         }
         if let Some(callback) = on_text.as_deref_mut()
-            && let Some(piece) =
-                stream.next_piece(&visible_text(&generated), &params.stop_strings, false)
+            && let Some(piece) = stream.next_piece(
+                &decoded.take().unwrap_or_else(|| visible_text(&generated)),
+                &params.stop_strings,
+                false,
+            )
             && !callback(&piece)
         {
             break FinishReason::Cancelled;
