@@ -1,12 +1,17 @@
 //! Developer automation behind the README's two commands.
 //!
-//! - `cargo xtask test`: setup, then fmt-check, clippy `-D warnings` and the whole test suite.
+//! - `cargo xtask test`: setup, then fmt-check, clippy `-D warnings` and the whole test suite
+//!   (with the deploy checks' tools: promtool, kubectl kustomize, kubernetes-validate).
 //! - `cargo xtask demo`: setup, release build, then the end-to-end demo.
 //! - `cargo xtask setup`: only the setup (virtualenv with PyTorch, `.libtorch` link).
+//! - `cargo xtask compose-smoke`: the compose demo stack for real (too heavy for CI): see
+//!   `compose_smoke/mod.rs`.
 //!
 //! Every step is idempotent: a second run reuses the virtualenv, the build and a
 //! PostgreSQL server that is already running.
 
+mod compose_smoke;
+mod deploy_tools;
 mod postgres;
 mod setup;
 
@@ -20,12 +25,13 @@ fn main() -> ExitCode {
         Some("setup") => setup::ensure().map(|_| ()),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("compose-smoke") => compose_smoke::run(&args[1..]),
         Some("check-runtime-links") => {
             check_runtime_links(args.get(1).map(String::as_str).unwrap_or(""))
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | test [cargo test args] | demo | check-runtime-links BINARY>"
+                "usage: cargo xtask <setup | test [cargo test args] | demo | compose-smoke [--keep] | check-runtime-links BINARY>"
             );
             return ExitCode::from(2);
         }
@@ -69,6 +75,7 @@ fn test(extra: &[String]) -> Result<()> {
         "warnings",
     ]))?;
 
+    let deploy_tools = deploy_tools::ensure()?;
     let database = postgres::ensure()?;
     println!("==> cargo test (PostgreSQL at {})", database.url);
     let mut command = cargo();
@@ -77,7 +84,8 @@ fn test(extra: &[String]) -> Result<()> {
         .args(extra)
         .env("SLC_TEST_POSTGRES_URL", &database.url)
         .env("SLC_REQUIRE_POSTGRES", "1")
-        .env("SLC_PYTHON", &env.python);
+        .env("SLC_PYTHON", &env.python)
+        .envs(deploy_tools.env());
     let outcome = run_tests_with_summary(&mut command);
     database.stop_if_started();
     outcome
