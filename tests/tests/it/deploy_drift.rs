@@ -1,8 +1,9 @@
-//! Docker cannot run on the development machines, so this test stands in for `docker compose
-//! config` and `kubectl apply --dry-run`: it parses `docker-compose.yml`, the Kubernetes
-//! manifests, the Prometheus rules and the Grafana dashboard, and checks every env var, port,
-//! health path and metric name they use against the binaries themselves, so the files cannot
-//! drift from the code.
+//! Checks that the deployment files cannot drift from the code: it parses `docker-compose.yml`
+//! (and the loopback override `cargo xtask compose-smoke` runs it with), the Kubernetes
+//! manifests, the Prometheus config and rules and the Grafana dashboard, and checks every env
+//! var, port, health path, scrape target and metric name they use against the binaries
+//! themselves. The tools' own checks are in deploy_checks.rs; the stack runs for real in
+//! `cargo xtask compose-smoke`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -105,15 +106,20 @@ const REASONER: Service = Service {
     openapi: "reasoner.json",
 };
 
+/// Every compose service that runs one of the two binaries.
+const SERVICES: [(&str, &Service); 5] = [
+    ("detector", &DETECTOR),
+    ("detector-gpu", &DETECTOR),
+    ("detector-demo", &DETECTOR),
+    ("reasoner", &REASONER),
+    ("reasoner-demo", &REASONER),
+];
+
 #[test]
 fn compose_services_match_the_binaries() {
     let compose = yaml("docker-compose.yml");
     let services = compose["services"].as_mapping().unwrap();
-    for (name, service) in [
-        ("detector", &DETECTOR),
-        ("detector-gpu", &DETECTOR),
-        ("reasoner", &REASONER),
-    ] {
+    for (name, service) in SERVICES {
         let definition = &services[name];
         assert!(definition.is_mapping(), "compose has no service {name}");
         let known = serve_env_vars(service.binary);
@@ -155,16 +161,99 @@ fn compose_services_match_the_binaries() {
             service.binary
         );
     }
-    // Secrets come from the env file, never from the compose file itself.
+    // Secrets come from the env file, never from the compose file itself, and every key that
+    // protects an endpoint is required (`${VAR:?message}`): compose refuses to start without it.
+    // Only the operator's own key to the large model's API may be left out.
     let text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
-    for line in text
+    let secret_lines: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("KEY:") || l.contains("PASSWORD:"))
-    {
+        .filter(|l| l.contains("KEY:") || l.contains("KEYS:") || l.contains("PASSWORD:"))
+        .collect();
+    assert!(secret_lines.len() >= 8, "{secret_lines:?}");
+    for line in secret_lines {
         assert!(
             line.contains("${"),
             "a secret is written into docker-compose.yml: {line}"
         );
+        if !line.contains("SLC_LLM_API_KEY: ${SLC_LLM_API_KEY:-}") {
+            assert!(
+                line.contains(":?") && !line.contains(":-"),
+                "a key compose does not require: {line}"
+            );
+        }
+    }
+    // And env.example names every variable compose requires, empty, with how to make it.
+    let example = std::fs::read_to_string(repo().join("deploy/env.example")).unwrap();
+    assert!(example.contains("openssl rand"));
+    for required in text.split("${").skip(1).filter_map(|rest| {
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest[name.len()..].starts_with(":?").then_some(name)
+    }) {
+        assert!(
+            example.lines().any(|line| line == format!("{required}=")),
+            "deploy/env.example does not list {required}= (empty, to be generated)"
+        );
+    }
+}
+
+/// The loopback override: every service of the base file is on the host network there, the
+/// demo services bind 127.0.0.1, and what it sets is read by the binaries.
+#[test]
+fn host_network_override_covers_every_service() {
+    let base = yaml("docker-compose.yml");
+    let overlay = yaml("deploy/compose/host-network.yml");
+    let overrides = overlay["services"].as_mapping().unwrap();
+    for (name, _) in base["services"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        assert_eq!(
+            overrides[name]["network_mode"].as_str(),
+            Some("host"),
+            "{name} is not on the host network in the override"
+        );
+    }
+    for (name, service) in SERVICES.iter().filter(|(name, _)| name.ends_with("-demo")) {
+        let known = serve_env_vars(service.binary);
+        let environment = overrides[*name]["environment"].as_mapping().unwrap();
+        for (key, value) in environment {
+            let key = key.as_str().unwrap();
+            assert!(known.contains(key), "the override sets {key} on {name}");
+            let value = value.as_str().unwrap();
+            if key == service.bind_var {
+                assert!(value.starts_with("127.0.0.1:"), "{name} binds {value}");
+            }
+        }
+        let test = overrides[*name]["healthcheck"]["test"].as_sequence().unwrap();
+        let url = test.last().unwrap().as_str().unwrap();
+        let path = url.rsplit_once('}').unwrap().1;
+        assert!(
+            openapi_paths(service.openapi).contains(path),
+            "{name}: healthcheck path {path}"
+        );
+    }
+}
+
+/// An allow-list context: secrets, models, target/ and the research-only sample photos in
+/// the fixtures never reach the daemon.
+#[test]
+fn dockerignore_is_an_allow_list_without_fixtures() {
+    let text = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    let patterns: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(patterns.first(), Some(&"*"), "{patterns:?}");
+    for included in patterns.iter().filter(|p| p.starts_with('!')) {
+        assert!(
+            !included.contains("fixtures") && !included.contains("env") && !included.contains("models"),
+            "{included}"
+        );
+    }
+    for excluded in ["tests/fixtures", "tests/tests", "engine/tests", "detector-service/tests", "reasoner-service/tests", "eval/tests"] {
+        assert!(patterns.contains(&excluded), ".dockerignore lets {excluded} in");
     }
 }
 
@@ -253,19 +342,79 @@ fn alerts_and_dashboard_use_registered_metrics() {
         "the dashboards reference almost no metrics ({seen})"
     );
 
-    // Prometheus scrapes the ports the services bind in compose.
+    // Prometheus finds every compose service of each binary by DNS, on the port it binds.
+    let compose = yaml("docker-compose.yml");
     let prometheus = yaml("deploy/prometheus/prometheus.yml");
-    for job in prometheus["scrape_configs"].as_sequence().unwrap() {
-        for target in job["static_configs"][0]["targets"].as_sequence().unwrap() {
-            let port = port_of(target.as_str().unwrap());
-            let expected = if job["job_name"] == "slc-reasoner" {
-                8090
-            } else {
-                8080
-            };
-            assert_eq!(port, expected, "{target:?}");
+    let jobs = prometheus["scrape_configs"].as_sequence().unwrap();
+    assert_eq!(jobs.len(), 2);
+    for job in jobs {
+        let service = match job["job_name"].as_str().unwrap() {
+            "slc-detector" => &DETECTOR,
+            "slc-reasoner" => &REASONER,
+            other => panic!("unknown job {other}"),
+        };
+        let discovery = &job["dns_sd_configs"][0];
+        let names: Vec<&str> = discovery["names"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = SERVICES
+            .iter()
+            .filter(|(_, s)| s.binary == service.binary)
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(names, expected, "{}", service.binary);
+        for name in names {
+            let bind = compose["services"][name]["environment"][service.bind_var]
+                .as_str()
+                .unwrap();
+            assert_eq!(discovery["port"].as_u64(), Some(port_of(bind) as u64), "{name}");
         }
+        assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
+        assert!(openapi_paths(service.openapi).contains("/metrics"));
+        assert_eq!(
+            job["authorization"]["credentials_file"].as_str(),
+            Some("/tmp/slc-metrics-key"),
+            "the file compose's Prometheus entrypoint writes"
+        );
     }
+    let entrypoint = compose["services"]["prometheus"]["entrypoint"]
+        .as_sequence()
+        .unwrap();
+    assert!(
+        entrypoint
+            .iter()
+            .any(|part| part.as_str().unwrap().contains("> /tmp/slc-metrics-key"))
+    );
+}
+
+/// The ServiceMonitor (no schema in the Kubernetes JSON schemas) points at the reasoner
+/// Service's named port and a real route, and names the job as the alerts do.
+#[test]
+fn servicemonitor_matches_the_reasoner_service() {
+    let monitor = &yaml_documents("deploy/k8s/servicemonitor.yaml")[0];
+    let documents = yaml_documents("deploy/k8s/reasoner.yaml");
+    let service = documents.iter().find(|d| d["kind"] == "Service").unwrap();
+    let labels = service["metadata"]["labels"].as_mapping().unwrap();
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+        assert_eq!(labels.get(key), Some(value), "selector {key:?}");
+    }
+    let job_label = monitor["spec"]["jobLabel"].as_str().unwrap();
+    assert_eq!(labels[job_label].as_str(), Some("slc-reasoner"));
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let port_names: Vec<&str> = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(port_names.contains(&endpoint["port"].as_str().unwrap()));
+    assert!(openapi_paths(REASONER.openapi).contains(endpoint["path"].as_str().unwrap()));
+    let secret = &yaml_documents("deploy/k8s/secrets.example.yaml")[0];
+    let key = endpoint["authorization"]["credentials"]["key"].as_str().unwrap();
+    assert!(secret["stringData"][key].is_string(), "the Secret has no {key}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! The end-to-end crate's one integration test binary.
 
+mod deploy_checks;
 mod deploy_drift;
 mod e2e;
