@@ -82,7 +82,10 @@ pub fn ensure() -> Result<DeployTools> {
     let validate = venv.join("bin/kubernetes-validate");
     let stamp = venv.join(".slc-requirements");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(KUBERNETES_VALIDATE) {
-        println!("==> installing {KUBERNETES_VALIDATE} into {}", venv.display());
+        println!(
+            "==> installing {KUBERNETES_VALIDATE} into {}",
+            venv.display()
+        );
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         run(Command::new(venv.join("bin/pip")).args([
             "install",

@@ -104,7 +104,10 @@ fn promtool_accepts_the_shipped_config_and_rules_and_rejects_a_broken_rule() {
                 .args(["check", subcommand])
                 .arg(broken.path().join(file)),
         );
-        assert!(!ok, "promtool check {subcommand} passed a broken rule: {text}");
+        assert!(
+            !ok,
+            "promtool check {subcommand} passed a broken rule: {text}"
+        );
         assert!(text.contains("bad duration syntax"), "{text}");
     }
 
@@ -217,8 +220,7 @@ fn render_and_validate(kubectl: &Path, validate: &Path, dir: &Path) -> (bool, St
 
 #[test]
 fn kubernetes_manifests_render_and_validate_and_an_invalid_one_fails() {
-    let (Some(kubectl), Some(validate)) =
-        (tool("SLC_KUBECTL"), tool("SLC_KUBERNETES_VALIDATE"))
+    let (Some(kubectl), Some(validate)) = (tool("SLC_KUBECTL"), tool("SLC_KUBERNETES_VALIDATE"))
     else {
         return;
     };
@@ -227,7 +229,10 @@ fn kubernetes_manifests_render_and_validate_and_an_invalid_one_fails() {
     assert!(ok, "{text}");
     // Every resource passed its schema, except the Prometheus Operator's CRD, which has none
     // in the Kubernetes schemas (deploy_drift.rs checks it against the reasoner Service).
-    let passed = text.lines().filter(|line| line.contains(" passed ")).count();
+    let passed = text
+        .lines()
+        .filter(|line| line.contains(" passed "))
+        .count();
     assert!(passed >= 2 * 9, "too few resources validated: {text}");
     for line in text.lines().filter(|line| !line.contains(" passed ")) {
         assert!(

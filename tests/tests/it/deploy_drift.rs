@@ -225,7 +225,9 @@ fn host_network_override_covers_every_service() {
                 assert!(value.starts_with("127.0.0.1:"), "{name} binds {value}");
             }
         }
-        let test = overrides[*name]["healthcheck"]["test"].as_sequence().unwrap();
+        let test = overrides[*name]["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap();
         let url = test.last().unwrap().as_str().unwrap();
         let path = url.rsplit_once('}').unwrap().1;
         assert!(
@@ -248,12 +250,24 @@ fn dockerignore_is_an_allow_list_without_fixtures() {
     assert_eq!(patterns.first(), Some(&"*"), "{patterns:?}");
     for included in patterns.iter().filter(|p| p.starts_with('!')) {
         assert!(
-            !included.contains("fixtures") && !included.contains("env") && !included.contains("models"),
+            !included.contains("fixtures")
+                && !included.contains("env")
+                && !included.contains("models"),
             "{included}"
         );
     }
-    for excluded in ["tests/fixtures", "tests/tests", "engine/tests", "detector-service/tests", "reasoner-service/tests", "eval/tests"] {
-        assert!(patterns.contains(&excluded), ".dockerignore lets {excluded} in");
+    for excluded in [
+        "tests/fixtures",
+        "tests/tests",
+        "engine/tests",
+        "detector-service/tests",
+        "reasoner-service/tests",
+        "eval/tests",
+    ] {
+        assert!(
+            patterns.contains(&excluded),
+            ".dockerignore lets {excluded} in"
+        );
     }
 }
 
@@ -370,7 +384,11 @@ fn alerts_and_dashboard_use_registered_metrics() {
             let bind = compose["services"][name]["environment"][service.bind_var]
                 .as_str()
                 .unwrap();
-            assert_eq!(discovery["port"].as_u64(), Some(port_of(bind) as u64), "{name}");
+            assert_eq!(
+                discovery["port"].as_u64(),
+                Some(port_of(bind) as u64),
+                "{name}"
+            );
         }
         assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
         assert!(openapi_paths(service.openapi).contains("/metrics"));
@@ -398,7 +416,10 @@ fn servicemonitor_matches_the_reasoner_service() {
     let documents = yaml_documents("deploy/k8s/reasoner.yaml");
     let service = documents.iter().find(|d| d["kind"] == "Service").unwrap();
     let labels = service["metadata"]["labels"].as_mapping().unwrap();
-    for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
         assert_eq!(labels.get(key), Some(value), "selector {key:?}");
     }
     let job_label = monitor["spec"]["jobLabel"].as_str().unwrap();
@@ -413,8 +434,13 @@ fn servicemonitor_matches_the_reasoner_service() {
     assert!(port_names.contains(&endpoint["port"].as_str().unwrap()));
     assert!(openapi_paths(REASONER.openapi).contains(endpoint["path"].as_str().unwrap()));
     let secret = &yaml_documents("deploy/k8s/secrets.example.yaml")[0];
-    let key = endpoint["authorization"]["credentials"]["key"].as_str().unwrap();
-    assert!(secret["stringData"][key].is_string(), "the Secret has no {key}");
+    let key = endpoint["authorization"]["credentials"]["key"]
+        .as_str()
+        .unwrap();
+    assert!(
+        secret["stringData"][key].is_string(),
+        "the Secret has no {key}"
+    );
 }
 
 #[test]

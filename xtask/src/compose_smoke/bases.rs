@@ -61,14 +61,22 @@ pub fn ensure(docker: &Docker, root: &Path, work: &Path) -> Result<((), String)>
     let mut lines = Vec::new();
     let started = Instant::now();
     let debian = debian_slim(docker, work)?;
-    lines.push(format!("debian:bookworm-slim {debian} ({:.0} s)", started.elapsed().as_secs_f64()));
+    lines.push(format!(
+        "debian:bookworm-slim {debian} ({:.0} s)",
+        started.elapsed().as_secs_f64()
+    ));
     let base_id = image_id(docker, "debian:bookworm-slim")?;
     let lookalike = root.join("deploy/lookalike");
     let toolchain = host_toolchain()?;
     let rust_context = work.join("rust-context");
     let prometheus_tag = format!("prom/prometheus:{PROMETHEUS_TAG}");
     let derived: [(&str, &str, Vec<PathBuf>, Vec<String>); 4] = [
-        ("python:3.11-slim-bookworm", "Dockerfile.python", vec![], vec![]),
+        (
+            "python:3.11-slim-bookworm",
+            "Dockerfile.python",
+            vec![],
+            vec![],
+        ),
         (
             RUST_TAG,
             "Dockerfile.rust",
@@ -86,7 +94,10 @@ pub fn ensure(docker: &Docker, root: &Path, work: &Path) -> Result<((), String)>
     for (tag, dockerfile, extra_files, build_args) in derived {
         let started = Instant::now();
         let dockerfile_path = lookalike.join(dockerfile);
-        let mut parts = vec![std::fs::read(&dockerfile_path)?, base_id.clone().into_bytes()];
+        let mut parts = vec![
+            std::fs::read(&dockerfile_path)?,
+            base_id.clone().into_bytes(),
+        ];
         for file in &extra_files {
             parts.push(std::fs::read(file)?);
         }
@@ -131,7 +142,10 @@ pub fn ensure(docker: &Docker, root: &Path, work: &Path) -> Result<((), String)>
         if tag == RUST_TAG {
             let _ = std::fs::remove_dir_all(&rust_context);
         }
-        lines.push(format!("{tag} built ({:.0} s)", started.elapsed().as_secs_f64()));
+        lines.push(format!(
+            "{tag} built ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        ));
     }
     Ok(((), lines.join("; ")))
 }
@@ -253,15 +267,37 @@ fn debian_slim(docker: &Docker, work: &Path) -> Result<&'static str> {
             .args(["update-ca-certificates", "--fresh"]))?;
     }
     if !sources.is_empty() {
-        std::fs::write(rootfs.join("etc/apt/sources.list.d/debian.sources"), &sources)?;
+        std::fs::write(
+            rootfs.join("etc/apt/sources.list.d/debian.sources"),
+            &sources,
+        )?;
         let _ = std::fs::remove_file(rootfs.join("etc/apt/sources.list"));
     }
-    for leftover in ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"] {
+    for leftover in [
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+    ] {
         let path = rootfs.join(leftover);
         if path.exists() {
-            run(Command::new("find")
-                .arg(&path)
-                .args(["-mindepth", "1", "-type", "f", "!", "-name", "copyright", "!", "-name", "locale.alias", "!", "-name", "lock", "-delete"]))?;
+            run(Command::new("find").arg(&path).args([
+                "-mindepth",
+                "1",
+                "-type",
+                "f",
+                "!",
+                "-name",
+                "copyright",
+                "!",
+                "-name",
+                "locale.alias",
+                "!",
+                "-name",
+                "lock",
+                "-delete",
+            ]))?;
         }
     }
     let import = format!(
@@ -283,7 +319,9 @@ struct Toolchain {
 
 /// The toolchain `rustc` resolves to on the host; it must be the Dockerfiles' Rust 1.95.
 fn host_toolchain() -> Result<Toolchain> {
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output()?;
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()?;
     let sysroot = PathBuf::from(checked(sysroot, "rustc --print sysroot")?.trim());
     let version = checked(Command::new("rustc").arg("-vV").output()?, "rustc -vV")?;
     let release = version

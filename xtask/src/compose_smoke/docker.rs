@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-
 /// The docker command line and the compose command line to use.
 pub struct Docker {
     cli: PathBuf,
@@ -99,12 +98,20 @@ pub fn ensure(work: &Path) -> Result<(Docker, String)> {
     };
     let docker = Docker { cli, compose };
 
-    if docker.output(&["info", "--format", "{{.ServerVersion}}"]).is_err() {
+    if docker
+        .output(&["info", "--format", "{{.ServerVersion}}"])
+        .is_err()
+    {
         let log = work.join("dockerd.log");
         let log_file = std::fs::File::create(&log)?;
         // setsid: the daemon outlives this command, so the warm run finds it.
         Command::new("setsid")
-            .args(["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .args([
+                "dockerd",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+            ])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -143,6 +150,13 @@ pub fn ensure(work: &Path) -> Result<(Docker, String)> {
 
 /// The bridge networks that exist now (compose-smoke checks that it adds none).
 pub fn bridge_networks(docker: &Docker) -> Result<Vec<String>> {
-    let listing = docker.output(&["network", "ls", "--filter", "driver=bridge", "--format", "{{.Name}}"])?;
+    let listing = docker.output(&[
+        "network",
+        "ls",
+        "--filter",
+        "driver=bridge",
+        "--format",
+        "{{.Name}}",
+    ])?;
     Ok(listing.lines().map(str::to_string).collect())
 }

@@ -25,14 +25,29 @@ pub fn build(docker: &Docker, root: &Path, work: &Path, which: &str) -> Result<(
     };
     let log = work.join(format!("build-{which}.log"));
     let mut command = docker.cmd();
-    command
-        .current_dir(root)
-        .args(["build", "--network", "host", "--progress", "plain", "-t", tag, "-f", dockerfile, "."]);
+    command.current_dir(root).args([
+        "build",
+        "--network",
+        "host",
+        "--progress",
+        "plain",
+        "-t",
+        tag,
+        "-f",
+        dockerfile,
+        ".",
+    ]);
     build_logged(command, &log)?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     // BuildKit prints `#N CACHED` for each step it did not run.
-    let steps = text.lines().filter(|line| line.ends_with(" DONE") || line.contains(" DONE ")).count();
-    let cached = text.lines().filter(|line| line.ends_with(" CACHED")).count();
+    let steps = text
+        .lines()
+        .filter(|line| line.ends_with(" DONE") || line.contains(" DONE "))
+        .count();
+    let cached = text
+        .lines()
+        .filter(|line| line.ends_with(" CACHED"))
+        .count();
     Ok((
         (),
         format!(
@@ -100,7 +115,10 @@ pub fn detector_finds_libtorch(docker: &Docker, work: &Path) -> Result<String> {
     ]);
     docker.output(&["rm", &container])?;
     copied?;
-    let dynamic = checked(Command::new("readelf").arg("-d").arg(&copy).output()?, "readelf -d")?;
+    let dynamic = checked(
+        Command::new("readelf").arg("-d").arg(&copy).output()?,
+        "readelf -d",
+    )?;
     let runpath = dynamic
         .lines()
         .find(|line| line.contains("(RUNPATH)"))
@@ -109,7 +127,9 @@ pub fn detector_finds_libtorch(docker: &Docker, work: &Path) -> Result<String> {
     if !runpath.contains(TORCH_LIB) {
         bail!("RUNPATH does not name {TORCH_LIB}: {runpath}");
     }
-    let needs_cuda = dynamic.lines().any(|line| line.contains("[libtorch_cuda.so]"));
+    let needs_cuda = dynamic
+        .lines()
+        .any(|line| line.contains("[libtorch_cuda.so]"));
     let ldd = in_image(
         docker,
         DETECTOR,
@@ -128,7 +148,11 @@ pub fn detector_finds_libtorch(docker: &Docker, work: &Path) -> Result<String> {
     let _ = std::fs::remove_file(&copy);
     Ok(format!(
         "RUNPATH [{}]; NEEDED libtorch_cuda.so = {needs_cuda}; ldd in the image resolves all {} libraries, libtorch_cpu.so from {TORCH_LIB}",
-        runpath.split('[').nth(1).unwrap_or("").trim_end_matches(']'),
+        runpath
+            .split('[')
+            .nth(1)
+            .unwrap_or("")
+            .trim_end_matches(']'),
         ldd.lines().count()
     ))
 }
@@ -141,7 +165,10 @@ pub fn reasoner_has_no_libtorch(docker: &Docker) -> Result<String> {
         "find / -xdev \\( -name 'libtorch*' -o -name 'libc10*' -o -name 'torch' \\) -print",
     )?;
     if !files.trim().is_empty() {
-        bail!("the reasoner image holds {}", files.trim().replace('\n', ", "));
+        bail!(
+            "the reasoner image holds {}",
+            files.trim().replace('\n', ", ")
+        );
     }
     let ldd = in_image(docker, REASONER, "ldd /usr/local/bin/slc-reasoner")?;
     if ldd.contains("torch") || ldd.contains("c10") {
@@ -155,10 +182,15 @@ pub fn reasoner_has_no_libtorch(docker: &Docker) -> Result<String> {
 
 /// `docker history` and every byte of every layer (docker save) hold none of this run's keys,
 /// and no layer holds a file with the bytes of a research-only sample file.
-pub fn no_secrets_or_samples(docker: &Docker, keys: &[String], samples: &layers::Samples) -> Result<String> {
+pub fn no_secrets_or_samples(
+    docker: &Docker,
+    keys: &[String],
+    samples: &layers::Samples,
+) -> Result<String> {
     let mut lines = Vec::new();
     for image in [DETECTOR, REASONER] {
-        let history = docker.output(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", image])?;
+        let history =
+            docker.output(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", image])?;
         if let Some(key) = keys.iter().find(|key| history.contains(key.as_str())) {
             bail!("{image}: docker history shows a test key ({}…)", &key[..8]);
         }

@@ -28,7 +28,10 @@ impl Samples {
             return;
         }
         self.count += 1;
-        self.by_size.entry(bytes.len() as u64).or_default().push((name, bytes));
+        self.by_size
+            .entry(bytes.len() as u64)
+            .or_default()
+            .push((name, bytes));
     }
 
     /// Every file under `tests/fixtures/` (the sample concepts and query photo), every image
@@ -57,14 +60,18 @@ impl Samples {
                     .extension()
                     .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
                     .unwrap_or_default();
-                let is_image = ["jpg", "jpeg", "png", "webp", "gif", "bmp"].contains(&extension.as_str());
+                let is_image =
+                    ["jpg", "jpeg", "png", "webp", "gif", "bmp"].contains(&extension.as_str());
                 if every_file || is_image {
                     samples.add(path.display().to_string(), std::fs::read(&path)?);
                 }
             }
         }
         if samples.count == 0 {
-            bail!("found no sample files under {}", root.join("tests/fixtures").display());
+            bail!(
+                "found no sample files under {}",
+                root.join("tests/fixtures").display()
+            );
         }
         Ok(samples)
     }
@@ -99,7 +106,8 @@ impl<R: Read> Read for KeyScanner<R> {
                     self.window.remove(0);
                 }
                 if self.window.len() == KEY_LENGTH && self.keys.contains(&self.window) {
-                    self.found.insert(String::from_utf8_lossy(&self.window).into_owned());
+                    self.found
+                        .insert(String::from_utf8_lossy(&self.window).into_owned());
                 }
             } else if !self.window.is_empty() {
                 self.window.clear();
@@ -137,7 +145,11 @@ impl<R: Read> TarStream<'_, R> {
                     self.inner.read_exact(&mut data)?;
                     self.skip_padding(size)?;
                     if kind == b'L' {
-                        long_name = Some(String::from_utf8_lossy(&data).trim_end_matches('\0').to_string());
+                        long_name = Some(
+                            String::from_utf8_lossy(&data)
+                                .trim_end_matches('\0')
+                                .to_string(),
+                        );
                     } else if kind == b'x' {
                         for (key, value) in pax_records(&data) {
                             match key.as_str() {
@@ -152,7 +164,11 @@ impl<R: Read> TarStream<'_, R> {
                     let name = long_name.take().unwrap_or_else(|| {
                         let prefix = c_string(&header[345..500]);
                         let name = c_string(&header[0..100]);
-                        if prefix.is_empty() { name } else { format!("{prefix}/{name}") }
+                        if prefix.is_empty() {
+                            name
+                        } else {
+                            format!("{prefix}/{name}")
+                        }
                     });
                     return Ok(Some(Entry {
                         name,
@@ -197,7 +213,9 @@ fn c_string(bytes: &[u8]) -> String {
 fn parse_size(field: &[u8]) -> Result<u64> {
     if field[0] & 0x80 != 0 {
         // Base-256 for sizes beyond the octal field.
-        return Ok(field[1..].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)));
+        return Ok(field[1..]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)));
     }
     let text = c_string(field);
     let text = text.trim();
@@ -229,7 +247,9 @@ pub fn scan(reader: impl Read, keys: &[String], samples: &Samples) -> Result<Sca
     };
     let mut result = Scan::default();
     {
-        let mut outer = TarStream { inner: &mut scanner };
+        let mut outer = TarStream {
+            inner: &mut scanner,
+        };
         while let Some(entry) = outer.next_entry()? {
             let is_layer = entry.regular
                 && (entry.name.ends_with("layer.tar") || entry.name.starts_with("blobs/"));
@@ -256,7 +276,9 @@ pub fn scan(reader: impl Read, keys: &[String], samples: &Samples) -> Result<Sca
                             inner.inner.read_exact(&mut content)?;
                             for (name, bytes) in candidates {
                                 if *bytes == content {
-                                    result.samples_found.push(format!("{} (the bytes of {name})", file.name));
+                                    result
+                                        .samples_found
+                                        .push(format!("{} (the bytes of {name})", file.name));
                                 }
                             }
                         }
@@ -287,13 +309,24 @@ mod tests {
     /// A tar with one file, written by the system's tar, so the reader is checked against a
     /// real writer rather than against itself.
     fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
-        let dir = std::env::temp_dir().join(format!("slc-layers-test-{}-{name}", std::process::id()));
+        tar_of_files(&[(name, content)])
+    }
+
+    fn tar_of_files(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!(
+            "slc-layers-test-{}-{}",
+            std::process::id(),
+            files[0].0
+        ));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), content).unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).unwrap();
+        }
         let output = std::process::Command::new("tar")
             .arg("-C")
             .arg(&dir)
-            .args(["-cf", "-", name])
+            .args(["-cf", "-"])
+            .args(files.iter().map(|(name, _)| name))
             .output()
             .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -307,9 +340,7 @@ mod tests {
         let sample: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut layer_content = b"config ".to_vec();
         layer_content.extend_from_slice(key.as_bytes());
-        let mut layer = tar_of("secret.env", &layer_content);
-        layer.truncate(layer.len() - 1024);
-        layer.extend(tar_of("photo.jpg", &sample));
+        let layer = tar_of_files(&[("secret.env", &layer_content), ("photo.jpg", &sample)]);
         let saved = tar_of("layer.tar", &layer);
         let mut samples = Samples::default();
         samples.add("bo.jpg".into(), sample.clone());

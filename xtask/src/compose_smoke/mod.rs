@@ -36,24 +36,42 @@ pub fn run(args: &[String]) -> Result<()> {
     report.finish()
 }
 
-fn run_checks(report: &mut Report, root: &std::path::Path, work: &std::path::Path, keep: bool) -> Result<()> {
+fn run_checks(
+    report: &mut Report,
+    root: &std::path::Path,
+    work: &std::path::Path,
+    keep: bool,
+) -> Result<()> {
     let docker = report.check("docker installed and running", || docker::ensure(work))?;
     let bridges_before = docker::bridge_networks(&docker)?;
-    report.check("look-alike base images", || bases::ensure(&docker, root, work))?;
-    report.check("build slc-reasoner image", || images::build(&docker, root, work, "reasoner"))?;
-    report.check("build slc-detector image", || images::build(&docker, root, work, "detector"))?;
+    report.check("look-alike base images", || {
+        bases::ensure(&docker, root, work)
+    })?;
+    report.check("build slc-reasoner image", || {
+        images::build(&docker, root, work, "reasoner")
+    })?;
+    report.check("build slc-detector image", || {
+        images::build(&docker, root, work, "detector")
+    })?;
 
-    report.soft_check("images run as a non-root user", || images::non_root(&docker));
+    report.soft_check("images run as a non-root user", || {
+        images::non_root(&docker)
+    });
     report.soft_check("slc-detector finds libtorch through its RUNPATH", || {
         images::detector_finds_libtorch(&docker, work)
     });
-    report.soft_check("slc-reasoner image holds no libtorch", || images::reasoner_has_no_libtorch(&docker));
+    report.soft_check("slc-reasoner image holds no libtorch", || {
+        images::reasoner_has_no_libtorch(&docker)
+    });
 
     let stack = report.check("env file with fresh keys, loopback scrape config", || {
         let stack = stack::Stack::prepare(root, work)?;
         let detail = format!(
             "ports: edge {}, reasoner {}, postgres {}, prometheus {}",
-            stack.ports.detector, stack.ports.reasoner, stack.ports.postgres, stack.ports.prometheus
+            stack.ports.detector,
+            stack.ports.reasoner,
+            stack.ports.postgres,
+            stack.ports.prometheus
         );
         Ok((stack, detail))
     })?;
@@ -66,7 +84,10 @@ fn run_checks(report: &mut Report, root: &std::path::Path, work: &std::path::Pat
         println!("compose logs: {}", path.display());
     }
     if keep {
-        println!("--keep: the stack stays up (project {}, env file .env.compose-smoke)", stack::PROJECT);
+        println!(
+            "--keep: the stack stays up (project {}, env file .env.compose-smoke)",
+            stack::PROJECT
+        );
     } else {
         report.soft_check("docker compose down -v", || stack.down(&docker));
     }
@@ -84,7 +105,9 @@ fn with_stack(
     report.check("merged compose config is loopback only", || {
         stack.resolve(docker).map(|detail| ((), detail))
     })?;
-    report.check("compose up (profile demo, host network)", || stack.up(docker).map(|d| ((), d)))?;
+    report.check("compose up (profile demo, host network)", || {
+        stack.up(docker).map(|d| ((), d))
+    })?;
     for service in stack::SERVICES {
         report.check(&format!("healthcheck: {service}"), || {
             stack.wait_healthy(docker, service).map(|d| ((), d))
@@ -92,25 +115,36 @@ fn with_stack(
     }
     report.soft_check("no bridge network created", || {
         let after = docker::bridge_networks(docker)?;
-        let new: Vec<&String> = after.iter().filter(|name| !bridges_before.contains(name)).collect();
+        let new: Vec<&String> = after
+            .iter()
+            .filter(|name| !bridges_before.contains(name))
+            .collect();
         if !new.is_empty() {
             anyhow::bail!("new bridge networks: {new:?}");
         }
         Ok(format!("bridge networks before and after: {after:?}"))
     });
-    report.soft_check("API keys are enforced", || traffic::keys_are_required(stack, work));
+    report.soft_check("API keys are enforced", || {
+        traffic::keys_are_required(stack, work)
+    });
     report.check("register a concept through the edge", || {
         traffic::register(stack, root, work).map(|d| ((), d))
     })?;
     report.check("ask through the edge (visual and text-only)", || {
         traffic::ask(stack, root, work).map(|d| ((), d))
     })?;
-    report.soft_check("reflection through the reasoner", || traffic::reflect(stack, root, work));
+    report.soft_check("reflection through the reasoner", || {
+        traffic::reflect(stack, root, work)
+    });
     let prometheus = prometheus::Prometheus::new(stack.ports.prometheus);
     report.check("Prometheus scraped both services", || {
-        prometheus.scraped_both(Duration::from_secs(90)).map(|d| ((), d))
+        prometheus
+            .scraped_both(Duration::from_secs(90))
+            .map(|d| ((), d))
     })?;
-    report.soft_check("every alert expression evaluates", || prometheus.alert_rules(root));
+    report.soft_check("every alert expression evaluates", || {
+        prometheus.alert_rules(root)
+    });
     report.soft_check("every dashboard query returns data", || {
         prometheus.dashboard(root, Duration::from_secs(120))
     });

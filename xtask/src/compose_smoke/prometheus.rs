@@ -26,7 +26,9 @@ impl Prometheus {
         let mut command = Command::new("curl");
         command.args(["-sS", "--max-time", "30", "-G"]);
         if let Some(query) = query {
-            command.arg("--data-urlencode").arg(format!("query={query}"));
+            command
+                .arg("--data-urlencode")
+                .arg(format!("query={query}"));
         }
         let output = command.arg(format!("{}{path}", self.base)).output()?;
         let text = checked(output, &format!("GET {path}"))?;
@@ -50,13 +52,16 @@ impl Prometheus {
         let deadline = Instant::now() + wait;
         loop {
             let body = self.get("/api/v1/targets", None)?;
-            let targets = body["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+            let targets = body["data"]["activeTargets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let mut summary = Vec::new();
             let mut all_up = true;
             for job in ["slc-detector", "slc-reasoner"] {
-                let up = targets.iter().find(|target| {
-                    target["labels"]["job"] == job && target["health"] == "up"
-                });
+                let up = targets
+                    .iter()
+                    .find(|target| target["labels"]["job"] == job && target["health"] == "up");
                 match up {
                     Some(target) => summary.push(format!(
                         "{job} {} up (last scrape {:.3} s)",
@@ -85,8 +90,14 @@ impl Prometheus {
         let text = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml"))?;
         let file: serde_yaml::Value = serde_yaml::from_str(&text)?;
         let mut shipped = Vec::new();
-        for group in file["groups"].as_sequence().context("alerts.yml has no groups")? {
-            for rule in group["rules"].as_sequence().context("a group has no rules")? {
+        for group in file["groups"]
+            .as_sequence()
+            .context("alerts.yml has no groups")?
+        {
+            for rule in group["rules"]
+                .as_sequence()
+                .context("a group has no rules")?
+            {
                 let name = rule["alert"].as_str().context("a rule has no alert name")?;
                 shipped.push(name.to_string());
             }
@@ -94,10 +105,18 @@ impl Prometheus {
         let body = self.get("/api/v1/rules", None)?;
         let mut loaded = Vec::new();
         let mut evaluated = 0;
-        for group in body["data"]["groups"].as_array().context("no rule groups loaded")? {
-            for rule in group["rules"].as_array().context("a loaded group has no rules")? {
+        for group in body["data"]["groups"]
+            .as_array()
+            .context("no rule groups loaded")?
+        {
+            for rule in group["rules"]
+                .as_array()
+                .context("a loaded group has no rules")?
+            {
                 let name = rule["name"].as_str().unwrap_or("?").to_string();
-                let query = rule["query"].as_str().context("a loaded rule has no query")?;
+                let query = rule["query"]
+                    .as_str()
+                    .context("a loaded rule has no query")?;
                 self.evaluate(query)
                     .with_context(|| format!("alert {name}: {query}"))?;
                 if rule["health"] == "err" {
@@ -113,7 +132,9 @@ impl Prometheus {
         if loaded != sorted_shipped {
             bail!("Prometheus loaded {loaded:?}, alerts.yml has {sorted_shipped:?}");
         }
-        Ok(format!("{evaluated} alert expressions loaded from alerts.yml, each parsed and evaluated without error"))
+        Ok(format!(
+            "{evaluated} alert expressions loaded from alerts.yml, each parsed and evaluated without error"
+        ))
     }
 
     /// Every dashboard query parses and returns at least one series; rates need two scrapes
@@ -137,11 +158,19 @@ impl Prometheus {
                 return Ok(format!(
                     "{} queries of {} panels, every one parsed and returned data ({series} series in all)",
                     expressions.len(),
-                    expressions.iter().map(|(panel, _)| panel).collect::<std::collections::BTreeSet<_>>().len()
+                    expressions
+                        .iter()
+                        .map(|(panel, _)| panel)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
                 ));
             }
             if Instant::now() > deadline {
-                bail!("{} queries returned no series: {}", empty.len(), empty.join("; "));
+                bail!(
+                    "{} queries returned no series: {}",
+                    empty.len(),
+                    empty.join("; ")
+                );
             }
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -160,7 +189,10 @@ pub fn dashboard_expressions(root: &Path) -> Result<Vec<(String, String)>> {
         }
         for target in panel["targets"].as_array().into_iter().flatten() {
             if let Some(expression) = target["expr"].as_str() {
-                found.push((panel["title"].as_str().unwrap_or("?").to_string(), expression.to_string()));
+                found.push((
+                    panel["title"].as_str().unwrap_or("?").to_string(),
+                    expression.to_string(),
+                ));
             }
         }
     }

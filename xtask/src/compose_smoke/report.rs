@@ -18,11 +18,7 @@ pub struct Report {
 
 impl Report {
     /// Runs one check and records it; the error, if any, is recorded and returned.
-    pub fn check<T>(
-        &mut self,
-        name: &str,
-        run: impl FnOnce() -> Result<(T, String)>,
-    ) -> Result<T> {
+    pub fn check<T>(&mut self, name: &str, run: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
         println!("==> {name}");
         let started = Instant::now();
         let outcome = run();

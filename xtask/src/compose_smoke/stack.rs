@@ -61,7 +61,9 @@ fn random_hex() -> Result<String> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Stack {
@@ -90,7 +92,8 @@ impl Stack {
             prometheus_config: work.join("prometheus.yml"),
             resolved: work.join("compose.resolved.yml"),
         };
-        let mut text = String::from("# Written by cargo xtask compose-smoke for one run; removed by it.\n");
+        let mut text =
+            String::from("# Written by cargo xtask compose-smoke for one run; removed by it.\n");
         for (name, value) in stack.variables() {
             text.push_str(&format!("{name}={value}\n"));
         }
@@ -110,7 +113,10 @@ impl Stack {
             ("SLC_SMOKE_DETECTOR_PORT", self.ports.detector.to_string()),
             ("SLC_SMOKE_REASONER_PORT", self.ports.reasoner.to_string()),
             ("SLC_SMOKE_POSTGRES_PORT", self.ports.postgres.to_string()),
-            ("SLC_SMOKE_PROMETHEUS_PORT", self.ports.prometheus.to_string()),
+            (
+                "SLC_SMOKE_PROMETHEUS_PORT",
+                self.ports.prometheus.to_string(),
+            ),
             (
                 "SLC_SMOKE_PROMETHEUS_CONFIG",
                 self.prometheus_config.display().to_string(),
@@ -137,7 +143,9 @@ impl Stack {
                 Some("slc-reasoner") => (self.ports.reasoner, "reasoner-demo"),
                 other => bail!("prometheus.yml has a job compose-smoke does not know: {other:?}"),
             };
-            let mapping = job.as_mapping_mut().context("a scrape config is no mapping")?;
+            let mapping = job
+                .as_mapping_mut()
+                .context("a scrape config is no mapping")?;
             if mapping.remove("dns_sd_configs").is_none() {
                 bail!("prometheus.yml's {service} job has no dns_sd_configs to replace");
             }
@@ -162,7 +170,14 @@ impl Stack {
             .envs(self.variables())
             .arg("--env-file")
             .arg(&self.env_file)
-            .args(["-p", PROJECT, "-f", "docker-compose.yml", "-f", "deploy/compose/host-network.yml"])
+            .args([
+                "-p",
+                PROJECT,
+                "-f",
+                "docker-compose.yml",
+                "-f",
+                "deploy/compose/host-network.yml",
+            ])
             .args(["--profile", "demo"]);
         command
     }
@@ -206,8 +221,13 @@ impl Stack {
         }
         // The resolved file holds this run's keys: only root may read it, and `down` removes it.
         std::fs::write(&self.resolved, serde_yaml::to_string(&config)?)?;
-        std::fs::set_permissions(&self.resolved, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let services = config["services"].as_mapping().context("compose config has no services")?;
+        std::fs::set_permissions(
+            &self.resolved,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        let services = config["services"]
+            .as_mapping()
+            .context("compose config has no services")?;
         let mut names = Vec::new();
         for (name, service) in services {
             let name = name.as_str().unwrap_or("?");
@@ -221,8 +241,14 @@ impl Stack {
                 bail!("the demo profile has no service {wanted}");
             }
         }
-        if config.get("networks").is_some_and(|n| n.as_mapping().is_some_and(|m| !m.is_empty())) {
-            bail!("the merged config declares networks: {:?}", config["networks"]);
+        if config
+            .get("networks")
+            .is_some_and(|n| n.as_mapping().is_some_and(|m| !m.is_empty()))
+        {
+            bail!(
+                "the merged config declares networks: {:?}",
+                config["networks"]
+            );
         }
         Ok(format!(
             "{} services, all network_mode host ({}); published ports of {dropped} left out",
@@ -233,9 +259,16 @@ impl Stack {
 
     pub fn up(&self, docker: &Docker) -> Result<String> {
         let started = Instant::now();
-        let output = self.compose(docker).args(["up", "-d", "--no-build"]).output()?;
+        let output = self
+            .compose(docker)
+            .args(["up", "-d", "--no-build"])
+            .output()?;
         checked(output, "compose up")?;
-        Ok(format!("{} up -d --no-build in {:.0} s", docker.compose_name(), started.elapsed().as_secs_f64()))
+        Ok(format!(
+            "{} up -d --no-build in {:.0} s",
+            docker.compose_name(),
+            started.elapsed().as_secs_f64()
+        ))
     }
 
     pub fn container(&self, docker: &Docker, service: &str) -> Result<String> {
@@ -251,10 +284,20 @@ impl Stack {
     pub fn wait_healthy(&self, docker: &Docker, service: &str) -> Result<String> {
         let started = Instant::now();
         let id = self.container(docker, service)?;
-        let test = docker.output(&["inspect", "--format", "{{json .Config.Healthcheck.Test}}", &id])?;
+        let test = docker.output(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Healthcheck.Test}}",
+            &id,
+        ])?;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let state = docker.output(&["inspect", "--format", "{{.State.Status}} {{.State.Health.Status}}", &id])?;
+            let state = docker.output(&[
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{.State.Health.Status}}",
+                &id,
+            ])?;
             let mut words = state.split_whitespace();
             let (status, health) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
             if health == "healthy" {
@@ -270,7 +313,8 @@ impl Stack {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        let network = docker.output(&["inspect", "--format", "{{.HostConfig.NetworkMode}}", &id])?;
+        let network =
+            docker.output(&["inspect", "--format", "{{.HostConfig.NetworkMode}}", &id])?;
         if network.trim() != "host" {
             bail!("{service} runs on network {}", network.trim());
         }
@@ -289,13 +333,27 @@ impl Stack {
     }
 
     pub fn down(&self, docker: &Docker) -> Result<String> {
-        let output = self.compose(docker).args(["down", "-v", "--remove-orphans"]).output()?;
+        let output = self
+            .compose(docker)
+            .args(["down", "-v", "--remove-orphans"])
+            .output()?;
         checked(output, "compose down -v")?;
-        let left = docker.output(&["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={PROJECT}")])?;
+        let left = docker.output(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={PROJECT}"),
+        ])?;
         if !left.trim().is_empty() {
             bail!("containers left after down: {}", left.trim());
         }
-        let volumes = docker.output(&["volume", "ls", "-q", "--filter", &format!("label=com.docker.compose.project={PROJECT}")])?;
+        let volumes = docker.output(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={PROJECT}"),
+        ])?;
         if !volumes.trim().is_empty() {
             bail!("volumes left after down -v: {}", volumes.trim());
         }

@@ -19,7 +19,13 @@ pub enum Body<'a> {
 }
 
 /// One request with curl; returns the status and the body.
-pub fn curl(method: &str, url: &str, key: Option<&str>, body: Body, work: &Path) -> Result<(u16, String)> {
+pub fn curl(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Body,
+    work: &Path,
+) -> Result<(u16, String)> {
     let out = work.join("curl-body");
     let mut command = Command::new("curl");
     command
@@ -37,14 +43,23 @@ pub fn curl(method: &str, url: &str, key: Option<&str>, body: Body, work: &Path)
                 .arg(format!("@{}", path.display()));
         }
         Body::Form(fields) => {
+            // `-F` reads `<file` and `@file`; text fields go as they are.
             for field in fields {
-                command.arg("-F").arg(field);
+                let flag = if field.contains("=@") {
+                    "-F"
+                } else {
+                    "--form-string"
+                };
+                command.arg(flag).arg(field);
             }
         }
     }
     let output = command.arg(url).output().context("curl is needed")?;
     if !output.status.success() {
-        bail!("curl {method} {url}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "curl {method} {url}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     let status: u16 = String::from_utf8_lossy(&output.stdout).trim().parse()?;
     let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -58,7 +73,10 @@ fn base64_of(path: &Path) -> Result<String> {
 
 fn expect(status: u16, wanted: u16, body: &str, what: &str) -> Result<Value> {
     if status != wanted {
-        bail!("{what}: {status} (wanted {wanted}): {}", body.chars().take(400).collect::<String>());
+        bail!(
+            "{what}: {status} (wanted {wanted}): {}",
+            body.chars().take(400).collect::<String>()
+        );
     }
     serde_json::from_str(body).with_context(|| format!("{what}: the body is not JSON"))
 }
@@ -71,14 +89,22 @@ pub fn keys_are_required(stack: &Stack, work: &Path) -> Result<String> {
     for (url, method) in [(&edge, "GET"), (&reasoner, "POST")] {
         for key in [None, Some("not-a-key")] {
             let (status, body) = curl(method, url, key, Body::None, work)?;
-            let body = expect(status, 401, &body, &format!("{method} {url} with key {key:?}"))?;
+            let body = expect(
+                status,
+                401,
+                &body,
+                &format!("{method} {url} with key {key:?}"),
+            )?;
             if body["error"]["type"].as_str().is_none() {
                 bail!("{url}: the 401 has no error.type: {body}");
             }
             seen.push(status.to_string());
         }
     }
-    Ok(format!("edge and reasoner answer 401 with a JSON error without a key or with a wrong one ({})", seen.join(", ")))
+    Ok(format!(
+        "edge and reasoner answer 401 with a JSON error without a key or with a wrong one ({})",
+        seen.join(", ")
+    ))
 }
 
 pub fn register(stack: &Stack, root: &Path, work: &Path) -> Result<String> {
@@ -101,7 +127,10 @@ pub fn register(stack: &Stack, root: &Path, work: &Path) -> Result<String> {
     if !body.contains("\"bo\"") {
         bail!("GET /v1/concepts does not list bo: {listing}");
     }
-    Ok(format!("201 for <bo> from {} (multipart upload), listed by GET", photo.display()))
+    Ok(format!(
+        "201 for <bo> from {} (multipart upload), listed by GET",
+        photo.display()
+    ))
 }
 
 /// A visual and a text-only question through the edge's /v1/ask.
@@ -115,12 +144,23 @@ pub fn ask(stack: &Stack, root: &Path, work: &Path) -> Result<String> {
             "visual",
             json!({"image": base64_of(&photo)?, "question": "What is <bo> doing?", "concepts": ["bo"], "mode": "full"}),
         ),
-        ("text-only", json!({"question": "What colour is <bo>?", "concepts": ["bo"], "mode": "full"})),
+        (
+            "text-only",
+            json!({"question": "What colour is <bo>?", "concepts": ["bo"], "mode": "full"}),
+        ),
     ] {
         std::fs::write(&request, serde_json::to_vec(&body)?)?;
-        let (status, text) = curl("POST", &url, Some(&stack.keys.app), Body::Json(&request), work)?;
+        let (status, text) = curl(
+            "POST",
+            &url,
+            Some(&stack.keys.app),
+            Body::Json(&request),
+            work,
+        )?;
         let answer = expect(status, 200, &text, &format!("POST /v1/ask ({label})"))?;
-        let words = answer["answer"].as_str().map(|a| a.split_whitespace().count());
+        let words = answer["answer"]
+            .as_str()
+            .map(|a| a.split_whitespace().count());
         let Some(words) = words else {
             bail!("/v1/ask ({label}) has no answer: {answer}");
         };
@@ -142,11 +182,20 @@ pub fn reflect(stack: &Stack, root: &Path, work: &Path) -> Result<String> {
     });
     let request = work.join("reason.json");
     std::fs::write(&request, serde_json::to_vec(&body)?)?;
-    let (status, text) = curl("POST", &url, Some(&stack.keys.pair), Body::Json(&request), work)?;
+    let (status, text) = curl(
+        "POST",
+        &url,
+        Some(&stack.keys.pair),
+        Body::Json(&request),
+        work,
+    )?;
     let reply = expect(status, 200, &text, "POST /v1/reason")?;
     let verifications = reply["verifications"].as_array().map_or(0, Vec::len);
     if verifications == 0 {
         bail!("no verification question ran: {reply}");
     }
-    Ok(format!("200, {verifications} verification questions, action {}", reply["actions"]["<bo>"]))
+    Ok(format!(
+        "200, {verifications} verification questions, action {}",
+        reply["actions"]["<bo>"]
+    ))
 }
