@@ -158,46 +158,40 @@ impl Stack {
         Ok(serde_yaml::to_string(&config)?)
     }
 
-    /// `compose -f docker-compose.yml -f deploy/compose/host-network.yml --profile demo …`
-    fn compose_sources(&self, docker: &Docker) -> Command {
+    /// `compose --env-file … -p slc-smoke -f FILE… --profile demo …`, without the operator's
+    /// own compose settings, which must not leak into the smoke run.
+    fn compose_with(&self, docker: &Docker, files: &[&Path]) -> Command {
         let mut command = docker.compose();
         command
             .current_dir(&self.root)
-            // The operator's own settings must not leak into the smoke run.
             .env_remove("COMPOSE_PROFILES")
             .env_remove("COMPOSE_FILE")
             .env_remove("COMPOSE_PROJECT_NAME")
             .envs(self.variables())
             .arg("--env-file")
             .arg(&self.env_file)
-            .args([
-                "-p",
-                PROJECT,
-                "-f",
-                "docker-compose.yml",
-                "-f",
-                "deploy/compose/host-network.yml",
-            ])
-            .args(["--profile", "demo"]);
+            .args(["-p", PROJECT]);
+        for file in files {
+            command.arg("-f").arg(file);
+        }
+        command.args(["--profile", "demo"]);
         command
     }
 
-    /// `compose -f <the resolved config> --profile demo …`
+    /// The shipped file with the loopback override on top.
+    fn compose_sources(&self, docker: &Docker) -> Command {
+        self.compose_with(
+            docker,
+            &[
+                Path::new("docker-compose.yml"),
+                Path::new("deploy/compose/host-network.yml"),
+            ],
+        )
+    }
+
+    /// The resolved config that `up` runs.
     pub fn compose(&self, docker: &Docker) -> Command {
-        let mut command = docker.compose();
-        command
-            .current_dir(&self.root)
-            .env_remove("COMPOSE_PROFILES")
-            .env_remove("COMPOSE_FILE")
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .arg("--env-file")
-            .arg(&self.env_file)
-            .arg("-p")
-            .arg(PROJECT)
-            .arg("-f")
-            .arg(&self.resolved)
-            .args(["--profile", "demo"]);
-        command
+        self.compose_with(docker, &[&self.resolved])
     }
 
     /// `compose config` of the two files: every service is on the host's network and no
