@@ -6,7 +6,7 @@
 //! not have is an error at load time, not a silent no-op at request time.
 
 use super::config::AdapterConfig;
-use super::targets::{linear_modules, linear_shape};
+use super::targets::{linear_shape, visit_linears};
 use crate::error::{EngineError, Result};
 use crate::qwen2_5_vl::Qwen25VlModel;
 use crate::weights::canonical_key;
@@ -123,10 +123,10 @@ impl LoraAdapter {
         factors: BTreeMap<String, (Tensor, Tensor)>,
         model: &Qwen25VlModel,
     ) -> Result<Self> {
-        let shapes: BTreeMap<String, (i64, i64)> = linear_modules(model)
-            .into_iter()
-            .map(|(path, linear)| (path, linear_shape(linear)))
-            .collect();
+        let mut shapes: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        visit_linears(model, |path, linear| {
+            shapes.insert(path.to_string(), linear_shape(linear));
+        });
         if factors.is_empty() {
             return Err(adapter_error(source, "the adapter has no LoRA weights"));
         }
@@ -266,6 +266,24 @@ impl LoraAdapter {
                 .map(|(k, v)| (k.clone(), v.shallow_clone()))
                 .collect(),
         }
+    }
+
+    /// Whether it changes the vision tower (any target under `model.visual.`).
+    pub fn targets_vision(&self) -> bool {
+        self.modules
+            .keys()
+            .any(|path| path.starts_with("model.visual."))
+    }
+
+    /// Bytes its factors occupy, for a cache bounded by bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.modules
+            .values()
+            .map(|w| {
+                w.a.numel() * w.a.kind().elt_size_in_bytes()
+                    + w.b.numel() * w.b.kind().elt_size_in_bytes()
+            })
+            .sum()
     }
 
     pub fn device(&self) -> Device {

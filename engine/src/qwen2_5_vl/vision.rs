@@ -9,29 +9,9 @@
 use super::config::VisionConfig;
 use super::rope::{rotate_half, vision_rotary_angles};
 use crate::error::{EngineError, Result};
-use crate::nn::{Linear, RmsNorm};
+use crate::nn::{GatedMlp, Linear, RmsNorm};
 use crate::weights::WeightPath;
 use tch::{Kind, Tensor};
-
-pub struct VisionMlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
-}
-
-impl VisionMlp {
-    fn load(vs: &WeightPath, hidden: i64, intermediate: i64) -> Result<Self> {
-        Ok(VisionMlp {
-            gate_proj: Linear::load(&vs.pp("gate_proj"), hidden, intermediate, true)?,
-            up_proj: Linear::load(&vs.pp("up_proj"), hidden, intermediate, true)?,
-            down_proj: Linear::load(&vs.pp("down_proj"), intermediate, hidden, true)?,
-        })
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
-    }
-}
 
 pub struct VisionAttention {
     pub qkv: Linear,
@@ -111,7 +91,7 @@ pub struct VisionBlock {
     pub norm1: RmsNorm,
     pub norm2: RmsNorm,
     pub attn: VisionAttention,
-    pub mlp: VisionMlp,
+    pub mlp: GatedMlp,
 }
 
 impl VisionBlock {
@@ -120,7 +100,13 @@ impl VisionBlock {
             norm1: RmsNorm::load(&vs.pp("norm1"), cfg.hidden_size, 1e-6)?,
             norm2: RmsNorm::load(&vs.pp("norm2"), cfg.hidden_size, 1e-6)?,
             attn: VisionAttention::load(&vs.pp("attn"), cfg)?,
-            mlp: VisionMlp::load(&vs.pp("mlp"), cfg.hidden_size, cfg.intermediate_size)?,
+            mlp: GatedMlp::load(
+                &vs.pp("mlp"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                true,
+                cfg.hidden_act,
+            )?,
         })
     }
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, segments: &[i64]) -> Tensor {
