@@ -7,46 +7,15 @@ use crate::chat::{ChatMessage, ChatTemplateOptions, encode_chat};
 use crate::constrain::{Constraint, ConstraintVocabulary};
 use crate::error::{EngineError, Result};
 use crate::generation::{
-    Decoding, Detokenize, GenerationInput, GenerationOutput, SamplingParams, TokenConstraint,
-    eos_token_ids, generate,
+    Decoding, GenerationInput, GenerationOutput, SamplingParams, TokenConstraint, generate,
 };
 use crate::preprocess::{DecodeLimits, PixelBudget, Qwen2VlImageProcessor, decode_rgb};
-use crate::qwen2_5_vl::{KvCache, LoadOptions, Qwen25VlModel};
+use crate::qwen2_5_vl::{KvCache, LoadOptions, Qwen25VlModel, eos_token_ids};
 use crate::tokenizer::QwenTokenizer;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tch::Tensor;
-
-impl TokenConstraint for Constraint {
-    fn forced_tokens(&mut self) -> Result<Vec<u32>> {
-        Ok(Constraint::forced_tokens(self))
-    }
-    fn allowed_tokens(&mut self) -> Result<Vec<u32>> {
-        Ok(Constraint::allowed_tokens(self)
-            .map_err(|e| EngineError::Constraint(e.to_string()))?
-            .words()
-            .to_vec())
-    }
-    fn consume(&mut self, tokens: &[u32], forced: bool) -> Result<()> {
-        let result = if forced {
-            self.commit_forced(tokens)
-        } else {
-            self.commit(tokens)
-        };
-        result.map_err(|e| EngineError::Constraint(e.to_string()))
-    }
-    fn is_finished(&self) -> bool {
-        Constraint::is_finished(self)
-    }
-}
-
-impl Detokenize for QwenTokenizer {
-    fn decode(&self, ids: &[u32]) -> String {
-        // Undecodable ids cannot come from our own sampling; an empty string is the safe answer.
-        QwenTokenizer::decode(self, ids, true).unwrap_or_default()
-    }
-}
 
 /// A prompt ready for the model: ids with image pads expanded, and the images' pixel values.
 pub struct PreparedPrompt {

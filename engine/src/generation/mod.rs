@@ -1,10 +1,17 @@
-//! The generation loop: greedy or seeded sampling (temperature, top-k, top-p, in the order of
-//! transformers' logits warpers), `max_new_tokens`, stops on eos ids and stop strings, an optional
-//! grammar constraint with jump-forward over forced tokens, and timings of each phase.
-//! Mirrors what `GenerationMixin.generate` does for batch size 1 with a dynamic KV cache.
+//! Generation: prefill, then a small decoder (`decoder.rs`) that repeats three steps, the next
+//! run of tokens (sampled, `sampling.rs`, plus forced by the grammar: jump-forward), the stop
+//! checks (eos ids, stop strings, the grammar's end, `max_new_tokens`) and emitting final text
+//! (`text_stream.rs`), with timings of each phase. Mirrors what transformers 4.57.6
+//! `src/transformers/generation/utils.py` `GenerationMixin.generate` does for batch size 1 with
+//! a dynamic KV cache.
+
+mod decoder;
+mod sampling;
+mod text_stream;
 
 use crate::error::{EngineError, Result};
 use crate::qwen2_5_vl::{KvCache, Qwen25VlModel};
+use decoder::Decoder;
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
@@ -40,6 +47,10 @@ pub struct SamplingParams {
     pub stop_token_ids: Vec<i64>,
     /// Strings that end generation; the text is cut before the first one.
     pub stop_strings: Vec<String>,
+    /// Feed the runs of tokens a grammar forces in one forward pass (jump-forward). Off, every
+    /// token is decoded one pass at a time, as in the SLC authors' pipeline; the output is the
+    /// same either way.
+    pub jump_forward: bool,
 }
 
 impl Default for SamplingParams {
@@ -52,6 +63,7 @@ impl Default for SamplingParams {
             seed: 0,
             stop_token_ids: Vec::new(),
             stop_strings: Vec::new(),
+            jump_forward: true,
         }
     }
 }
@@ -120,131 +132,6 @@ pub struct Decoding<'a> {
     pub on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
 }
 
-/// Incremental detokenization for `on_text`: what has been handed out so far.
-#[derive(Default)]
-struct TextStream {
-    emitted: String,
-}
-
-impl TextStream {
-    /// The new final text of `text` (the whole visible text so far), holding back a trailing
-    /// replacement character (an incomplete character) and any suffix that starts a stop string.
-    fn next_piece(
-        &mut self,
-        text: &str,
-        stop_strings: &[String],
-        finished: bool,
-    ) -> Option<String> {
-        let mut end = text.len();
-        if !finished {
-            if text.ends_with('\u{FFFD}') {
-                end -= '\u{FFFD}'.len_utf8();
-            }
-            let held = stop_strings
-                .iter()
-                .flat_map(|stop| {
-                    (1..stop.len())
-                        .rev()
-                        .filter(|&n| stop.is_char_boundary(n) && text[..end].ends_with(&stop[..n]))
-                        .take(1)
-                })
-                .max()
-                .unwrap_or(0);
-            end -= held;
-        }
-        // Decoding a longer id sequence only appends, except around incomplete characters;
-        // a rewrite of already emitted text is never re-sent.
-        if end <= self.emitted.len() || !text.starts_with(&self.emitted) {
-            return None;
-        }
-        let piece = text[self.emitted.len()..end].to_string();
-        self.emitted.push_str(&piece);
-        Some(piece)
-    }
-}
-
-/// A small seeded generator (splitmix64) so a request's samples depend on its seed alone, not on
-/// libtorch's global RNG shared by every thread.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn apply_mask(logits: &Tensor, bits: &[u32]) -> Result<Tensor> {
-    let vocab = logits.size()[0] as usize;
-    let allowed: Vec<bool> = (0..vocab)
-        .map(|i| bits.get(i / 32).is_some_and(|w| (w >> (i % 32)) & 1 == 1))
-        .collect();
-    if !allowed.iter().any(|&a| a) {
-        return Err(EngineError::Constraint(
-            "the grammar allows no token".into(),
-        ));
-    }
-    let mask = Tensor::from_slice(&allowed).to_device(logits.device());
-    Ok(logits.masked_fill(&mask.logical_not(), f64::NEG_INFINITY))
-}
-
-/// Picks the next token from f32 logits [vocab].
-fn choose(logits: &Tensor, params: &SamplingParams, rng: &mut SplitMix64) -> Result<i64> {
-    if params.temperature <= 0.0 {
-        return Ok(logits.argmax(-1, false).int64_value(&[]));
-    }
-    let mut scores: Vec<f32> =
-        Vec::try_from((logits / params.temperature).to_device(tch::Device::Cpu))
-            .map_err(EngineError::Torch)?;
-    if params.top_k > 0 && params.top_k < scores.len() {
-        let mut sorted = scores.clone();
-        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-        let threshold = sorted[params.top_k - 1];
-        scores
-            .iter_mut()
-            .filter(|s| **s < threshold)
-            .for_each(|s| *s = f32::NEG_INFINITY);
-    }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<f64> = scores.iter().map(|&s| ((s - max) as f64).exp()).collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    if params.top_p < 1.0 {
-        // Keep the smallest set of most likely tokens whose mass reaches top_p (at least one).
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        let mut cumulative = 0.0;
-        let mut keep = vec![false; probs.len()];
-        for &i in &order {
-            keep[i] = true;
-            cumulative += probs[i];
-            if cumulative >= params.top_p {
-                break;
-            }
-        }
-        for (p, k) in probs.iter_mut().zip(&keep) {
-            if !k {
-                *p = 0.0;
-            }
-        }
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-    }
-    let draw = rng.next_f64();
-    let mut cumulative = 0.0;
-    for (i, p) in probs.iter().enumerate() {
-        cumulative += p;
-        if draw < cumulative && *p > 0.0 {
-            return Ok(i as i64);
-        }
-    }
-    Ok(probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as i64)
-}
-
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
@@ -258,11 +145,6 @@ pub fn generate(
     decoding: Decoding,
     cache: &mut KvCache,
 ) -> Result<GenerationOutput> {
-    let Decoding {
-        detokenizer,
-        mut constraint,
-        mut on_text,
-    } = decoding;
     let prompt_tokens = input.input_ids.len();
     if prompt_tokens + params.max_new_tokens > model.context_length() {
         return Err(EngineError::PromptTooLong {
@@ -271,8 +153,59 @@ pub fn generate(
             context: model.context_length(),
         });
     }
-    let mut timings = Timings::default();
     let started = Instant::now();
+    let mut timings = Timings::default();
+    let reused_prompt_tokens = cache.len as usize;
+    let (mut last_logits, first_logits) = run_prompt(model, input, cache, &mut timings, started)?;
+
+    let decode_started = Instant::now();
+    let mut decoder = Decoder::new(params, decoding, started);
+    let mut decode_steps = 0usize;
+    let finish_reason = loop {
+        if decoder.generated().len() >= params.max_new_tokens {
+            break FinishReason::Length;
+        }
+        let run = decoder.next_run(&last_logits)?;
+        if let Some(reason) = decoder.append_checked(&run) {
+            break reason;
+        }
+        if !decoder.emit() {
+            break FinishReason::Cancelled;
+        }
+        if decoder.generated().len() >= params.max_new_tokens {
+            break FinishReason::Length;
+        }
+        let hidden = model.forward_tokens(&run, cache)?;
+        decode_steps += 1;
+        last_logits = model.logits(&hidden.get(-1));
+    };
+    timings.decode_ms = ms(decode_started);
+    timings.first_token_ms = decoder.first_token_ms;
+    let (text, token_ids) = decoder.finish(finish_reason);
+    Ok(GenerationOutput {
+        text,
+        usage: Usage {
+            prompt_tokens,
+            completion_tokens: token_ids.len(),
+            decode_steps,
+            reused_prompt_tokens,
+        },
+        token_ids,
+        finish_reason,
+        timings,
+        first_logits: Some(first_logits.to_kind(Kind::Float)),
+    })
+}
+
+/// Encodes the images if they come as pixel values and prefills the prompt into `cache`.
+/// Returns the logits of its last position, on the model's device and copied to the CPU.
+fn run_prompt(
+    model: &Qwen25VlModel,
+    input: &GenerationInput,
+    cache: &mut KvCache,
+    timings: &mut Timings,
+    started: Instant,
+) -> Result<(Tensor, Tensor)> {
     let encoded;
     let image_embeds = match (input.image_embeds, input.pixel_values) {
         (Some(embeds), _) => Some(embeds),
@@ -283,143 +216,11 @@ pub fn generate(
         }
         (None, None) => None,
     };
-    let reused_prompt_tokens = cache.len as usize;
     let prefill_started = Instant::now();
     let hidden = model.prefill(input.input_ids, image_embeds, input.grids, cache)?;
-    let mut last_logits = model.logits(&hidden.get(-1));
+    let last_logits = model.logits(&hidden.get(-1));
     // Synchronise with the device so the prefill time is real on CUDA too.
     let first_logits = last_logits.to_device(tch::Device::Cpu);
     timings.prefill_ms = ms(prefill_started);
-
-    let decode_started = Instant::now();
-    let mut rng = SplitMix64(params.seed);
-    let mut generated: Vec<i64> = Vec::new();
-    let mut decode_steps = 0usize;
-    let mut text_cut: Option<String> = None;
-    let mut stream = TextStream::default();
-    let visible_text = |generated: &[i64]| -> String {
-        let visible: Vec<i64> = generated
-            .iter()
-            .copied()
-            .filter(|t| !params.stop_token_ids.contains(t))
-            .collect();
-        detokenizer.map_or_else(String::new, |detok| decode(detok, &visible))
-    };
-    let finish_reason = 'outer: loop {
-        if generated.len() >= params.max_new_tokens {
-            break FinishReason::Length;
-        }
-        let scores = match constraint.as_deref_mut() {
-            Some(c) => apply_mask(&last_logits, &c.allowed_tokens()?)?,
-            None => last_logits.shallow_clone(),
-        };
-        let mut run = vec![choose(&scores, params, &mut rng)?];
-        if generated.is_empty() {
-            timings.first_token_ms = ms(started);
-        }
-        if let Some(c) = constraint.as_deref_mut() {
-            c.consume(&[run[0] as u32], false)?;
-            if !c.is_finished() {
-                let forced = c.forced_tokens()?;
-                let room = params.max_new_tokens - generated.len() - 1;
-                let forced: Vec<u32> = forced.into_iter().take(room).collect();
-                if !forced.is_empty() {
-                    c.consume(&forced, true)?;
-                    run.extend(forced.iter().map(|&t| t as i64));
-                }
-            }
-        }
-        // The stop-string check's decoding of the whole run, reused for streaming.
-        let mut decoded: Option<String> = None;
-        for (i, &token) in run.iter().enumerate() {
-            generated.push(token);
-            if params.stop_token_ids.contains(&token) {
-                break 'outer FinishReason::Stop;
-            }
-            if !params.stop_strings.is_empty()
-                && let Some(detok) = detokenizer
-            {
-                let text = decode(detok, &generated);
-                let found = params
-                    .stop_strings
-                    .iter()
-                    .filter_map(|s| text.find(s.as_str()))
-                    .min();
-                if let Some(cut) = found {
-                    text_cut = Some(text[..cut].to_string());
-                    break 'outer FinishReason::Stop;
-                }
-                // No stop token is in `generated` here, so this is also the visible text.
-                decoded = Some(text);
-            }
-            if i + 1 == run.len() && constraint.as_deref().is_some_and(|c| c.is_finished()) {
-                break 'outer FinishReason::Stop;
-            }
-        }
-        if let Some(callback) = on_text.as_deref_mut()
-            && let Some(piece) = stream.next_piece(
-                &decoded.take().unwrap_or_else(|| visible_text(&generated)),
-                &params.stop_strings,
-                false,
-            )
-            && !callback(&piece)
-        {
-            break FinishReason::Cancelled;
-        }
-        if generated.len() >= params.max_new_tokens {
-            break FinishReason::Length;
-        }
-        let hidden = model.forward_tokens(&run, cache)?;
-        decode_steps += 1;
-        last_logits = model.logits(&hidden.get(-1));
-    };
-    timings.decode_ms = ms(decode_started);
-
-    let text = text_cut.unwrap_or_else(|| visible_text(&generated));
-    if finish_reason != FinishReason::Cancelled
-        && let Some(callback) = on_text
-        && let Some(piece) = stream.next_piece(&text, &params.stop_strings, true)
-    {
-        // The caller has the whole text in the output; a late "stop" changes nothing.
-        let _ = callback(&piece);
-    }
-    Ok(GenerationOutput {
-        text,
-        usage: Usage {
-            prompt_tokens,
-            completion_tokens: generated.len(),
-            decode_steps,
-            reused_prompt_tokens,
-        },
-        token_ids: generated,
-        finish_reason,
-        timings,
-        first_logits: Some(first_logits.to_kind(Kind::Float)),
-    })
-}
-
-fn decode(detok: &dyn Detokenize, ids: &[i64]) -> String {
-    let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
-    detok.decode(&ids)
-}
-
-/// The eos ids of a checkpoint: `generation_config.json`'s `eos_token_id` (an id or a list),
-/// falling back to `config.json`'s. Never hard-coded: the tiny fixtures put them elsewhere.
-pub fn eos_token_ids(model_dir: &std::path::Path) -> Result<Vec<i64>> {
-    for file in ["generation_config.json", "config.json"] {
-        let path = model_dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?;
-        match value.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => return Ok(n.as_i64().into_iter().collect()),
-            Some(serde_json::Value::Array(items)) => {
-                return Ok(items.iter().filter_map(serde_json::Value::as_i64).collect());
-            }
-            _ => continue,
-        }
-    }
-    Ok(Vec::new())
+    Ok((last_logits, first_logits))
 }

@@ -4,6 +4,7 @@
 //! image embeddings (`prefill`), then feed one or several tokens at a time (`forward_tokens`).
 
 pub mod config;
+pub mod generation_config;
 pub mod random_checkpoint;
 pub mod rope;
 pub mod shapes;
@@ -18,6 +19,7 @@ use config::Qwen25VlConfig;
 use rope::{MultimodalRotary, rope_index};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
+pub use generation_config::eos_token_ids;
 pub use text::KvCache;
 use text::TextModel;
 use vision::VisionTransformer;
