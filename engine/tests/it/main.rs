@@ -9,6 +9,8 @@ mod meta_train;
 mod prefix_reuse;
 mod preprocess_parity;
 mod qwen25vl_loading;
+mod qwen25vl_config;
 mod qwen25vl_parity;
+mod serving;
 mod smoke;
 mod streaming;
