@@ -166,7 +166,11 @@ mod tests {
         let score = |_: &&str, value: &i32| (*value > 0).then_some(1);
         assert_eq!(cache.best_by(score), Some((&20, 1)), "b is the more recent");
         assert!(cache.get(&"a").is_some());
-        assert_eq!(cache.best_by(score), Some((&10, 1)), "a is the more recent now");
+        assert_eq!(
+            cache.best_by(score),
+            Some((&10, 1)),
+            "a is the more recent now"
+        );
         // Both lookups touched their winner, so c, never a candidate, is the oldest.
         cache.insert("d", 40, 16);
         assert!(cache.get(&"c").is_none());

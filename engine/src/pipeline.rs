@@ -1,7 +1,9 @@
 //! A loaded Qwen2.5-VL checkpoint with everything needed to go from a chat and image bytes to a
 //! completion: the model, its tokenizer and chat template, its image processor and its eos ids.
-//! What `slc-detector generate` runs, and what the edge service's worker threads own.
-//! Mirrors `Qwen2_5_VLProcessor` + `Qwen2_5_VLForConditionalGeneration.generate`.
+//! What `slc-detector generate` runs, and what `crate::serving::ServingModel` wraps for the
+//! edge service's workers. Mirrors transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/processing_qwen2_5_vl.py` `Qwen2_5_VLProcessor` +
+//! `Qwen2_5_VLForConditionalGeneration.generate`.
 
 use crate::chat::{ChatMessage, ChatTemplateOptions, encode_chat};
 use crate::constrain::{Constraint, ConstraintVocabulary};

@@ -162,7 +162,10 @@ mod tests {
         }
         match vlm.generate(&chat("dug+nope"), &mut on_text) {
             Err(ModelError::UnknownAdapter(name)) => assert_eq!(name, "dug+nope"),
-            other => panic!("expected an unknown adapter, got {:?}", other.map(|o| o.text)),
+            other => panic!(
+                "expected an unknown adapter, got {:?}",
+                other.map(|o| o.text)
+            ),
         }
         vlm.generate(&chat("dug+bo"), &mut on_text).unwrap();
     }

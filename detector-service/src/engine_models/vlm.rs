@@ -61,15 +61,15 @@ impl VisionLanguageModel for EngineVlm {
             adapter: request.adapter.as_deref(),
         };
         let mut forward = |piece: &str| on_text(piece) == TokenControl::Continue;
-        let output = self
-            .model
-            .generate(&served, Some(&mut forward))
-            .map_err(|error| match error {
-                EngineError::AdapterName(AdapterNameError::Unknown { .. }) => {
-                    ModelError::UnknownAdapter(request.adapter.clone().unwrap_or_default())
-                }
-                other => failed(other),
-            })?;
+        let output =
+            self.model
+                .generate(&served, Some(&mut forward))
+                .map_err(|error| match error {
+                    EngineError::AdapterName(AdapterNameError::Unknown { .. }) => {
+                        ModelError::UnknownAdapter(request.adapter.clone().unwrap_or_default())
+                    }
+                    other => failed(other),
+                })?;
         Ok(seam_output(output))
     }
 }

@@ -28,7 +28,11 @@ pub(super) struct Decoder<'p, 'd> {
 }
 
 impl<'p, 'd> Decoder<'p, 'd> {
-    pub(super) fn new(params: &'p SamplingParams, decoding: Decoding<'d>, started: Instant) -> Self {
+    pub(super) fn new(
+        params: &'p SamplingParams,
+        decoding: Decoding<'d>,
+        started: Instant,
+    ) -> Self {
         Decoder {
             params,
             detokenizer: decoding.detokenizer,
@@ -100,8 +104,7 @@ impl<'p, 'd> Decoder<'p, 'd> {
                 // No stop token is in `generated` here, so this is also the visible text.
                 self.decoded = Some(text);
             }
-            if i + 1 == run.len() && self.constraint.as_deref().is_some_and(|c| c.is_finished())
-            {
+            if i + 1 == run.len() && self.constraint.as_deref().is_some_and(|c| c.is_finished()) {
                 return Some(FinishReason::Stop);
             }
         }
@@ -147,7 +150,9 @@ impl<'p, 'd> Decoder<'p, 'd> {
 
     /// The text of `generated` when there are stop strings to look for in it.
     fn text_for_stop_strings(&self) -> Option<String> {
-        let detokenizer = self.detokenizer.filter(|_| !self.params.stop_strings.is_empty())?;
+        let detokenizer = self
+            .detokenizer
+            .filter(|_| !self.params.stop_strings.is_empty())?;
         Some(decode(detokenizer, &self.generated))
     }
 

@@ -38,7 +38,11 @@ pub(super) fn apply_mask(logits: &Tensor, bits: &[u32]) -> Result<Tensor> {
 }
 
 /// Picks the next token from f32 logits [vocab].
-pub(super) fn choose(logits: &Tensor, params: &SamplingParams, rng: &mut SplitMix64) -> Result<i64> {
+pub(super) fn choose(
+    logits: &Tensor,
+    params: &SamplingParams,
+    rng: &mut SplitMix64,
+) -> Result<i64> {
     if params.temperature <= 0.0 {
         return Ok(logits.argmax(-1, false).int64_value(&[]));
     }

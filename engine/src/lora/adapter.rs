@@ -130,28 +130,7 @@ impl LoraAdapter {
         if factors.is_empty() {
             return Err(adapter_error(source, "the adapter has no LoRA weights"));
         }
-        if let super::config::TargetModules::Names(names) = &config.target_modules
-            && let Some(missing) = names.iter().find(|name| {
-                !shapes
-                    .keys()
-                    .any(|path| path == *name || path.ends_with(&format!(".{name}")))
-            })
-        {
-            return Err(adapter_error(
-                source,
-                format!("target module `{missing}` does not exist in this Qwen2.5-VL model"),
-            ));
-        }
-        for path in shapes.keys().filter(|p| config.targets(p)) {
-            if !factors.contains_key(path) {
-                return Err(adapter_error(
-                    source,
-                    format!(
-                        "target_modules selects `{path}` but the adapter has no weights for it"
-                    ),
-                ));
-            }
-        }
+        check_coverage(source, &config, &shapes, &factors)?;
         let (device, kind) = (model.device(), model.kind());
         let mut modules = BTreeMap::new();
         for (path, (a, b)) in factors {
@@ -293,6 +272,37 @@ impl LoraAdapter {
             .map(|w| w.a.device())
             .unwrap_or(Device::Cpu)
     }
+}
+
+/// Every module `target_modules` names exists in the model (`shapes`, by module path), and
+/// every module it selects has factors.
+fn check_coverage(
+    source: &Path,
+    config: &AdapterConfig,
+    shapes: &BTreeMap<String, (i64, i64)>,
+    factors: &BTreeMap<String, (Tensor, Tensor)>,
+) -> Result<()> {
+    if let super::config::TargetModules::Names(names) = &config.target_modules
+        && let Some(missing) = names.iter().find(|name| {
+            !shapes
+                .keys()
+                .any(|path| path == *name || path.ends_with(&format!(".{name}")))
+        })
+    {
+        return Err(adapter_error(
+            source,
+            format!("target module `{missing}` does not exist in this Qwen2.5-VL model"),
+        ));
+    }
+    for path in shapes.keys().filter(|p| config.targets(p)) {
+        if !factors.contains_key(path) {
+            return Err(adapter_error(
+                source,
+                format!("target_modules selects `{path}` but the adapter has no weights for it"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes factors (canonical module path -> (A, B)) as a PEFT adapter directory, in the key

@@ -47,7 +47,10 @@ impl AdapterMix {
         let mut names: Vec<&str> = mix_members(name).collect();
         names.sort_unstable();
         names.dedup();
-        if let Some(unknown) = names.iter().find(|member| !bank.iter().any(|b| b == *member)) {
+        if let Some(unknown) = names
+            .iter()
+            .find(|member| !bank.iter().any(|b| b == *member))
+        {
             return Err(AdapterNameError::Unknown {
                 member: unknown.to_string(),
             });
@@ -83,7 +86,10 @@ mod tests {
         assert_eq!(mix.name(), "bo+dug");
         assert_eq!(AdapterMix::parse("bo+dug", &bank()).unwrap(), mix);
         let single = AdapterMix::parse("dug+dug", &bank()).unwrap();
-        assert_eq!((single.members(), single.name()), (&["dug".to_string()][..], "dug".into()));
+        assert_eq!(
+            (single.members(), single.name()),
+            (&["dug".to_string()][..], "dug".into())
+        );
         assert_eq!(AdapterMix::parse("bo", &bank()).unwrap().name(), "bo");
     }
 
@@ -101,7 +107,9 @@ mod tests {
         );
         assert_eq!(
             AdapterMix::parse("bo", &[]),
-            Err(AdapterNameError::Unknown { member: "bo".into() }),
+            Err(AdapterNameError::Unknown {
+                member: "bo".into()
+            }),
             "a single name against an empty bank is unknown, not too many"
         );
         assert_eq!(

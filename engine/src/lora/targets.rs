@@ -1,6 +1,7 @@
 //! The linear layers of Qwen2.5-VL that a LoRA adapter can target, by the module path PEFT
-//! gives them (`named_modules()` of transformers' `Qwen2_5_VLForConditionalGeneration`, in the
-//! canonical layout `model.language_model.…` / `model.visual.…` of `crate::weights`).
+//! 0.17.1 gives them (`named_modules()` of transformers 4.57.6's
+//! `Qwen2_5_VLForConditionalGeneration`, in the canonical layout `model.language_model.…` /
+//! `model.visual.…` of `crate::weights`).
 //!
 //! The vision tower's patch embedding is a Conv3d in transformers, where PEFT would apply a
 //! convolutional LoRA; it is not offered as a target here.

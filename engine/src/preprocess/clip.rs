@@ -1,5 +1,5 @@
 //! CLIP image preprocessing, matching HF's slow `CLIPImageProcessor`
-//! (`transformers/models/clip/image_processing_clip.py`, transformers 4.57):
+//! (transformers 4.57.6 `src/transformers/models/clip/image_processing_clip.py`):
 //! shortest-edge resize with PIL bicubic (`int(size * long / short)` for the long side),
 //! centre crop (`(h - crop) // 2`, zero padding if the image is smaller), rescale (f64 then
 //! f32), normalize (f32), channel-first.

@@ -1,5 +1,5 @@
 //! Qwen2-VL / Qwen2.5-VL image preprocessing, matching HF's slow `Qwen2VLImageProcessor`
-//! (`transformers/models/qwen2_vl/image_processing_qwen2_vl.py`, transformers 4.57):
+//! (transformers 4.57.6 `src/transformers/models/qwen2_vl/image_processing_qwen2_vl.py`):
 //! `smart_resize` → PIL bicubic resize → rescale (f64, then f32) → normalize (f32) →
 //! temporal duplication → patch flattening in `(t, h/m, w/m, m, m, c, tp, p, p)` order.
 

@@ -7,7 +7,9 @@
 //!
 //! Layouts: the hub's flat config (text fields at the top, `rope_scaling.type = "mrope"`,
 //! `vision_config.in_chans`), transformers 4.5x's nested `text_config` with `rope_scaling`, and
-//! transformers 5's nested `text_config` with `rope_parameters`. They are resolved here, once:
+//! transformers 5's nested `text_config` with `rope_parameters` (transformers 5 is not in
+//! `scripts/requirements.txt`: the `untied-v5` fixture's config is written in that layout by
+//! `make_fixtures.py`'s `v5_config`). They are resolved here, once:
 //! `text_config` is laid over the top level (the nested value wins, as transformers reads it),
 //! the rotary fields come from `rope_parameters` or else `rope_scaling`, and an older spelling
 //! of a vision field counts only where the current one is absent (the hub's config has both
@@ -201,7 +203,11 @@ fn read_section<T: DeserializeOwned>(section: &str, mut fields: Map<String, Valu
     fields.retain(|_, value| !value.is_null());
     serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." { String::new() } else { format!(".{path}") };
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
         err(format!("{section}{at}: {}", e.into_inner()))
     })
 }

@@ -27,9 +27,8 @@ pub fn eos_token_ids(model_dir: &Path) -> Result<Vec<i64>> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let field: EosField = serde_json::from_str(&text).map_err(|e| {
-            EngineError::Config(format!("{}: eos_token_id: {e}", path.display()))
-        })?;
+        let field: EosField = serde_json::from_str(&text)
+            .map_err(|e| EngineError::Config(format!("{}: eos_token_id: {e}", path.display())))?;
         match field.eos_token_id {
             Some(TokenIds::One(id)) => return Ok(vec![id]),
             Some(TokenIds::Many(ids)) => return Ok(ids),

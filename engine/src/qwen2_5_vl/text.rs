@@ -1,4 +1,5 @@
-//! The language model, as transformers `modeling_qwen2_5_vl.py` `Qwen2_5_VLTextModel`: a Qwen2
+//! The language model, as transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py` `Qwen2_5_VLTextModel`: a Qwen2
 //! decoder with grouped-query attention, q/k/v bias, M-RoPE and a KV cache, using libtorch's
 //! scaled-dot-product attention.
 

@@ -1,4 +1,5 @@
-//! The vision tower, as transformers `modeling_qwen2_5_vl.py`
+//! The vision tower, as transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`
 //! `Qwen2_5_VisionTransformerPretrainedModel`: patch embedding (the Conv3d whose stride equals its
 //! kernel, run as one matmul), 2-D rotary, blocks of window attention with full attention in
 //! `fullatt_block_indexes`, the 2x2 patch merger, and the window reordering and its inverse.

@@ -52,7 +52,10 @@ mod tests {
             max_pixels: 3,
             ..key("a")
         };
-        assert!(cache.get(&other_bounds).is_none(), "bounds are part of the key");
+        assert!(
+            cache.get(&other_bounds).is_none(),
+            "bounds are part of the key"
+        );
         let other_adapter = VisionKey {
             adapter: Some("bo".into()),
             ..key("a")

@@ -7,8 +7,8 @@ use slc_engine::nn::Activation;
 use slc_engine::qwen2_5_vl::config::Qwen25VlConfig;
 
 fn published_3b() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs/qwen2_5_vl_3b_config.json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/qwen2_5_vl_3b_config.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -39,11 +39,20 @@ fn omitted_fields_take_the_defaults_of_transformers() {
     assert!(!config.tie_word_embeddings);
     let vision = &config.vision;
     assert_eq!(
-        (vision.depth, vision.intermediate_size, vision.in_channels, vision.patch_size),
+        (
+            vision.depth,
+            vision.intermediate_size,
+            vision.in_channels,
+            vision.patch_size
+        ),
         (32, 3420, 3, 14)
     );
     assert_eq!(
-        (vision.temporal_patch_size, vision.spatial_merge_size, vision.window_size),
+        (
+            vision.temporal_patch_size,
+            vision.spatial_merge_size,
+            vision.window_size
+        ),
         (2, 2, 112)
     );
     assert_eq!(vision.fullatt_block_indexes, [7, 15, 23, 31]);
@@ -66,13 +75,19 @@ fn both_spellings_of_a_vision_field_read_with_the_current_one_winning() {
     resaved["vision_config"]["embed_dim"] = json!(999);
     let config = Qwen25VlConfig::from_value(&resaved).unwrap();
     assert_eq!(config.vision.in_channels, 3);
-    assert_eq!(config.vision.hidden_size, 1280, "hidden_size wins over embed_dim");
+    assert_eq!(
+        config.vision.hidden_size, 1280,
+        "hidden_size wins over embed_dim"
+    );
     let mut older = published_3b();
     older["vision_config"]["patch_size"] = Value::Null;
     older["vision_config"]["spatial_patch_size"] = json!(16);
     older["vision_config"]["in_chans"] = json!(4);
     let config = Qwen25VlConfig::from_value(&older).unwrap();
-    assert_eq!((config.vision.patch_size, config.vision.in_channels), (16, 4));
+    assert_eq!(
+        (config.vision.patch_size, config.vision.in_channels),
+        (16, 4)
+    );
 }
 
 #[test]
@@ -80,11 +95,17 @@ fn unsupported_values_are_errors_naming_the_field() {
     let mut gelu = published_3b();
     gelu["vision_config"]["hidden_act"] = json!("gelu");
     let message = config_error(&gelu);
-    assert!(message.contains("vision_config.hidden_act") && message.contains("gelu"), "{message}");
+    assert!(
+        message.contains("vision_config.hidden_act") && message.contains("gelu"),
+        "{message}"
+    );
     let mut yarn = published_3b();
     yarn["rope_scaling"]["type"] = json!("yarn");
     let message = config_error(&yarn);
-    assert!(message.contains("rope_scaling.type") && message.contains("yarn"), "{message}");
+    assert!(
+        message.contains("rope_scaling.type") && message.contains("yarn"),
+        "{message}"
+    );
     let mut text_depth = published_3b();
     text_depth["vision_config"]["depth"] = json!("32");
     let message = config_error(&text_depth);

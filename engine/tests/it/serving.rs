@@ -89,7 +89,10 @@ fn adapter_names_are_validated_once_and_mixes_are_canonical() {
     let usage = &reordered.generation.usage;
     assert_eq!(usage.reused_prompt_tokens, usage.prompt_tokens - 1);
     let base = ask(&mut model, None, &[]).unwrap();
-    assert_eq!(base.generation.usage.reused_prompt_tokens, 0, "the base model is its own namespace");
+    assert_eq!(
+        base.generation.usage.reused_prompt_tokens, 0,
+        "the base model is its own namespace"
+    );
     let duplicated = ask(&mut model, Some("dug+dug"), &[]).unwrap();
     let single = ask(&mut model, Some("dug"), &[]).unwrap();
     assert_eq!(duplicated.generation.token_ids, single.generation.token_ids);
@@ -113,10 +116,20 @@ fn refused_names_leave_the_active_adapter_alone() {
     assert!(active.select(&mut pipeline.model, Some(&repeated)).is_err());
     assert!(active.select(&mut pipeline.model, Some("bo+nope")).is_err());
     assert_eq!(active.attached().unwrap().name(), "bo+dug");
-    assert_eq!(active.built_mixes(), 1, "nothing averaged for a refused name");
-    active.select(&mut pipeline.model, Some("brown-duck+bo")).unwrap();
+    assert_eq!(
+        active.built_mixes(),
+        1,
+        "nothing averaged for a refused name"
+    );
+    active
+        .select(&mut pipeline.model, Some("brown-duck+bo"))
+        .unwrap();
     active.select(&mut pipeline.model, Some("bo+dug")).unwrap();
-    assert_eq!(active.built_mixes(), 2, "a mix seen before is not averaged again");
+    assert_eq!(
+        active.built_mixes(),
+        2,
+        "a mix seen before is not averaged again"
+    );
 }
 
 #[test]
@@ -125,10 +138,8 @@ fn the_vision_cache_is_per_adapter_only_for_adapters_of_the_vision_tower() {
     let vision = LoraAdapter::load(&lora_fixture("text-and-vision-mlp"), &pipeline.model).unwrap();
     let text_only = LoraAdapter::load(&lora_fixture("bank/adapters/bo"), &pipeline.model).unwrap();
     assert!(vision.targets_vision() && !text_only.targets_vision());
-    let adapters = ActiveAdapter::from_adapters(vec![
-        ("vision".into(), vision),
-        ("text".into(), text_only),
-    ]);
+    let adapters =
+        ActiveAdapter::from_adapters(vec![("vision".into(), vision), ("text".into(), text_only)]);
     let mut model = ServingModel::new(pipeline, adapters, BOUNDS);
     let bytes = std::fs::read(fixture_dir("photo-bo-0.jpg")).unwrap();
     let rgb = decode_rgb(&bytes, DecodeLimits::default()).unwrap();
@@ -138,7 +149,16 @@ fn the_vision_cache_is_per_adapter_only_for_adapters_of_the_vision_tower() {
     }];
     let counts = |output: ServedOutput| (output.vision_encodes, output.vision_cache_hits);
     assert_eq!(counts(ask(&mut model, None, &image).unwrap()), (1, 0));
-    assert_eq!(counts(ask(&mut model, Some("text"), &image).unwrap()), (0, 1));
-    assert_eq!(counts(ask(&mut model, Some("vision"), &image).unwrap()), (1, 0));
-    assert_eq!(counts(ask(&mut model, Some("vision"), &image).unwrap()), (0, 1));
+    assert_eq!(
+        counts(ask(&mut model, Some("text"), &image).unwrap()),
+        (0, 1)
+    );
+    assert_eq!(
+        counts(ask(&mut model, Some("vision"), &image).unwrap()),
+        (1, 0)
+    );
+    assert_eq!(
+        counts(ask(&mut model, Some("vision"), &image).unwrap()),
+        (0, 1)
+    );
 }
