@@ -28,6 +28,7 @@ use embed::{ImageEmbedder, embed_concept};
 use examples::{ExampleBuilder, TrainingExample};
 use serde::Serialize;
 use std::path::PathBuf;
+use trainer::TrainerSettings;
 use training::Training;
 
 /// Everything `meta-train` needs; the defaults are the paper's recipe (appendix C).
@@ -41,20 +42,12 @@ pub struct MetaTrainConfig {
     pub output_dir: PathBuf,
     /// K, the number of meta-concepts.
     pub meta_concepts: usize,
-    pub rank: i64,
-    pub alpha: f64,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    /// Optimizer steps per adapter.
-    pub steps: usize,
-    /// Effective batch: examples accumulated per optimizer step.
-    pub batch_size: usize,
-    pub seed: u64,
+    /// Each adapter's training; its seed also seeds the clustering.
+    pub recipe: TrainerSettings,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// `f32` or `bf16`; `None` is bf16 on CUDA and f32 on CPU.
     pub dtype: Option<String>,
-    pub checkpoint_every: usize,
     /// Largest image area in pixels fed to the model (`None`: the preprocessor config's).
     pub max_pixels: Option<u64>,
     pub show_progress: bool,
@@ -67,16 +60,18 @@ impl MetaTrainConfig {
             model_dir,
             output_dir,
             meta_concepts: 10,
-            rank: 8,
-            alpha: 8.0,
-            learning_rate: 5e-5,
-            weight_decay: 0.0,
-            steps: 80,
-            batch_size: 64,
-            seed: 0,
+            recipe: TrainerSettings {
+                rank: 8,
+                alpha: 8.0,
+                learning_rate: 5e-5,
+                weight_decay: 0.0,
+                steps: 80,
+                batch_size: 64,
+                seed: 0,
+                checkpoint_every: 10,
+            },
             device: "cpu".into(),
             dtype: None,
-            checkpoint_every: 10,
             max_pixels: None,
             show_progress: true,
         }
@@ -142,7 +137,7 @@ fn embed_and_cluster(
         .iter()
         .map(|c| embed_concept(embedder, &c.reference_images))
         .collect::<Result<Vec<_>>>()?;
-    let clusters = cluster_concepts(&embeddings, config.meta_concepts, config.seed)?;
+    let clusters = cluster_concepts(&embeddings, config.meta_concepts, config.recipe.seed)?;
     Ok((embeddings, clusters))
 }
 
@@ -151,7 +146,7 @@ pub fn meta_train(
     config: &MetaTrainConfig,
     embedder: &dyn ImageEmbedder,
 ) -> Result<MetaTrainReport> {
-    if config.steps == 0 || config.batch_size == 0 {
+    if config.recipe.steps == 0 || config.recipe.batch_size == 0 {
         return Err(EngineError::InvalidInput(
             "steps and batch size must be at least 1".into(),
         ));
@@ -192,7 +187,7 @@ pub fn meta_train(
             .iter()
             .map(|&i| concepts[i].name.clone())
             .collect();
-        let seed = config.seed.wrapping_add(cluster_index as u64);
+        let seed = config.recipe.seed.wrapping_add(cluster_index as u64);
         reports.push(training.train_or_reuse(&mut model, &meta.name, members, &examples, seed)?);
     }
 

@@ -20,11 +20,14 @@ use tch::{Device, Kind, Tensor};
 /// would also select it).
 pub const LANGUAGE_MODEL_PROJECTIONS: &str = r"model\.language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))";
 
+/// One adapter's training recipe; `MetaTrainConfig::new` has the paper's (appendix C).
+#[derive(Debug, Clone)]
 pub struct TrainerSettings {
     pub rank: i64,
     pub alpha: f64,
     pub learning_rate: f64,
     pub weight_decay: f64,
+    /// Optimizer steps per adapter.
     pub steps: usize,
     /// Examples per optimizer step (accumulated one at a time).
     pub batch_size: usize,

@@ -3,9 +3,7 @@
 //! with its `training.json` report.
 
 use super::examples::TrainingExample;
-use super::trainer::{
-    LANGUAGE_MODEL_PROJECTIONS, LoraTrainingState, TrainerSettings, train_adapter,
-};
+use super::trainer::{LANGUAGE_MODEL_PROJECTIONS, LoraTrainingState, train_adapter};
 use super::{AdapterTrainingReport, MetaTrainConfig, io_error};
 use crate::error::{EngineError, Result};
 use crate::lora::adapter::{CONFIG_FILE, WEIGHTS_FILE, save_peft_adapter};
@@ -19,7 +17,6 @@ use tch::Tensor;
 /// What every adapter of a run shares.
 pub(super) struct Training<'a> {
     config: &'a MetaTrainConfig,
-    settings: TrainerSettings,
     adapter_config: AdapterConfig,
     adapters_dir: PathBuf,
     checkpoints_dir: PathBuf,
@@ -34,19 +31,9 @@ impl<'a> Training<'a> {
         std::fs::create_dir_all(&checkpoints_dir).map_err(|e| io_error(&checkpoints_dir, e))?;
         Ok(Training {
             config,
-            settings: TrainerSettings {
-                rank: config.rank,
-                alpha: config.alpha,
-                learning_rate: config.learning_rate,
-                weight_decay: config.weight_decay,
-                steps: config.steps,
-                batch_size: config.batch_size,
-                seed: config.seed,
-                checkpoint_every: config.checkpoint_every,
-            },
             adapter_config: AdapterConfig::new(
-                config.rank,
-                config.alpha,
+                config.recipe.rank,
+                config.recipe.alpha,
                 TargetModules::Pattern(LANGUAGE_MODEL_PROJECTIONS.into()),
             ),
             adapters_dir,
@@ -79,7 +66,8 @@ impl<'a> Training<'a> {
         }
         let image_embeds = encode_example_images(model, examples)?;
         let checkpoint = self.checkpoints_dir.join(format!("{name}.safetensors"));
-        let mut state = LoraTrainingState::new(model, self.config.rank, seed, model.device());
+        let mut state =
+            LoraTrainingState::new(model, self.config.recipe.rank, seed, model.device());
         if checkpoint.is_file() {
             state.load_checkpoint(&checkpoint)?;
         }
@@ -95,7 +83,7 @@ impl<'a> Training<'a> {
             &mut state,
             examples,
             &image_embeds,
-            &self.settings,
+            &self.config.recipe,
             name,
             &checkpoint,
             &mut on_step,
@@ -108,7 +96,7 @@ impl<'a> Training<'a> {
             members,
             examples: examples.len(),
             losses: state.losses.clone(),
-            steps_run: self.config.steps - started_at,
+            steps_run: self.config.recipe.steps - started_at,
             seconds,
             reused: false,
         };
@@ -119,7 +107,7 @@ impl<'a> Training<'a> {
 
     fn progress_bar(&self, name: &str, position: usize) -> Result<ProgressBar> {
         let progress = if self.config.show_progress {
-            ProgressBar::new(self.config.steps as u64)
+            ProgressBar::new(self.config.recipe.steps as u64)
         } else {
             ProgressBar::hidden()
         };
