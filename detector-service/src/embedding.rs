@@ -1,18 +1,17 @@
 //! The adapter choice the HTTP layer makes before a request reaches a worker: paper Eq. 1
 //! (`slc_engine::lora::selection` does the arithmetic) over the bank's dictionary, top-1 or a
-//! top-K mix named `a+b`; and the registry's byte format for embeddings.
+//! top-K mix named `a+b` (the engine's `slc_engine::lora::mix` owns that naming rule); and the
+//! registry's byte format for embeddings.
 
-use slc_engine::lora::choose_adapters;
+use slc_engine::lora::{choose_adapters, mix_members};
 
 use crate::model::{AdapterChooser, AdapterSelection};
 
-/// Separates the members of a top-K mix in an adapter name (`bo+dug`): concept ids cannot
-/// contain it.
-pub const MIX_SEPARATOR: char = '+';
+pub use slc_engine::lora::MIX_SEPARATOR;
 
-/// The members of an adapter name: one for a bank adapter, K for a top-K mix.
+/// The members of an adapter name as written: one for a bank adapter, K for a top-K mix.
 pub fn adapter_members(name: &str) -> Vec<&str> {
-    name.split(MIX_SEPARATOR).collect()
+    mix_members(name).collect()
 }
 
 /// Eq. 1's choice over an in-memory dictionary of (adapter name, meta-concept embedding):

@@ -1,6 +1,7 @@
 //! The Qwen2.5-VL-Instruct chat template (the `chat_template.json` published with the
 //! model), and the processor's expansion of each `<|image_pad|>` into one token per merged
-//! patch, as `Qwen2_5_VLProcessor.__call__` does with `image_grid_thw`.
+//! patch, as `Qwen2_5_VLProcessor.__call__` does with `image_grid_thw` (transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/processing_qwen2_5_vl.py`).
 //!
 //! The template, rendered by hand rather than by a Jinja engine:
 //! - if the first message is not a system message, a default system turn

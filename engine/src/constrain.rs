@@ -15,6 +15,8 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
+use crate::error::EngineError;
+use crate::generation::TokenConstraint;
 use crate::tokenizer::QwenTokenizer;
 
 /// Why a constraint could not be built or advanced.
@@ -372,5 +374,29 @@ impl Constraint {
 
     pub fn stats(&self) -> ConstraintStats {
         self.stats
+    }
+}
+
+/// The decoder's grammar seam, by llguidance.
+impl TokenConstraint for Constraint {
+    fn forced_tokens(&mut self) -> crate::Result<Vec<u32>> {
+        Ok(Constraint::forced_tokens(self))
+    }
+    fn allowed_tokens(&mut self) -> crate::Result<Vec<u32>> {
+        Ok(Constraint::allowed_tokens(self)
+            .map_err(|e| EngineError::Constraint(e.to_string()))?
+            .words()
+            .to_vec())
+    }
+    fn consume(&mut self, tokens: &[u32], forced: bool) -> crate::Result<()> {
+        let result = if forced {
+            self.commit_forced(tokens)
+        } else {
+            self.commit(tokens)
+        };
+        result.map_err(|e| EngineError::Constraint(e.to_string()))
+    }
+    fn is_finished(&self) -> bool {
+        Constraint::is_finished(self)
     }
 }

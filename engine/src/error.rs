@@ -35,6 +35,8 @@ pub enum EngineError {
     InvalidInput(String),
     #[error("constraint: {0}")]
     Constraint(String),
+    #[error(transparent)]
+    AdapterName(#[from] crate::lora::AdapterNameError),
     #[error("image: {0}")]
     Image(#[from] crate::preprocess::PreprocessError),
     #[error("tokenizer: {0}")]
@@ -57,6 +59,7 @@ impl EngineError {
             EngineError::PromptTooLong { .. } => "prompt_too_long",
             EngineError::InvalidInput(_) => "invalid_input",
             EngineError::Constraint(_) => "constraint",
+            EngineError::AdapterName(_) => "adapter_name",
             EngineError::Image(_) => "invalid_image",
             EngineError::Tokenizer(_) => "tokenizer",
             EngineError::Torch(_) => "torch",
@@ -71,6 +74,7 @@ impl EngineError {
                 | EngineError::UnknownDtype(_)
                 | EngineError::PromptTooLong { .. }
                 | EngineError::InvalidInput(_)
+                | EngineError::AdapterName(_)
         ) || matches!(self, EngineError::Image(e) if !matches!(e, crate::preprocess::PreprocessError::Config(_)))
     }
 }

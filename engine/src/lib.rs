@@ -7,12 +7,14 @@ pub mod device;
 pub mod error;
 pub mod generation;
 pub mod lora;
+pub mod lru;
 pub mod meta_train;
 pub mod nn;
 pub mod pipeline;
 pub mod prefix_cache;
 pub mod preprocess;
 pub mod qwen2_5_vl;
+pub mod serving;
 pub mod tokenizer;
 pub mod weights;
 

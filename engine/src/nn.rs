@@ -1,5 +1,8 @@
-//! The small building blocks shared by the vision tower and the language model: `Linear` and
-//! `RmsNorm`, as torch.nn.Linear and transformers' `Qwen2RMSNorm`.
+//! The small building blocks shared by the vision tower and the language model: `Linear`
+//! (torch.nn.Linear), `GatedMlp` and `RmsNorm`, as transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py` defines `Qwen2_5_VLMLP`
+//! (vision, with bias), `Qwen2MLP` (text, without) and `Qwen2RMSNorm`, and `Activation`, the
+//! entries of `src/transformers/activations.py` `ACT2FN` that Qwen2.5-VL configs name.
 
 use crate::error::Result;
 use crate::weights::WeightPath;
@@ -61,6 +64,55 @@ impl Linear {
 
     pub fn out_features(&self) -> i64 {
         self.weight.size()[0]
+    }
+}
+
+/// A config's `hidden_act`, typed: a name this engine has no kernel for fails when the config
+/// is read, not in the first forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `ACT2FN["silu"]`, torch.nn.SiLU: what every Qwen2.5-VL checkpoint uses, in both towers.
+    #[default]
+    Silu,
+}
+
+impl Activation {
+    pub fn forward(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Silu => x.silu(),
+        }
+    }
+}
+
+/// `down_proj(act(gate_proj(x)) * up_proj(x))`: `Qwen2_5_VLMLP` in the vision blocks (with bias)
+/// and `Qwen2MLP` in the decoder layers (without); the two are the same computation.
+pub struct GatedMlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    act: Activation,
+}
+
+impl GatedMlp {
+    pub fn load(
+        vs: &WeightPath,
+        hidden: i64,
+        intermediate: i64,
+        bias: bool,
+        act: Activation,
+    ) -> Result<Self> {
+        Ok(GatedMlp {
+            gate_proj: Linear::load(&vs.pp("gate_proj"), hidden, intermediate, bias)?,
+            up_proj: Linear::load(&vs.pp("up_proj"), hidden, intermediate, bias)?,
+            down_proj: Linear::load(&vs.pp("down_proj"), intermediate, hidden, bias)?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.act.forward(&self.gate_proj.forward(x)) * self.up_proj.forward(x)))
     }
 }
 

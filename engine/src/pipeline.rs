@@ -1,52 +1,23 @@
 //! A loaded Qwen2.5-VL checkpoint with everything needed to go from a chat and image bytes to a
 //! completion: the model, its tokenizer and chat template, its image processor and its eos ids.
-//! What `slc-detector generate` runs, and what the edge service's worker threads own.
-//! Mirrors `Qwen2_5_VLProcessor` + `Qwen2_5_VLForConditionalGeneration.generate`.
+//! What `slc-detector generate` runs, and what `crate::serving::ServingModel` wraps for the
+//! edge service's workers. Mirrors transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/processing_qwen2_5_vl.py` `Qwen2_5_VLProcessor` +
+//! `Qwen2_5_VLForConditionalGeneration.generate`.
 
 use crate::chat::{ChatMessage, ChatTemplateOptions, encode_chat};
 use crate::constrain::{Constraint, ConstraintVocabulary};
 use crate::error::{EngineError, Result};
 use crate::generation::{
-    Decoding, Detokenize, GenerationInput, GenerationOutput, SamplingParams, TokenConstraint,
-    eos_token_ids, generate,
+    Decoding, GenerationInput, GenerationOutput, SamplingParams, TokenConstraint, generate,
 };
 use crate::preprocess::{DecodeLimits, PixelBudget, Qwen2VlImageProcessor, decode_rgb};
-use crate::qwen2_5_vl::{KvCache, LoadOptions, Qwen25VlModel};
+use crate::qwen2_5_vl::{KvCache, LoadOptions, Qwen25VlModel, eos_token_ids};
 use crate::tokenizer::QwenTokenizer;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tch::Tensor;
-
-impl TokenConstraint for Constraint {
-    fn forced_tokens(&mut self) -> Result<Vec<u32>> {
-        Ok(Constraint::forced_tokens(self))
-    }
-    fn allowed_tokens(&mut self) -> Result<Vec<u32>> {
-        Ok(Constraint::allowed_tokens(self)
-            .map_err(|e| EngineError::Constraint(e.to_string()))?
-            .words()
-            .to_vec())
-    }
-    fn consume(&mut self, tokens: &[u32], forced: bool) -> Result<()> {
-        let result = if forced {
-            self.commit_forced(tokens)
-        } else {
-            self.commit(tokens)
-        };
-        result.map_err(|e| EngineError::Constraint(e.to_string()))
-    }
-    fn is_finished(&self) -> bool {
-        Constraint::is_finished(self)
-    }
-}
-
-impl Detokenize for QwenTokenizer {
-    fn decode(&self, ids: &[u32]) -> String {
-        // Undecodable ids cannot come from our own sampling; an empty string is the safe answer.
-        QwenTokenizer::decode(self, ids, true).unwrap_or_default()
-    }
-}
 
 /// A prompt ready for the model: ids with image pads expanded, and the images' pixel values.
 pub struct PreparedPrompt {

@@ -7,6 +7,7 @@
 //! give identical ids but different keys and values. Entries are kept per namespace (the LoRA
 //! adapter in use changes every key and value), bounded by bytes, least recently used first out.
 
+use crate::lru::ByteLru;
 use crate::qwen2_5_vl::KvCache;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -39,12 +40,11 @@ pub fn prompt_keys(input_ids: &[i64], image_token_id: i64, image_ids: &[&str]) -
     keys
 }
 
-struct Entry {
+/// What an entry is found by: the adapter namespace and the prompt's comparison keys.
+#[derive(PartialEq)]
+struct PrefixKey {
     namespace: String,
     keys: Vec<u64>,
-    cache: KvCache,
-    bytes: usize,
-    last_used: u64,
 }
 
 /// What a lookup found.
@@ -55,10 +55,7 @@ pub struct PrefixHit {
 }
 
 pub struct PrefixCache {
-    capacity_bytes: usize,
-    used_bytes: usize,
-    clock: u64,
-    entries: Vec<Entry>,
+    entries: ByteLru<PrefixKey, KvCache>,
 }
 
 fn cache_bytes(cache: &KvCache) -> usize {
@@ -74,43 +71,40 @@ impl PrefixCache {
     /// `capacity_bytes` 0 turns reuse off.
     pub fn new(capacity_bytes: usize) -> Self {
         PrefixCache {
-            capacity_bytes,
-            used_bytes: 0,
-            clock: 0,
-            entries: Vec::new(),
+            entries: ByteLru::new(capacity_bytes),
         }
     }
 
     pub fn used_bytes(&self) -> usize {
-        self.used_bytes
+        self.entries.used_bytes()
+    }
+
+    /// Number of stored prompts.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The longest stored prefix of `keys` in `namespace`, always leaving at least the last
     /// prompt position to run (its logits start generation).
     pub fn lookup(&mut self, namespace: &str, keys: &[u64]) -> Option<PrefixHit> {
-        self.clock += 1;
         let limit = keys.len().saturating_sub(1);
-        let (best, len) = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, entry)| entry.namespace == namespace)
-            .map(|(index, entry)| {
-                let common = entry
-                    .keys
-                    .iter()
-                    .zip(keys)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                (index, common.min(limit))
-            })
-            .max_by_key(|&(_, len)| len)?;
-        if len == 0 {
-            return None;
-        }
-        let entry = &mut self.entries[best];
-        entry.last_used = self.clock;
-        let mut cache = entry.cache.clone();
+        let (stored, len) = self.entries.best_by(|key, _| {
+            if key.namespace != namespace {
+                return None;
+            }
+            let common = key
+                .keys
+                .iter()
+                .zip(keys)
+                .take_while(|(a, b)| a == b)
+                .count();
+            Some(common.min(limit)).filter(|&len| len > 0)
+        })?;
+        let mut cache = stored.clone();
         cache.truncate(len as i64);
         Some(PrefixHit { cache, len })
     }
@@ -118,7 +112,8 @@ impl PrefixCache {
     /// Keeps the KV of a prompt: `cache` holds at least its `keys.len()` positions (extra
     /// generated positions are cut off).
     pub fn insert(&mut self, namespace: &str, keys: Vec<u64>, cache: &KvCache) {
-        if self.capacity_bytes == 0 || keys.is_empty() || (cache.len as usize) < keys.len() {
+        let capacity = self.entries.capacity_bytes();
+        if capacity == 0 || keys.is_empty() || (cache.len as usize) < keys.len() {
             return;
         }
         let mut snapshot = cache.clone();
@@ -129,49 +124,20 @@ impl PrefixCache {
             *v = v.contiguous().copy();
         }
         let bytes = cache_bytes(&snapshot);
-        if bytes > self.capacity_bytes {
+        if bytes > capacity {
             return;
         }
         // A stored prompt that this one extends (or repeats) adds nothing.
-        self.remove_where(|entry| {
-            entry.namespace == namespace
-                && entry.keys.len() <= keys.len()
-                && keys[..entry.keys.len()] == entry.keys[..]
+        self.entries.retain(|stored, _| {
+            stored.namespace != namespace
+                || stored.keys.len() > keys.len()
+                || keys[..stored.keys.len()] != stored.keys[..]
         });
-        while self.used_bytes + bytes > self.capacity_bytes {
-            let Some(oldest) = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, entry)| entry.last_used)
-                .map(|(index, _)| index)
-            else {
-                break;
-            };
-            let entry = self.entries.swap_remove(oldest);
-            self.used_bytes -= entry.bytes;
-        }
-        self.clock += 1;
-        self.used_bytes += bytes;
-        self.entries.push(Entry {
+        let key = PrefixKey {
             namespace: namespace.to_string(),
             keys,
-            cache: snapshot,
-            bytes,
-            last_used: self.clock,
-        });
-    }
-
-    fn remove_where(&mut self, matches: impl Fn(&Entry) -> bool) {
-        let mut index = 0;
-        while index < self.entries.len() {
-            if matches(&self.entries[index]) {
-                let entry = self.entries.swap_remove(index);
-                self.used_bytes -= entry.bytes;
-            } else {
-                index += 1;
-            }
-        }
+        };
+        self.entries.insert(key, snapshot, bytes);
     }
 }
 
@@ -220,7 +186,7 @@ mod tests {
         assert!(store.lookup("other", &[1, 2, 3]).is_none());
         // An extension replaces the entry it extends.
         store.insert("base", vec![1, 2, 3, 4, 5, 6], &cache_of(6));
-        assert_eq!(store.entries.len(), 3);
+        assert_eq!(store.len(), 3);
         assert_eq!(store.lookup("base", &[1, 2, 3, 4, 5, 6, 7]).unwrap().len, 6);
     }
 

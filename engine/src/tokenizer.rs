@@ -2,6 +2,7 @@
 //! 0.22.1 core that backs transformers' `Qwen2TokenizerFast`), plus the special-token ids
 //! the model and the chat template need.
 
+use crate::generation::Detokenize;
 use std::path::Path;
 
 /// Why a tokenizer could not be loaded or used.
@@ -176,4 +177,12 @@ fn byte_level_decoding_table() -> std::collections::HashMap<char, u8> {
         .zip(chars)
         .map(|(byte, c)| (char::from_u32(c).expect("valid char"), byte as u8))
         .collect()
+}
+
+/// The decoder's detokenizer seam.
+impl Detokenize for QwenTokenizer {
+    fn decode(&self, ids: &[u32]) -> String {
+        // Undecodable ids cannot come from our own sampling; an empty string is the safe answer.
+        QwenTokenizer::decode(self, ids, true).unwrap_or_default()
+    }
 }

@@ -1,7 +1,8 @@
 //! Loading a Hugging Face checkpoint directory: one `model.safetensors` or shards listed in
 //! `model.safetensors.index.json`, in either key layout, converted once to the requested dtype
-//! and device. Mirrors what transformers' `from_pretrained` accepts for Qwen2.5-VL
-//! (`Qwen2_5_VLForConditionalGeneration._checkpoint_conversion_mapping`).
+//! and device. Mirrors what transformers 4.57.6 `from_pretrained` accepts for Qwen2.5-VL
+//! (`src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`,
+//! `Qwen2_5_VLForConditionalGeneration._checkpoint_conversion_mapping`).
 //!
 //! Keys are canonicalised at load time to the transformers-5 layout (`model.language_model.*`,
 //! `model.visual.*`, `lm_head.*`), so model code is written against one tree only.

@@ -69,6 +69,7 @@ impl GenerateArgs {
             seed: self.seed.unwrap_or(0),
             stop_token_ids: Vec::new(),
             stop_strings: self.stop.clone(),
+            jump_forward: true,
         }
     }
 }

@@ -72,16 +72,16 @@ pub fn run(args: &MetaTrainArgs) -> anyhow::Result<MetaTrainReport> {
         args.output.clone(),
     );
     config.meta_concepts = args.k;
-    config.rank = args.rank;
-    config.alpha = args.alpha;
-    config.learning_rate = args.learning_rate;
-    config.weight_decay = args.weight_decay;
-    config.steps = args.steps;
-    config.batch_size = args.batch_size;
-    config.seed = args.seed;
+    config.recipe.rank = args.rank;
+    config.recipe.alpha = args.alpha;
+    config.recipe.learning_rate = args.learning_rate;
+    config.recipe.weight_decay = args.weight_decay;
+    config.recipe.steps = args.steps;
+    config.recipe.batch_size = args.batch_size;
+    config.recipe.seed = args.seed;
     config.device = args.device.clone();
     config.dtype = args.dtype.clone();
-    config.checkpoint_every = args.checkpoint_every;
+    config.recipe.checkpoint_every = args.checkpoint_every;
     config.max_pixels = args.max_pixels;
     config.show_progress = !args.quiet;
     Ok(meta_train(&config, &embedder)?)

@@ -1,7 +1,8 @@
 //! `CLIPVisionConfig` from a checkpoint's `config.json`: either a full `CLIPConfig`
 //! (`model_type: "clip"`, the vision fields under `vision_config`, `projection_dim` at the top)
 //! or a `CLIPVisionConfig` saved by `CLIPVisionModelWithProjection` (`projection_dim` inside).
-//! Missing fields take transformers' defaults.
+//! Missing fields take the defaults of transformers 4.57.6
+//! `src/transformers/models/clip/configuration_clip.py` (`CLIPVisionConfig`).
 
 use std::path::Path;
 

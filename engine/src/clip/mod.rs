@@ -1,5 +1,5 @@
 //! CLIP image encoder, matching HF `CLIPVisionModelWithProjection`
-//! (`transformers/models/clip/modeling_clip.py`, transformers 4.57): the struct tree mirrors
+//! (transformers 4.57.6 `src/transformers/models/clip/modeling_clip.py`): the struct tree mirrors
 //! the safetensors keys (`vision_model.embeddings.*`, `vision_model.pre_layrnorm`,
 //! `vision_model.encoder.layers.N.*`, `vision_model.post_layernorm`, `visual_projection`).
 //!

@@ -6,7 +6,7 @@
 //! not have is an error at load time, not a silent no-op at request time.
 
 use super::config::AdapterConfig;
-use super::targets::{linear_modules, linear_shape};
+use super::targets::{linear_shape, visit_linears};
 use crate::error::{EngineError, Result};
 use crate::qwen2_5_vl::Qwen25VlModel;
 use crate::weights::canonical_key;
@@ -123,35 +123,14 @@ impl LoraAdapter {
         factors: BTreeMap<String, (Tensor, Tensor)>,
         model: &Qwen25VlModel,
     ) -> Result<Self> {
-        let shapes: BTreeMap<String, (i64, i64)> = linear_modules(model)
-            .into_iter()
-            .map(|(path, linear)| (path, linear_shape(linear)))
-            .collect();
+        let mut shapes: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        visit_linears(model, |path, linear| {
+            shapes.insert(path.to_string(), linear_shape(linear));
+        });
         if factors.is_empty() {
             return Err(adapter_error(source, "the adapter has no LoRA weights"));
         }
-        if let super::config::TargetModules::Names(names) = &config.target_modules
-            && let Some(missing) = names.iter().find(|name| {
-                !shapes
-                    .keys()
-                    .any(|path| path == *name || path.ends_with(&format!(".{name}")))
-            })
-        {
-            return Err(adapter_error(
-                source,
-                format!("target module `{missing}` does not exist in this Qwen2.5-VL model"),
-            ));
-        }
-        for path in shapes.keys().filter(|p| config.targets(p)) {
-            if !factors.contains_key(path) {
-                return Err(adapter_error(
-                    source,
-                    format!(
-                        "target_modules selects `{path}` but the adapter has no weights for it"
-                    ),
-                ));
-            }
-        }
+        check_coverage(source, &config, &shapes, &factors)?;
         let (device, kind) = (model.device(), model.kind());
         let mut modules = BTreeMap::new();
         for (path, (a, b)) in factors {
@@ -268,6 +247,24 @@ impl LoraAdapter {
         }
     }
 
+    /// Whether it changes the vision tower (any target under `model.visual.`).
+    pub fn targets_vision(&self) -> bool {
+        self.modules
+            .keys()
+            .any(|path| path.starts_with("model.visual."))
+    }
+
+    /// Bytes its factors occupy, for a cache bounded by bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.modules
+            .values()
+            .map(|w| {
+                w.a.numel() * w.a.kind().elt_size_in_bytes()
+                    + w.b.numel() * w.b.kind().elt_size_in_bytes()
+            })
+            .sum()
+    }
+
     pub fn device(&self) -> Device {
         self.modules
             .values()
@@ -275,6 +272,37 @@ impl LoraAdapter {
             .map(|w| w.a.device())
             .unwrap_or(Device::Cpu)
     }
+}
+
+/// Every module `target_modules` names exists in the model (`shapes`, by module path), and
+/// every module it selects has factors.
+fn check_coverage(
+    source: &Path,
+    config: &AdapterConfig,
+    shapes: &BTreeMap<String, (i64, i64)>,
+    factors: &BTreeMap<String, (Tensor, Tensor)>,
+) -> Result<()> {
+    if let super::config::TargetModules::Names(names) = &config.target_modules
+        && let Some(missing) = names.iter().find(|name| {
+            !shapes
+                .keys()
+                .any(|path| path == *name || path.ends_with(&format!(".{name}")))
+        })
+    {
+        return Err(adapter_error(
+            source,
+            format!("target module `{missing}` does not exist in this Qwen2.5-VL model"),
+        ));
+    }
+    for path in shapes.keys().filter(|p| config.targets(p)) {
+        if !factors.contains_key(path) {
+            return Err(adapter_error(
+                source,
+                format!("target_modules selects `{path}` but the adapter has no weights for it"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes factors (canonical module path -> (A, B)) as a PEFT adapter directory, in the key

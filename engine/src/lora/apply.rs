@@ -4,27 +4,25 @@
 //! the base weights once: no extra matmuls, but the base weights are replaced for good.
 
 use super::adapter::LoraAdapter;
-use super::targets::linear_modules_mut;
+use super::targets::visit_linears_mut;
 use crate::nn::LoraDelta;
 use crate::qwen2_5_vl::Qwen25VlModel;
 
 /// Makes `adapter` the active one: every module it targets gets its factors, every other
 /// module runs without a delta. Costs no tensor work.
 pub fn attach_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) {
-    for (path, linear) in linear_modules_mut(model) {
-        linear.lora = adapter.modules.get(&path).map(|w| LoraDelta {
+    visit_linears_mut(model, |path, linear| {
+        linear.lora = adapter.modules.get(path).map(|w| LoraDelta {
             a: w.a.shallow_clone(),
             b: w.b.shallow_clone(),
             scale: w.scale,
         });
-    }
+    });
 }
 
 /// Runs the base model only.
 pub fn detach_adapters(model: &mut Qwen25VlModel) {
-    for (_, linear) in linear_modules_mut(model) {
-        linear.lora = None;
-    }
+    visit_linears_mut(model, |_, linear| linear.lora = None);
 }
 
 /// Folds `adapter` into the base weights (`W += scale · B A`, computed in f32) and clears the
@@ -32,9 +30,9 @@ pub fn detach_adapters(model: &mut Qwen25VlModel) {
 /// adapter.
 pub fn merge_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) {
     let _guard = tch::no_grad_guard();
-    for (path, linear) in linear_modules_mut(model) {
+    visit_linears_mut(model, |path, linear| {
         linear.lora = None;
-        if let Some(w) = adapter.modules.get(&path) {
+        if let Some(w) = adapter.modules.get(path) {
             let kind = linear.weight.kind();
             let delta =
                 w.b.to_kind(tch::Kind::Float)
@@ -44,5 +42,5 @@ pub fn merge_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) {
             // embedding, a snapshot) keep seeing the base model.
             linear.weight = (linear.weight.to_kind(tch::Kind::Float) + delta).to_kind(kind);
         }
-    }
+    });
 }

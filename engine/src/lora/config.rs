@@ -1,4 +1,4 @@
-//! `adapter_config.json` as HF PEFT (0.17) writes it for a LoRA adapter (`peft.LoraConfig`),
+//! `adapter_config.json` as HF PEFT 0.17.1 writes it for a LoRA adapter (`peft.LoraConfig`),
 //! with the module matching rules of `peft.tuners.tuners_utils.check_target_module_exists` and
 //! the per-module rank and alpha of `peft.utils.other.get_pattern_key`.
 //!

@@ -1,6 +1,7 @@
 //! The linear layers of Qwen2.5-VL that a LoRA adapter can target, by the module path PEFT
-//! gives them (`named_modules()` of transformers' `Qwen2_5_VLForConditionalGeneration`, in the
-//! canonical layout `model.language_model.…` / `model.visual.…` of `crate::weights`).
+//! 0.17.1 gives them (`named_modules()` of transformers 4.57.6's
+//! `Qwen2_5_VLForConditionalGeneration`, in the canonical layout `model.language_model.…` /
+//! `model.visual.…` of `crate::weights`).
 //!
 //! The vision tower's patch embedding is a Conv3d in transformers, where PEFT would apply a
 //! convolutional LoRA; it is not offered as a target here.
@@ -8,94 +9,45 @@
 use crate::nn::Linear;
 use crate::qwen2_5_vl::Qwen25VlModel;
 
-const TEXT_ATTENTION: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
-const MLP: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
-
-/// Every targetable linear layer with its module path, in a fixed order.
-pub fn linear_modules(model: &Qwen25VlModel) -> Vec<(String, &Linear)> {
-    let mut out: Vec<(String, &Linear)> = Vec::new();
-    for (i, layer) in model.language_model.layers.iter().enumerate() {
-        let prefix = format!("model.language_model.layers.{i}");
-        let attn = &layer.self_attn;
-        for (name, linear) in
-            TEXT_ATTENTION
-                .iter()
-                .zip([&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.o_proj])
-        {
-            out.push((format!("{prefix}.self_attn.{name}"), linear));
+/// One walk over the model's targetable linear layers, written once for shared and for
+/// mutable access (the way rustc's MIR visitors are made): `$($mutability)?` is empty or `mut`.
+macro_rules! walk_linears {
+    ($model:ident, $visit:ident, $($mutability:ident)?) => {{
+        for (i, layer) in (& $($mutability)? $model.language_model.layers).into_iter().enumerate() {
+            let at = |name: &str| format!("model.language_model.layers.{i}.{name}");
+            let (attn, mlp) = (& $($mutability)? layer.self_attn, & $($mutability)? layer.mlp);
+            $visit(&at("self_attn.q_proj"), & $($mutability)? attn.q_proj);
+            $visit(&at("self_attn.k_proj"), & $($mutability)? attn.k_proj);
+            $visit(&at("self_attn.v_proj"), & $($mutability)? attn.v_proj);
+            $visit(&at("self_attn.o_proj"), & $($mutability)? attn.o_proj);
+            $visit(&at("mlp.gate_proj"), & $($mutability)? mlp.gate_proj);
+            $visit(&at("mlp.up_proj"), & $($mutability)? mlp.up_proj);
+            $visit(&at("mlp.down_proj"), & $($mutability)? mlp.down_proj);
         }
-        let mlp = &layer.mlp;
-        for (name, linear) in MLP
-            .iter()
-            .zip([&mlp.gate_proj, &mlp.up_proj, &mlp.down_proj])
-        {
-            out.push((format!("{prefix}.mlp.{name}"), linear));
+        for (i, block) in (& $($mutability)? $model.visual.blocks).into_iter().enumerate() {
+            let at = |name: &str| format!("model.visual.blocks.{i}.{name}");
+            let (attn, mlp) = (& $($mutability)? block.attn, & $($mutability)? block.mlp);
+            $visit(&at("attn.qkv"), & $($mutability)? attn.qkv);
+            $visit(&at("attn.proj"), & $($mutability)? attn.proj);
+            $visit(&at("mlp.gate_proj"), & $($mutability)? mlp.gate_proj);
+            $visit(&at("mlp.up_proj"), & $($mutability)? mlp.up_proj);
+            $visit(&at("mlp.down_proj"), & $($mutability)? mlp.down_proj);
         }
-    }
-    for (i, block) in model.visual.blocks.iter().enumerate() {
-        let prefix = format!("model.visual.blocks.{i}");
-        out.push((format!("{prefix}.attn.qkv"), &block.attn.qkv));
-        out.push((format!("{prefix}.attn.proj"), &block.attn.proj));
-        let mlp = &block.mlp;
-        for (name, linear) in MLP
-            .iter()
-            .zip([&mlp.gate_proj, &mlp.up_proj, &mlp.down_proj])
-        {
-            out.push((format!("{prefix}.mlp.{name}"), linear));
-        }
-    }
-    out.push((
-        "model.visual.merger.mlp.0".into(),
-        &model.visual.merger.mlp_0,
-    ));
-    out.push((
-        "model.visual.merger.mlp.2".into(),
-        &model.visual.merger.mlp_2,
-    ));
-    out.push(("lm_head".into(), &model.lm_head));
-    out
+        let merger = & $($mutability)? $model.visual.merger;
+        $visit("model.visual.merger.mlp.0", & $($mutability)? merger.mlp_0);
+        $visit("model.visual.merger.mlp.2", & $($mutability)? merger.mlp_2);
+        $visit("lm_head", & $($mutability)? $model.lm_head);
+    }};
 }
 
-/// The same list as `linear_modules`, mutably, to attach or merge adapters.
-pub fn linear_modules_mut(model: &mut Qwen25VlModel) -> Vec<(String, &mut Linear)> {
-    let mut out: Vec<(String, &mut Linear)> = Vec::new();
-    for (i, layer) in model.language_model.layers.iter_mut().enumerate() {
-        let prefix = format!("model.language_model.layers.{i}");
-        let attn = &mut layer.self_attn;
-        let linears = [
-            &mut attn.q_proj,
-            &mut attn.k_proj,
-            &mut attn.v_proj,
-            &mut attn.o_proj,
-        ];
-        for (name, linear) in TEXT_ATTENTION.iter().zip(linears) {
-            out.push((format!("{prefix}.self_attn.{name}"), linear));
-        }
-        let mlp = &mut layer.mlp;
-        for (name, linear) in
-            MLP.iter()
-                .zip([&mut mlp.gate_proj, &mut mlp.up_proj, &mut mlp.down_proj])
-        {
-            out.push((format!("{prefix}.mlp.{name}"), linear));
-        }
-    }
-    for (i, block) in model.visual.blocks.iter_mut().enumerate() {
-        let prefix = format!("model.visual.blocks.{i}");
-        out.push((format!("{prefix}.attn.qkv"), &mut block.attn.qkv));
-        out.push((format!("{prefix}.attn.proj"), &mut block.attn.proj));
-        let mlp = &mut block.mlp;
-        for (name, linear) in
-            MLP.iter()
-                .zip([&mut mlp.gate_proj, &mut mlp.up_proj, &mut mlp.down_proj])
-        {
-            out.push((format!("{prefix}.mlp.{name}"), linear));
-        }
-    }
-    let merger = &mut model.visual.merger;
-    out.push(("model.visual.merger.mlp.0".into(), &mut merger.mlp_0));
-    out.push(("model.visual.merger.mlp.2".into(), &mut merger.mlp_2));
-    out.push(("lm_head".into(), &mut model.lm_head));
-    out
+/// Calls `visit` with every targetable linear layer and its module path, in a fixed order.
+pub fn visit_linears(model: &Qwen25VlModel, mut visit: impl FnMut(&str, &Linear)) {
+    walk_linears!(model, visit,);
+}
+
+/// The same walk as [`visit_linears`], mutably, to attach or merge adapters.
+pub fn visit_linears_mut(model: &mut Qwen25VlModel, mut visit: impl FnMut(&str, &mut Linear)) {
+    walk_linears!(model, visit, mut);
 }
 
 /// [in_features, out_features] of a linear layer.

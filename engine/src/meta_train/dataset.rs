@@ -56,93 +56,9 @@ impl ConceptDataset {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| dataset_error(folder, "not a concept folder"))?;
-        let description_path = folder.join(DESCRIPTION_FILE);
-        let description = std::fs::read_to_string(&description_path)
-            .map_err(|_| {
-                dataset_error(
-                    folder,
-                    format!("concept `{name}` has no {DESCRIPTION_FILE}"),
-                )
-            })?
-            .trim()
-            .to_string();
-        if description.is_empty() {
-            return Err(dataset_error(
-                &description_path,
-                format!("concept `{name}` has an empty description"),
-            ));
-        }
-        let mut reference_images: Vec<PathBuf> = std::fs::read_dir(folder)
-            .map_err(|e| dataset_error(folder, e))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| {
-                path.is_file()
-                    && path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                    })
-            })
-            .collect();
-        reference_images.sort();
-        if reference_images.is_empty() {
-            return Err(dataset_error(
-                folder,
-                format!(
-                    "concept `{name}` has no reference images (.jpg, .jpeg, .png, .webp, .bmp)"
-                ),
-            ));
-        }
-        let conversations_path = folder.join(CONVERSATIONS_FILE);
-        let text = std::fs::read_to_string(&conversations_path).map_err(|_| {
-            dataset_error(
-                folder,
-                format!("concept `{name}` has no {CONVERSATIONS_FILE}"),
-            )
-        })?;
-        let conversations: Vec<Conversation> = serde_json::from_str(&text).map_err(|e| {
-            dataset_error(
-                &conversations_path,
-                format!("not LLaVA-style conversations: {e}"),
-            )
-        })?;
-        if conversations.is_empty() {
-            return Err(dataset_error(&conversations_path, "no conversations"));
-        }
-        for (index, conversation) in conversations.iter().enumerate() {
-            let placeholders: usize = conversation
-                .conversations
-                .iter()
-                .map(|t| t.value.matches("<image>").count())
-                .sum();
-            if placeholders != conversation.images.len() {
-                return Err(dataset_error(
-                    &conversations_path,
-                    format!(
-                        "conversation {index} has {placeholders} <image> placeholders but {} images",
-                        conversation.images.len()
-                    ),
-                ));
-            }
-            if !conversation
-                .conversations
-                .iter()
-                .any(|t| t.from == "assistant" || t.from == "gpt")
-            {
-                return Err(dataset_error(
-                    &conversations_path,
-                    format!("conversation {index} has no assistant turn"),
-                ));
-            }
-            for image in &conversation.images {
-                if !folder.join(image).is_file() {
-                    return Err(dataset_error(
-                        &conversations_path,
-                        format!(
-                            "conversation {index} names image `{image}`, which is not in the concept folder"
-                        ),
-                    ));
-                }
-            }
-        }
+        let description = read_description(folder, &name)?;
+        let reference_images = reference_images(folder, &name)?;
+        let conversations = read_conversations(folder, &name)?;
         Ok(ConceptDataset {
             name,
             folder: folder.to_path_buf(),
@@ -151,6 +67,106 @@ impl ConceptDataset {
             conversations,
         })
     }
+}
+
+fn read_description(folder: &Path, name: &str) -> Result<String> {
+    let description_path = folder.join(DESCRIPTION_FILE);
+    let description = std::fs::read_to_string(&description_path)
+        .map_err(|_| {
+            dataset_error(
+                folder,
+                format!("concept `{name}` has no {DESCRIPTION_FILE}"),
+            )
+        })?
+        .trim()
+        .to_string();
+    if description.is_empty() {
+        return Err(dataset_error(
+            &description_path,
+            format!("concept `{name}` has an empty description"),
+        ));
+    }
+    Ok(description)
+}
+
+/// The folder's images, sorted by path.
+fn reference_images(folder: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let mut reference_images: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| dataset_error(folder, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    reference_images.sort();
+    if reference_images.is_empty() {
+        return Err(dataset_error(
+            folder,
+            format!("concept `{name}` has no reference images (.jpg, .jpeg, .png, .webp, .bmp)"),
+        ));
+    }
+    Ok(reference_images)
+}
+
+/// `conversations.json`, each conversation checked (placeholders, an assistant turn, images).
+fn read_conversations(folder: &Path, name: &str) -> Result<Vec<Conversation>> {
+    let conversations_path = folder.join(CONVERSATIONS_FILE);
+    let text = std::fs::read_to_string(&conversations_path).map_err(|_| {
+        dataset_error(
+            folder,
+            format!("concept `{name}` has no {CONVERSATIONS_FILE}"),
+        )
+    })?;
+    let conversations: Vec<Conversation> = serde_json::from_str(&text).map_err(|e| {
+        dataset_error(
+            &conversations_path,
+            format!("not LLaVA-style conversations: {e}"),
+        )
+    })?;
+    if conversations.is_empty() {
+        return Err(dataset_error(&conversations_path, "no conversations"));
+    }
+    for (index, conversation) in conversations.iter().enumerate() {
+        let placeholders: usize = conversation
+            .conversations
+            .iter()
+            .map(|t| t.value.matches("<image>").count())
+            .sum();
+        if placeholders != conversation.images.len() {
+            return Err(dataset_error(
+                &conversations_path,
+                format!(
+                    "conversation {index} has {placeholders} <image> placeholders but {} images",
+                    conversation.images.len()
+                ),
+            ));
+        }
+        if !conversation
+            .conversations
+            .iter()
+            .any(|t| t.from == "assistant" || t.from == "gpt")
+        {
+            return Err(dataset_error(
+                &conversations_path,
+                format!("conversation {index} has no assistant turn"),
+            ));
+        }
+        for image in &conversation.images {
+            if !folder.join(image).is_file() {
+                return Err(dataset_error(
+                    &conversations_path,
+                    format!(
+                        "conversation {index} names image `{image}`, which is not in the concept folder"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(conversations)
 }
 
 /// Every concept folder under `root`, sorted by name.

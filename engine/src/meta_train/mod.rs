@@ -15,11 +15,10 @@ pub mod dataset;
 pub mod embed;
 pub mod examples;
 pub mod trainer;
+mod training;
 
 use crate::error::{EngineError, Result};
-use crate::lora::adapter::{CONFIG_FILE, WEIGHTS_FILE, save_peft_adapter};
 use crate::lora::bank::{BANK_FORMAT, BankDictionary, MetaConceptEntry};
-use crate::lora::config::{AdapterConfig, TargetModules};
 use crate::preprocess::{PixelBudget, Qwen2VlImageProcessor};
 use crate::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
 use crate::tokenizer::QwenTokenizer;
@@ -27,12 +26,10 @@ use cluster::cluster_concepts;
 use dataset::read_concept_datasets;
 use embed::{ImageEmbedder, embed_concept};
 use examples::{ExampleBuilder, TrainingExample};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Instant;
-use tch::Tensor;
-use trainer::{LANGUAGE_MODEL_PROJECTIONS, LoraTrainingState, TrainerSettings, train_adapter};
+use trainer::TrainerSettings;
+use training::Training;
 
 /// Everything `meta-train` needs; the defaults are the paper's recipe (appendix C).
 #[derive(Debug, Clone)]
@@ -45,20 +42,12 @@ pub struct MetaTrainConfig {
     pub output_dir: PathBuf,
     /// K, the number of meta-concepts.
     pub meta_concepts: usize,
-    pub rank: i64,
-    pub alpha: f64,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    /// Optimizer steps per adapter.
-    pub steps: usize,
-    /// Effective batch: examples accumulated per optimizer step.
-    pub batch_size: usize,
-    pub seed: u64,
+    /// Each adapter's training; its seed also seeds the clustering.
+    pub recipe: TrainerSettings,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// `f32` or `bf16`; `None` is bf16 on CUDA and f32 on CPU.
     pub dtype: Option<String>,
-    pub checkpoint_every: usize,
     /// Largest image area in pixels fed to the model (`None`: the preprocessor config's).
     pub max_pixels: Option<u64>,
     pub show_progress: bool,
@@ -71,16 +60,18 @@ impl MetaTrainConfig {
             model_dir,
             output_dir,
             meta_concepts: 10,
-            rank: 8,
-            alpha: 8.0,
-            learning_rate: 5e-5,
-            weight_decay: 0.0,
-            steps: 80,
-            batch_size: 64,
-            seed: 0,
+            recipe: TrainerSettings {
+                rank: 8,
+                alpha: 8.0,
+                learning_rate: 5e-5,
+                weight_decay: 0.0,
+                steps: 80,
+                batch_size: 64,
+                seed: 0,
+                checkpoint_every: 10,
+            },
             device: "cpu".into(),
             dtype: None,
-            checkpoint_every: 10,
             max_pixels: None,
             show_progress: true,
         }
@@ -108,24 +99,32 @@ pub struct MetaTrainReport {
     pub adapters: Vec<AdapterTrainingReport>,
 }
 
-fn io_error(path: &std::path::Path, e: impl std::fmt::Display) -> EngineError {
+pub(crate) fn io_error(path: &std::path::Path, e: impl std::fmt::Display) -> EngineError {
     EngineError::Checkpoint {
         path: path.display().to_string(),
         message: e.to_string(),
     }
 }
 
-/// Runs meta-training end to end and writes the bank to `config.output_dir`.
-pub fn meta_train(
+/// The model to train adapters on, with its tokenizer and image processor.
+fn load_checkpoint(
+    config: &MetaTrainConfig,
+) -> Result<(Qwen25VlModel, QwenTokenizer, Qwen2VlImageProcessor)> {
+    let options = LoadOptions::parse(&config.device, config.dtype.as_deref())?;
+    let model = Qwen25VlModel::load(&config.model_dir, options)?;
+    let tokenizer = QwenTokenizer::from_model_dir(&config.model_dir)
+        .map_err(|e| EngineError::Config(format!("tokenizer: {e}")))?;
+    let processor = Qwen2VlImageProcessor::from_model_dir(&config.model_dir)
+        .map_err(|e| EngineError::Config(format!("preprocessor: {e}")))?;
+    Ok((model, tokenizer, processor))
+}
+
+/// Every concept's CLIP embedding and the K clusters of them (the paper's K-means).
+fn embed_and_cluster(
     config: &MetaTrainConfig,
     embedder: &dyn ImageEmbedder,
-) -> Result<MetaTrainReport> {
-    if config.steps == 0 || config.batch_size == 0 {
-        return Err(EngineError::InvalidInput(
-            "steps and batch size must be at least 1".into(),
-        ));
-    }
-    let concepts = read_concept_datasets(&config.dataset_dir)?;
+    concepts: &[dataset::ConceptDataset],
+) -> Result<(Vec<Vec<f32>>, Vec<cluster::ConceptCluster>)> {
     if config.meta_concepts > concepts.len() {
         return Err(EngineError::InvalidInput(format!(
             "K = {} meta-concepts asked for, but {} has only {} concepts",
@@ -138,14 +137,24 @@ pub fn meta_train(
         .iter()
         .map(|c| embed_concept(embedder, &c.reference_images))
         .collect::<Result<Vec<_>>>()?;
-    let clusters = cluster_concepts(&embeddings, config.meta_concepts, config.seed)?;
+    let clusters = cluster_concepts(&embeddings, config.meta_concepts, config.recipe.seed)?;
+    Ok((embeddings, clusters))
+}
 
-    let options = LoadOptions::parse(&config.device, config.dtype.as_deref())?;
-    let mut model = Qwen25VlModel::load(&config.model_dir, options)?;
-    let tokenizer = QwenTokenizer::from_model_dir(&config.model_dir)
-        .map_err(|e| EngineError::Config(format!("tokenizer: {e}")))?;
-    let processor = Qwen2VlImageProcessor::from_model_dir(&config.model_dir)
-        .map_err(|e| EngineError::Config(format!("preprocessor: {e}")))?;
+/// Runs meta-training end to end and writes the bank to `config.output_dir`.
+pub fn meta_train(
+    config: &MetaTrainConfig,
+    embedder: &dyn ImageEmbedder,
+) -> Result<MetaTrainReport> {
+    if config.recipe.steps == 0 || config.recipe.batch_size == 0 {
+        return Err(EngineError::InvalidInput(
+            "steps and batch size must be at least 1".into(),
+        ));
+    }
+    let concepts = read_concept_datasets(&config.dataset_dir)?;
+    let (embeddings, clusters) = embed_and_cluster(config, embedder, &concepts)?;
+
+    let (mut model, tokenizer, processor) = load_checkpoint(config)?;
     let builder = ExampleBuilder {
         tokenizer: &tokenizer,
         processor: &processor,
@@ -156,143 +165,30 @@ pub fn meta_train(
         merge_size: model.config.vision.spatial_merge_size as usize,
     };
 
-    let adapters_dir = config.output_dir.join("adapters");
-    let checkpoints_dir = config.output_dir.join("checkpoints");
-    std::fs::create_dir_all(&adapters_dir).map_err(|e| io_error(&adapters_dir, e))?;
-    std::fs::create_dir_all(&checkpoints_dir).map_err(|e| io_error(&checkpoints_dir, e))?;
-    let settings = TrainerSettings {
-        rank: config.rank,
-        alpha: config.alpha,
-        learning_rate: config.learning_rate,
-        weight_decay: config.weight_decay,
-        steps: config.steps,
-        batch_size: config.batch_size,
-        seed: config.seed,
-        checkpoint_every: config.checkpoint_every,
-    };
-    let adapter_config = AdapterConfig::new(
-        config.rank,
-        config.alpha,
-        TargetModules::Pattern(LANGUAGE_MODEL_PROJECTIONS.into()),
-    );
-
+    let training = Training::prepare(config)?;
     let mut reports = Vec::new();
     let mut entries = Vec::new();
     for (cluster_index, cluster) in clusters.iter().enumerate() {
         let meta = &concepts[cluster.meta_concept];
-        let adapter_dir = adapters_dir.join(&meta.name);
-        let checkpoint = checkpoints_dir.join(format!("{}.safetensors", meta.name));
-        let members: Vec<String> = cluster
-            .members
-            .iter()
-            .map(|&i| concepts[i].name.clone())
-            .collect();
         entries.push(MetaConceptEntry {
             name: meta.name.clone(),
             adapter: format!("adapters/{}", meta.name),
             embedding: Some(embeddings[cluster.meta_concept].clone()),
             embedding_key: None,
         });
-
         let mut examples: Vec<TrainingExample> = Vec::new();
         for &member in &cluster.members {
             for conversation in &concepts[member].conversations {
                 examples.push(builder.build(&concepts[member], conversation)?);
             }
         }
-        let report_path = adapter_dir.join("training.json");
-        if adapter_dir.join(CONFIG_FILE).is_file()
-            && adapter_dir.join(WEIGHTS_FILE).is_file()
-            && report_path.is_file()
-        {
-            let losses = std::fs::read_to_string(&report_path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| serde_json::from_value::<Vec<f64>>(v["losses"].clone()).ok())
-                .unwrap_or_default();
-            reports.push(AdapterTrainingReport {
-                meta_concept: meta.name.clone(),
-                members,
-                examples: examples.len(),
-                losses,
-                steps_run: 0,
-                seconds: 0.0,
-                reused: true,
-            });
-            continue;
-        }
-
-        let image_embeds = {
-            let _guard = tch::no_grad_guard();
-            examples
-                .iter()
-                .map(|e| {
-                    if e.grids.is_empty() {
-                        return Ok(None);
-                    }
-                    let pixels = Tensor::from_slice(&e.pixel_values)
-                        .view([-1, e.patch_dim as i64])
-                        .to_device(model.device())
-                        .to_kind(model.kind());
-                    model.encode_images(&pixels, &e.grids).map(Some)
-                })
-                .collect::<Result<Vec<_>>>()?
-        };
-
-        let mut state = LoraTrainingState::new(
-            &model,
-            config.rank,
-            config.seed.wrapping_add(cluster_index as u64),
-            model.device(),
-        );
-        if checkpoint.is_file() {
-            state.load_checkpoint(&checkpoint)?;
-        }
-        let progress = if config.show_progress {
-            ProgressBar::new(config.steps as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        progress.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>16} [{bar:30}] {pos}/{len} steps, loss {msg}, {per_sec}, ETA {eta}",
-            )
-            .map_err(|e| EngineError::Config(e.to_string()))?
-            .progress_chars("=> "),
-        );
-        progress.set_prefix(meta.name.clone());
-        progress.set_position(state.step as u64);
-        let started_at = state.step;
-        let clock = Instant::now();
-        let mut on_step = |_: usize, loss: f64| {
-            progress.set_message(format!("{loss:.4}"));
-            progress.inc(1);
-        };
-        train_adapter(
-            &mut model,
-            &mut state,
-            &examples,
-            &image_embeds,
-            &settings,
-            &meta.name,
-            &checkpoint,
-            &mut on_step,
-        )?;
-        progress.finish();
-        let seconds = clock.elapsed().as_secs_f64();
-        save_peft_adapter(&adapter_dir, &adapter_config, &state.factors())?;
-        let report = AdapterTrainingReport {
-            meta_concept: meta.name.clone(),
-            members,
-            examples: examples.len(),
-            losses: state.losses.clone(),
-            steps_run: config.steps - started_at,
-            seconds,
-            reused: false,
-        };
-        let json = serde_json::to_string_pretty(&report).map_err(|e| io_error(&report_path, e))?;
-        std::fs::write(&report_path, json + "\n").map_err(|e| io_error(&report_path, e))?;
-        reports.push(report);
+        let members = cluster
+            .members
+            .iter()
+            .map(|&i| concepts[i].name.clone())
+            .collect();
+        let seed = config.recipe.seed.wrapping_add(cluster_index as u64);
+        reports.push(training.train_or_reuse(&mut model, &meta.name, members, &examples, seed)?);
     }
 
     BankDictionary {

@@ -6,7 +6,7 @@
 
 use super::examples::TrainingExample;
 use crate::error::{EngineError, Result};
-use crate::lora::targets::{linear_modules, linear_modules_mut, linear_shape};
+use crate::lora::targets::{linear_shape, visit_linears, visit_linears_mut};
 use crate::nn::LoraDelta;
 use crate::qwen2_5_vl::Qwen25VlModel;
 use crate::qwen2_5_vl::rope::{MultimodalRotary, rope_index};
@@ -20,11 +20,14 @@ use tch::{Device, Kind, Tensor};
 /// would also select it).
 pub const LANGUAGE_MODEL_PROJECTIONS: &str = r"model\.language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))";
 
+/// One adapter's training recipe; `MetaTrainConfig::new` has the paper's (appendix C).
+#[derive(Debug, Clone)]
 pub struct TrainerSettings {
     pub rank: i64,
     pub alpha: f64,
     pub learning_rate: f64,
     pub weight_decay: f64,
+    /// Optimizer steps per adapter.
     pub steps: usize,
     /// Examples per optimizer step (accumulated one at a time).
     pub batch_size: usize,
@@ -54,9 +57,9 @@ impl LoraTrainingState {
         tch::manual_seed(seed as i64);
         let mut modules = Vec::new();
         let mut params = Vec::new();
-        for (path, linear) in linear_modules(model) {
-            if !pattern.is_match(&path) {
-                continue;
+        visit_linears(model, |path, linear| {
+            if !pattern.is_match(path) {
+                return;
             }
             let (in_features, out_features) = linear_shape(linear);
             let bound = 1.0 / (in_features as f64).sqrt();
@@ -65,8 +68,8 @@ impl LoraTrainingState {
             let b = Tensor::zeros([out_features, rank], (Kind::Float, Device::Cpu));
             params.push(a.to_device(device).set_requires_grad(true));
             params.push(b.to_device(device).set_requires_grad(true));
-            modules.push(path);
-        }
+            modules.push(path.to_string());
+        });
         let zeros = |p: &Tensor| p.zeros_like();
         LoraTrainingState {
             exp_avg: params.iter().map(zeros).collect(),
@@ -88,13 +91,13 @@ impl LoraTrainingState {
             .enumerate()
             .map(|(i, m)| (m.as_str(), i))
             .collect();
-        for (path, linear) in linear_modules_mut(model) {
-            linear.lora = index.get(path.as_str()).map(|&i| LoraDelta {
+        visit_linears_mut(model, |path, linear| {
+            linear.lora = index.get(path).map(|&i| LoraDelta {
                 a: self.params[2 * i].to_kind(kind),
                 b: self.params[2 * i + 1].to_kind(kind),
                 scale,
             });
-        }
+        });
     }
 
     /// One `torch.optim.AdamW` step on the accumulated gradients, then zeroes them.

@@ -1,5 +1,5 @@
 //! CLIP image preprocessing, matching HF's slow `CLIPImageProcessor`
-//! (`transformers/models/clip/image_processing_clip.py`, transformers 4.57):
+//! (transformers 4.57.6 `src/transformers/models/clip/image_processing_clip.py`):
 //! shortest-edge resize with PIL bicubic (`int(size * long / short)` for the long side),
 //! centre crop (`(h - crop) // 2`, zero padding if the image is smaller), rescale (f64 then
 //! f32), normalize (f32), channel-first.
@@ -10,6 +10,7 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use super::PreprocessError;
+use super::base::{BaseProcessorConfig, read_config};
 use super::resize::resize_bicubic_like_pillow;
 
 /// `size`/`crop_size` as configs write them: a dict or, in old configs, a bare int.
@@ -28,21 +29,9 @@ pub struct ClipImageProcessorConfig {
     #[serde(default = "default_crop")]
     crop_size: SizeSpec,
     #[serde(default = "default_true")]
-    pub do_resize: bool,
-    #[serde(default = "default_true")]
     pub do_center_crop: bool,
-    #[serde(default = "default_true")]
-    pub do_rescale: bool,
-    #[serde(default = "default_rescale_factor")]
-    pub rescale_factor: f64,
-    #[serde(default = "default_true")]
-    pub do_normalize: bool,
-    #[serde(default = "default_mean")]
-    pub image_mean: [f64; 3],
-    #[serde(default = "default_std")]
-    pub image_std: [f64; 3],
-    #[serde(default = "default_resample")]
-    pub resample: u32,
+    #[serde(flatten)]
+    pub base: BaseProcessorConfig,
 }
 
 fn default_size() -> SizeSpec {
@@ -56,18 +45,6 @@ fn default_crop() -> SizeSpec {
 }
 fn default_true() -> bool {
     true
-}
-fn default_rescale_factor() -> f64 {
-    1.0 / 255.0
-}
-fn default_mean() -> [f64; 3] {
-    [0.48145466, 0.4578275, 0.40821073]
-}
-fn default_std() -> [f64; 3] {
-    [0.26862954, 0.26130258, 0.27577711]
-}
-fn default_resample() -> u32 {
-    3
 }
 
 impl Default for ClipImageProcessorConfig {
@@ -92,23 +69,13 @@ pub struct ClipPixelValues {
 
 impl ClipImageProcessor {
     pub fn new(config: ClipImageProcessorConfig) -> Result<Self, PreprocessError> {
-        if config.resample != 3 {
-            return Err(PreprocessError::Config(format!(
-                "resample {} is not supported (only PIL BICUBIC = 3)",
-                config.resample
-            )));
-        }
+        config.base.check_resample()?;
         Ok(Self { config })
     }
 
     /// Reads `preprocessor_config.json` from a CLIP checkpoint directory.
     pub fn from_model_dir(dir: &Path) -> Result<Self, PreprocessError> {
-        let path = dir.join("preprocessor_config.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| PreprocessError::Config(format!("{}: {e}", path.display())))?;
-        let config = serde_json::from_str(&text)
-            .map_err(|e| PreprocessError::Config(format!("{}: {e}", path.display())))?;
-        Self::new(config)
+        Self::new(read_config(&dir.join("preprocessor_config.json"))?)
     }
 
     /// (height, width) after the resize step, as `get_resize_output_image_size` computes it.
@@ -148,7 +115,7 @@ impl ClipImageProcessor {
                 "the image has a zero side".into(),
             ));
         }
-        let resized = if self.config.do_resize {
+        let resized = if self.config.base.do_resize {
             let (h, w) = self.resized_size(image.height(), image.width());
             if h == 0 || w == 0 {
                 return Err(PreprocessError::InvalidImageGeometry(format!(
@@ -175,21 +142,9 @@ impl ClipImageProcessor {
             (height, width, 0, 0)
         };
 
-        let config = &self.config;
+        let tables = self.config.base.channel_tables();
         let mut data = vec![0f32; 3 * (out_h * out_w) as usize];
-        for c in 0..3 {
-            let (mean, std) = (config.image_mean[c] as f32, config.image_std[c] as f32);
-            let value = |v: u8| {
-                let mut x = if config.do_rescale {
-                    (f64::from(v) * config.rescale_factor) as f32
-                } else {
-                    f32::from(v)
-                };
-                if config.do_normalize {
-                    x = (x - mean) / std;
-                }
-                x
-            };
+        for (c, table) in tables.iter().enumerate() {
             let plane = &mut data[c * (out_h * out_w) as usize..][..(out_h * out_w) as usize];
             for y in 0..out_h {
                 for x in 0..out_w {
@@ -200,7 +155,7 @@ impl ClipImageProcessor {
                     } else {
                         0
                     };
-                    plane[(y * out_w + x) as usize] = value(v);
+                    plane[(y * out_w + x) as usize] = table[usize::from(v)];
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! fixed-point bicubic resize, and the Qwen2-VL patch layout. Plain `Vec<f32>` out, no tch,
 //! so the model code decides device and dtype.
 
+pub mod base;
 pub mod clip;
 pub mod decode;
 pub mod qwen2_vl;

@@ -1,5 +1,5 @@
 //! Qwen2-VL / Qwen2.5-VL image preprocessing, matching HF's slow `Qwen2VLImageProcessor`
-//! (`transformers/models/qwen2_vl/image_processing_qwen2_vl.py`, transformers 4.57):
+//! (transformers 4.57.6 `src/transformers/models/qwen2_vl/image_processing_qwen2_vl.py`):
 //! `smart_resize` → PIL bicubic resize → rescale (f64, then f32) → normalize (f32) →
 //! temporal duplication → patch flattening in `(t, h/m, w/m, m, m, c, tp, p, p)` order.
 
@@ -9,10 +9,8 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use super::PreprocessError;
+use super::base::{BaseProcessorConfig, read_config};
 use super::resize::resize_bicubic_like_pillow;
-
-/// PIL's `Image.BICUBIC`, the only resample filter we implement.
-const PIL_BICUBIC: u32 = 3;
 
 /// The fields of `preprocessor_config.json` this processor reads (HF defaults otherwise).
 #[derive(Debug, Clone, Deserialize)]
@@ -29,20 +27,8 @@ pub struct Qwen2VlImageProcessorConfig {
     pub temporal_patch_size: usize,
     #[serde(default = "default_merge_size")]
     pub merge_size: usize,
-    #[serde(default = "default_image_mean")]
-    pub image_mean: [f64; 3],
-    #[serde(default = "default_image_std")]
-    pub image_std: [f64; 3],
-    #[serde(default = "default_true")]
-    pub do_resize: bool,
-    #[serde(default = "default_true")]
-    pub do_rescale: bool,
-    #[serde(default = "default_rescale_factor")]
-    pub rescale_factor: f64,
-    #[serde(default = "default_true")]
-    pub do_normalize: bool,
-    #[serde(default = "default_resample")]
-    pub resample: u32,
+    #[serde(flatten)]
+    pub base: BaseProcessorConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,21 +46,6 @@ fn default_temporal_patch_size() -> usize {
 fn default_merge_size() -> usize {
     2
 }
-fn default_image_mean() -> [f64; 3] {
-    [0.48145466, 0.4578275, 0.40821073]
-}
-fn default_image_std() -> [f64; 3] {
-    [0.26862954, 0.26130258, 0.27577711]
-}
-fn default_true() -> bool {
-    true
-}
-fn default_rescale_factor() -> f64 {
-    1.0 / 255.0
-}
-fn default_resample() -> u32 {
-    PIL_BICUBIC
-}
 
 /// HF's defaults when neither `size` nor `min_pixels`/`max_pixels` is configured.
 const DEFAULT_MIN_PIXELS: u64 = 56 * 56;
@@ -88,21 +59,13 @@ impl Default for Qwen2VlImageProcessorConfig {
 
 impl Qwen2VlImageProcessorConfig {
     pub fn from_json_file(path: &Path) -> Result<Self, PreprocessError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PreprocessError::Config(format!("{}: {e}", path.display())))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| PreprocessError::Config(format!("{}: {e}", path.display())))?;
+        let config: Self = read_config(path)?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), PreprocessError> {
-        if self.resample != PIL_BICUBIC {
-            return Err(PreprocessError::Config(format!(
-                "resample {} is not supported (only PIL BICUBIC = 3)",
-                self.resample
-            )));
-        }
+        self.base.check_resample()?;
         if self.patch_size == 0 || self.merge_size == 0 || self.temporal_patch_size == 0 {
             return Err(PreprocessError::Config(
                 "patch_size, merge_size and temporal_patch_size must be positive".into(),
@@ -228,7 +191,7 @@ impl Qwen2VlImageProcessor {
         budget: PixelBudget,
     ) -> Result<(usize, usize), PreprocessError> {
         let config = &self.config;
-        if !config.do_resize {
+        if !config.base.do_resize {
             return Ok((height as usize, width as usize));
         }
         let min_pixels = budget.min_pixels.unwrap_or(config.min_pixels());
@@ -301,25 +264,9 @@ impl Qwen2VlImageProcessor {
         Ok([1, grid_h, grid_w])
     }
 
-    /// Channel-first f32 planes: `(f32(u8 as f64 * rescale_factor) - mean) / std`, the f32
-    /// arithmetic of `rescale` (f64 then cast) followed by `normalize` (f32).
+    /// Channel-first f32 planes, rescaled and normalized (`BaseProcessorConfig::channel_tables`).
     fn normalized_planes(&self, image: &RgbImage) -> [Vec<f32>; 3] {
-        let config = &self.config;
-        let mut lookup = [[0f32; 256]; 3];
-        for (c, table) in lookup.iter_mut().enumerate() {
-            let (mean, std) = (config.image_mean[c] as f32, config.image_std[c] as f32);
-            for (value, entry) in table.iter_mut().enumerate() {
-                let mut x = if config.do_rescale {
-                    (value as f64 * config.rescale_factor) as f32
-                } else {
-                    value as f32
-                };
-                if config.do_normalize {
-                    x = (x - mean) / std;
-                }
-                *entry = x;
-            }
-        }
+        let lookup = self.config.base.channel_tables();
         let pixels = image.width() as usize * image.height() as usize;
         let mut planes = [
             Vec::with_capacity(pixels),

@@ -1,13 +1,26 @@
-//! `config.json` of a Qwen2.5-VL checkpoint, read in every layout a user's download can have.
-//! Mirrors transformers `models/qwen2_5_vl/configuration_qwen2_5_vl.py`
-//! (`Qwen2_5_VLConfig`, `Qwen2_5_VLTextConfig`, `Qwen2_5_VLVisionConfig`).
+//! `config.json` of a Qwen2.5-VL checkpoint, read through serde in every layout a user's
+//! download can have. Mirrors transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/configuration_qwen2_5_vl.py` (`Qwen2_5_VLConfig`,
+//! `Qwen2_5_VLTextConfig`, `Qwen2_5_VLVisionConfig`): the same names and, for every field that
+//! may be absent, the same defaults. The text model's sizes have no default: a config without
+//! them is broken, and transformers' 72B-sized defaults would only hide that.
 //!
 //! Layouts: the hub's flat config (text fields at the top, `rope_scaling.type = "mrope"`,
 //! `vision_config.in_chans`), transformers 4.5x's nested `text_config` with `rope_scaling`, and
-//! transformers 5's nested `text_config` with `rope_parameters`. They are resolved here, once.
+//! transformers 5's nested `text_config` with `rope_parameters` (transformers 5 is not in
+//! `scripts/requirements.txt`: the `untied-v5` fixture's config is written in that layout by
+//! `make_fixtures.py`'s `v5_config`). They are resolved here, once:
+//! `text_config` is laid over the top level (the nested value wins, as transformers reads it),
+//! the rotary fields come from `rope_parameters` or else `rope_scaling`, and an older spelling
+//! of a vision field counts only where the current one is absent (the hub's config has both
+//! `patch_size` and `spatial_patch_size`, a re-saved one both `in_channels` and `in_chans`, so
+//! a serde alias would refuse them as duplicates). A `null` counts as absent.
 
 use crate::error::{EngineError, Result};
-use serde_json::Value;
+use crate::nn::Activation;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +36,7 @@ pub struct TextConfig {
     pub rope_theta: f64,
     /// Channels (in pairs) of the rotary half given to the temporal, height and width axes.
     pub mrope_section: Vec<i64>,
-    pub hidden_act: String,
+    pub hidden_act: Activation,
 }
 
 impl TextConfig {
@@ -32,7 +45,8 @@ impl TextConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct VisionConfig {
     pub depth: i64,
     pub hidden_size: i64,
@@ -46,7 +60,28 @@ pub struct VisionConfig {
     pub fullatt_block_indexes: Vec<i64>,
     pub out_hidden_size: i64,
     pub tokens_per_second: f64,
-    pub hidden_act: String,
+    pub hidden_act: Activation,
+}
+
+/// `Qwen2_5_VLVisionConfig.__init__`'s defaults.
+impl Default for VisionConfig {
+    fn default() -> Self {
+        VisionConfig {
+            depth: 32,
+            hidden_size: 3584,
+            intermediate_size: 3420,
+            num_heads: 16,
+            in_channels: 3,
+            patch_size: 14,
+            temporal_patch_size: 2,
+            spatial_merge_size: 2,
+            window_size: 112,
+            fullatt_block_indexes: vec![7, 15, 23, 31],
+            out_hidden_size: 3584,
+            tokens_per_second: 4.0,
+            hidden_act: Activation::Silu,
+        }
+    }
 }
 
 impl VisionConfig {
@@ -59,6 +94,13 @@ impl VisionConfig {
     }
 }
 
+/// (current name, older spelling) of vision fields, in the order transformers renamed them.
+const VISION_SPELLINGS: [(&str, &str); 3] = [
+    ("hidden_size", "embed_dim"),
+    ("in_channels", "in_chans"),
+    ("patch_size", "spatial_patch_size"),
+];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Qwen25VlConfig {
     pub text: TextConfig,
@@ -70,41 +112,136 @@ pub struct Qwen25VlConfig {
     pub vision_end_token_id: i64,
 }
 
+/// The text fields after `text_config` is laid over the top level.
+#[derive(Deserialize)]
+struct TextSection {
+    vocab_size: i64,
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: i64,
+    num_attention_heads: i64,
+    #[serde(default = "default_key_value_heads")]
+    num_key_value_heads: i64,
+    #[serde(default = "default_max_position_embeddings")]
+    max_position_embeddings: i64,
+    #[serde(default = "default_rms_norm_eps")]
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    #[serde(default)]
+    hidden_act: Activation,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    /// transformers 5.
+    rope_parameters: Option<RopeSection>,
+    /// transformers 4 and the hub.
+    rope_scaling: Option<RopeSection>,
+}
+
+fn default_key_value_heads() -> i64 {
+    8
+}
+fn default_max_position_embeddings() -> i64 {
+    32768
+}
+fn default_rms_norm_eps() -> f64 {
+    1e-5
+}
+fn default_rope_theta() -> f64 {
+    1_000_000.0
+}
+
+#[derive(Deserialize)]
+#[allow(
+    dead_code,
+    reason = "the rope type is never read: deserializing it is the check that it is supported"
+)]
+struct RopeSection {
+    mrope_section: Option<Vec<i64>>,
+    rope_theta: Option<f64>,
+    rope_type: Option<RopeType>,
+    /// The older key: the hub writes `"type": "mrope"`, 4.57 writes both.
+    #[serde(rename = "type")]
+    legacy_type: Option<RopeType>,
+}
+
+/// Qwen2.5-VL's M-RoPE is plain rotary per axis; transformers 4.57 rewrites the hub's `mrope`
+/// to `default`. Scaled variants (yarn, dynamic, …) are not implemented.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RopeType {
+    Default,
+    Mrope,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct SpecialTokenIds {
+    image_token_id: i64,
+    video_token_id: i64,
+    vision_start_token_id: i64,
+    vision_end_token_id: i64,
+}
+
+/// `Qwen2_5_VLConfig.__init__`'s defaults.
+impl Default for SpecialTokenIds {
+    fn default() -> Self {
+        SpecialTokenIds {
+            image_token_id: 151655,
+            video_token_id: 151656,
+            vision_start_token_id: 151652,
+            vision_end_token_id: 151653,
+        }
+    }
+}
+
 fn err(message: impl Into<String>) -> EngineError {
     EngineError::Config(message.into())
 }
 
-/// First of `keys` present in any of `sources`, in order.
-fn lookup<'a>(sources: &[&'a Value], keys: &[&str]) -> Option<&'a Value> {
-    sources
-        .iter()
-        .find_map(|source| keys.iter().find_map(|key| source.get(*key)))
-        .filter(|value| !value.is_null())
+/// `fields` without its `null`s, read as `T`; errors name the section and the field's path.
+fn read_section<T: DeserializeOwned>(section: &str, mut fields: Map<String, Value>) -> Result<T> {
+    fields.retain(|_, value| !value.is_null());
+    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        err(format!("{section}{at}: {}", e.into_inner()))
+    })
 }
 
-fn int(sources: &[&Value], keys: &[&str], default: Option<i64>) -> Result<i64> {
-    match lookup(sources, keys) {
-        Some(v) => v
-            .as_i64()
-            .ok_or_else(|| err(format!("`{}` must be an integer", keys[0]))),
-        None => default.ok_or_else(|| err(format!("missing `{}`", keys[0]))),
+impl TextSection {
+    fn into_config(self) -> Result<TextConfig> {
+        // The 5.x spelling first, then the 4.x one, field by field.
+        let rope: Vec<&RopeSection> = [&self.rope_parameters, &self.rope_scaling]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mrope_section = rope
+            .iter()
+            .find_map(|r| r.mrope_section.clone())
+            .ok_or_else(|| err("missing `rope_scaling.mrope_section` (or `rope_parameters`)"))?;
+        let rope_theta = rope
+            .iter()
+            .find_map(|r| r.rope_theta)
+            .or(self.rope_theta)
+            .unwrap_or_else(default_rope_theta);
+        Ok(TextConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads,
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta,
+            mrope_section,
+            hidden_act: self.hidden_act,
+        })
     }
-}
-
-fn float(sources: &[&Value], keys: &[&str], default: Option<f64>) -> Result<f64> {
-    match lookup(sources, keys) {
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| err(format!("`{}` must be a number", keys[0]))),
-        None => default.ok_or_else(|| err(format!("missing `{}`", keys[0]))),
-    }
-}
-
-fn int_list(value: &Value, name: &str) -> Result<Vec<i64>> {
-    value
-        .as_array()
-        .and_then(|items| items.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| err(format!("`{name}` must be a list of integers")))
 }
 
 impl Qwen25VlConfig {
@@ -117,95 +254,34 @@ impl Qwen25VlConfig {
     }
 
     pub fn from_value(root: &Value) -> Result<Self> {
-        if !root.is_object() {
-            return Err(err("expected a JSON object"));
+        let root = root
+            .as_object()
+            .ok_or_else(|| err("expected a JSON object"))?;
+        let mut text_fields = root.clone();
+        if let Some(Value::Object(nested)) = root.get("text_config") {
+            text_fields.extend(nested.clone());
         }
-        // Nested text_config first (4.5x and 5.x), then the flat top level (hub).
-        let text_sources: Vec<&Value> = match root.get("text_config") {
-            Some(tc) if tc.is_object() => vec![tc, root],
-            _ => vec![root],
+        let text: TextSection = read_section("text config", text_fields)?;
+        let mut vision_fields = match root.get("vision_config") {
+            Some(Value::Object(fields)) => fields.clone(),
+            _ => return Err(err("missing `vision_config`")),
         };
-        let rope_sources: Vec<&Value> = text_sources
-            .iter()
-            .flat_map(|s| [s.get("rope_parameters"), s.get("rope_scaling")])
-            .flatten()
-            .filter(|v| v.is_object())
-            .collect();
-        let mrope_section = lookup(&rope_sources, &["mrope_section"])
-            .ok_or_else(|| err("missing `rope_scaling.mrope_section` (or `rope_parameters`)"))
-            .and_then(|v| int_list(v, "mrope_section"))?;
-        let rope_theta = match lookup(&rope_sources, &["rope_theta"]) {
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| err("`rope_theta` must be a number"))?,
-            None => float(&text_sources, &["rope_theta"], Some(1_000_000.0))?,
-        };
-        let rope_type = lookup(&rope_sources, &["rope_type", "type"])
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        if !matches!(rope_type, "default" | "mrope") {
-            return Err(err(format!("unsupported rope type `{rope_type}`")));
+        vision_fields.retain(|_, value| !value.is_null());
+        for (current, older) in VISION_SPELLINGS {
+            if let Some(value) = vision_fields.remove(older) {
+                vision_fields.entry(current).or_insert(value);
+            }
         }
-        let num_attention_heads = int(&text_sources, &["num_attention_heads"], None)?;
-        let text = TextConfig {
-            vocab_size: int(&text_sources, &["vocab_size"], None)?,
-            hidden_size: int(&text_sources, &["hidden_size"], None)?,
-            intermediate_size: int(&text_sources, &["intermediate_size"], None)?,
-            num_hidden_layers: int(&text_sources, &["num_hidden_layers"], None)?,
-            num_attention_heads,
-            num_key_value_heads: int(
-                &text_sources,
-                &["num_key_value_heads"],
-                Some(num_attention_heads),
-            )?,
-            max_position_embeddings: int(&text_sources, &["max_position_embeddings"], Some(32768))?,
-            rms_norm_eps: float(&text_sources, &["rms_norm_eps"], Some(1e-6))?,
-            rope_theta,
-            mrope_section,
-            hidden_act: lookup(&text_sources, &["hidden_act"])
-                .and_then(Value::as_str)
-                .unwrap_or("silu")
-                .to_string(),
-        };
-        let vision_value = root
-            .get("vision_config")
-            .filter(|v| v.is_object())
-            .ok_or_else(|| err("missing `vision_config`"))?;
-        let vs = [vision_value];
-        let vision = VisionConfig {
-            depth: int(&vs, &["depth"], Some(32))?,
-            hidden_size: int(&vs, &["hidden_size", "embed_dim"], Some(3584))?,
-            intermediate_size: int(&vs, &["intermediate_size"], Some(3420))?,
-            num_heads: int(&vs, &["num_heads"], Some(16))?,
-            in_channels: int(&vs, &["in_channels", "in_chans"], Some(3))?,
-            patch_size: int(&vs, &["patch_size", "spatial_patch_size"], Some(14))?,
-            temporal_patch_size: int(&vs, &["temporal_patch_size"], Some(2))?,
-            spatial_merge_size: int(&vs, &["spatial_merge_size"], Some(2))?,
-            window_size: int(&vs, &["window_size"], Some(112))?,
-            fullatt_block_indexes: match vision_value.get("fullatt_block_indexes") {
-                Some(v) => int_list(v, "fullatt_block_indexes")?,
-                None => vec![7, 15, 23, 31],
-            },
-            out_hidden_size: int(&vs, &["out_hidden_size"], Some(3584))?,
-            tokens_per_second: float(&vs, &["tokens_per_second"], Some(4.0))?,
-            hidden_act: lookup(&vs, &["hidden_act"])
-                .and_then(Value::as_str)
-                .unwrap_or("silu")
-                .to_string(),
-        };
-        // transformers reads `tie_word_embeddings` through the text config when it has one.
-        let tie_word_embeddings = lookup(&text_sources, &["tie_word_embeddings"])
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let top = [root];
+        let vision: VisionConfig = read_section("vision_config", vision_fields)?;
+        let ids: SpecialTokenIds = read_section("config", root.clone())?;
         let config = Qwen25VlConfig {
-            text,
+            tie_word_embeddings: text.tie_word_embeddings,
+            text: text.into_config()?,
             vision,
-            tie_word_embeddings,
-            image_token_id: int(&top, &["image_token_id"], Some(151655))?,
-            video_token_id: int(&top, &["video_token_id"], Some(151656))?,
-            vision_start_token_id: int(&top, &["vision_start_token_id"], Some(151652))?,
-            vision_end_token_id: int(&top, &["vision_end_token_id"], Some(151653))?,
+            image_token_id: ids.image_token_id,
+            video_token_id: ids.video_token_id,
+            vision_start_token_id: ids.vision_start_token_id,
+            vision_end_token_id: ids.vision_end_token_id,
         };
         config.validate()?;
         Ok(config)
@@ -250,11 +326,6 @@ impl Qwen25VlConfig {
                 "vision out_hidden_size {} differs from text hidden_size {}",
                 v.out_hidden_size, t.hidden_size
             )));
-        }
-        for act in [&t.hidden_act, &v.hidden_act] {
-            if act != "silu" {
-                return Err(err(format!("unsupported activation `{act}`")));
-            }
         }
         Ok(())
     }

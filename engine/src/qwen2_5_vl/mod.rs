@@ -1,9 +1,11 @@
-//! Qwen2.5-VL for conditional generation, as transformers `modeling_qwen2_5_vl.py`
+//! Qwen2.5-VL for conditional generation, as transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`
 //! `Qwen2_5_VLForConditionalGeneration` / `Qwen2_5_VLModel`, split into the steps a server wants
 //! to cache separately: encode images once (`encode_images`), prefill a prompt with precomputed
 //! image embeddings (`prefill`), then feed one or several tokens at a time (`forward_tokens`).
 
 pub mod config;
+pub mod generation_config;
 pub mod random_checkpoint;
 pub mod rope;
 pub mod shapes;
@@ -15,6 +17,7 @@ use crate::error::{EngineError, Result};
 use crate::nn::Linear;
 use crate::weights::Checkpoint;
 use config::Qwen25VlConfig;
+pub use generation_config::eos_token_ids;
 use rope::{MultimodalRotary, rope_index};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -140,14 +143,7 @@ impl Qwen25VlModel {
             )));
         }
         self.check_length(input_ids.len(), 0)?;
-        if let Some(&bad) = input_ids
-            .iter()
-            .find(|&&id| id < 0 || id >= self.config.text.vocab_size)
-        {
-            return Err(EngineError::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary"
-            )));
-        }
+        self.check_vocabulary(input_ids)?;
         let index = rope_index(
             input_ids,
             grids,
@@ -156,54 +152,12 @@ impl Qwen25VlModel {
             self.config.vision.spatial_merge_size,
         )?;
         let new_ids = &input_ids[cached..];
-        let mut embeds = self.language_model.embed(new_ids);
-        let image_positions: Vec<i64> = input_ids
-            .iter()
-            .enumerate()
-            .filter(|(_, id)| **id == self.config.image_token_id)
-            .map(|(i, _)| i as i64)
-            .collect();
-        match image_embeds {
-            Some(features) => {
-                let rows = features.size()[0];
-                if rows != image_positions.len() as i64
-                    || features.size()[1] != self.config.text.hidden_size
-                {
-                    return Err(EngineError::InvalidInput(format!(
-                        "image features {:?} do not match {} image tokens",
-                        features.size(),
-                        image_positions.len()
-                    )));
-                }
-                // Rows of image tokens inside the cached prefix are already in the cache.
-                let skipped = image_positions
-                    .iter()
-                    .take_while(|&&p| (p as usize) < cached)
-                    .count();
-                let new_positions: Vec<i64> = image_positions[skipped..]
-                    .iter()
-                    .map(|p| p - cached as i64)
-                    .collect();
-                if !new_positions.is_empty() {
-                    let index = Tensor::from_slice(&new_positions).to_device(self.device());
-                    let rows = features.narrow(0, skipped as i64, new_positions.len() as i64);
-                    embeds = embeds.index_copy(
-                        1,
-                        &index,
-                        &rows
-                            .to_device(self.device())
-                            .to_kind(self.kind())
-                            .unsqueeze(0),
-                    );
-                }
-            }
-            None if !image_positions.is_empty() => {
-                return Err(EngineError::InvalidInput(
-                    "the prompt has image tokens but no image embeddings were given".into(),
-                ));
-            }
-            None => {}
-        }
+        let embeds = self.with_image_embeds(
+            self.language_model.embed(new_ids),
+            input_ids,
+            image_embeds,
+            cached,
+        )?;
         let flat: Vec<i64> = index
             .positions
             .iter()
@@ -226,14 +180,7 @@ impl Qwen25VlModel {
             return Err(EngineError::InvalidInput("no tokens to feed".into()));
         }
         self.check_length(cache.len as usize, ids.len())?;
-        if let Some(&bad) = ids
-            .iter()
-            .find(|&&id| id < 0 || id >= self.config.text.vocab_size)
-        {
-            return Err(EngineError::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary"
-            )));
-        }
+        self.check_vocabulary(ids)?;
         let start = cache.len + cache.rope_delta;
         let len = ids.len() as i64;
         let positions = Tensor::arange_start(start, start + len, (Kind::Int64, self.device()))
@@ -249,6 +196,74 @@ impl Qwen25VlModel {
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let _guard = tch::no_grad_guard();
         self.lm_head.forward(hidden).to_kind(Kind::Float)
+    }
+
+    /// `embeds` [1, len - cached, hidden] of the prompt's uncached positions with the image
+    /// features put at its image-pad tokens; features of pads inside the cached prefix are
+    /// already in the cache and skipped.
+    fn with_image_embeds(
+        &self,
+        embeds: Tensor,
+        input_ids: &[i64],
+        image_embeds: Option<&Tensor>,
+        cached: usize,
+    ) -> Result<Tensor> {
+        let image_positions: Vec<i64> = input_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == self.config.image_token_id)
+            .map(|(i, _)| i as i64)
+            .collect();
+        let Some(features) = image_embeds else {
+            if image_positions.is_empty() {
+                return Ok(embeds);
+            }
+            return Err(EngineError::InvalidInput(
+                "the prompt has image tokens but no image embeddings were given".into(),
+            ));
+        };
+        if features.size()[0] != image_positions.len() as i64
+            || features.size()[1] != self.config.text.hidden_size
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "image features {:?} do not match {} image tokens",
+                features.size(),
+                image_positions.len()
+            )));
+        }
+        let skipped = image_positions
+            .iter()
+            .take_while(|&&p| (p as usize) < cached)
+            .count();
+        let new_positions: Vec<i64> = image_positions[skipped..]
+            .iter()
+            .map(|p| p - cached as i64)
+            .collect();
+        if new_positions.is_empty() {
+            return Ok(embeds);
+        }
+        let index = Tensor::from_slice(&new_positions).to_device(self.device());
+        let rows = features.narrow(0, skipped as i64, new_positions.len() as i64);
+        Ok(embeds.index_copy(
+            1,
+            &index,
+            &rows
+                .to_device(self.device())
+                .to_kind(self.kind())
+                .unsqueeze(0),
+        ))
+    }
+
+    fn check_vocabulary(&self, ids: &[i64]) -> Result<()> {
+        match ids
+            .iter()
+            .find(|&&id| id < 0 || id >= self.config.text.vocab_size)
+        {
+            Some(bad) => Err(EngineError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn check_length(&self, prompt_tokens: usize, new_tokens: usize) -> Result<()> {

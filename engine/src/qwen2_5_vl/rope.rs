@@ -1,4 +1,5 @@
-//! Rotary position embeddings of Qwen2.5-VL, as transformers `modeling_qwen2_5_vl.py`:
+//! Rotary position embeddings of Qwen2.5-VL, as transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`:
 //! the vision tower's 2-D rotary (`Qwen2_5_VisionRotaryEmbedding`, `rot_pos_emb`), the language
 //! model's multimodal M-RoPE (`Qwen2_5_VLRotaryEmbedding`, `apply_multimodal_rotary_pos_emb`) and
 //! the 3-D position ids (`Qwen2_5_VLModel.get_rope_index`).
@@ -105,23 +106,10 @@ pub fn rope_index(
             ));
         };
         let end = start + offset;
-        for i in 0..(end - start) as i64 {
-            for axis in &mut positions {
-                axis.push(next_position + i);
-            }
-        }
-        let base = next_position + (end - start) as i64;
+        push_text(&mut positions, next_position, offset);
+        let base = next_position + offset as i64;
         let (gh, gw) = (h / merge, w / merge);
-        // Images have second_per_grid_t = 0, so every temporal index is 0.
-        for _ in 0..t {
-            for row in 0..gh {
-                for col in 0..gw {
-                    positions[0].push(base);
-                    positions[1].push(base + row);
-                    positions[2].push(base + col);
-                }
-            }
-        }
+        push_image(&mut positions, base, [t, gh, gw]);
         let image_tokens = (t * gh * gw) as usize;
         if end + image_tokens > input_ids.len()
             || input_ids[end..end + image_tokens]
@@ -135,11 +123,7 @@ pub fn rope_index(
         next_position = base + gh.max(gw).max(if t > 0 { 1 } else { 0 });
         start = end + image_tokens;
     }
-    for i in 0..(input_ids.len() - start) as i64 {
-        for axis in &mut positions {
-            axis.push(next_position + i);
-        }
-    }
+    push_text(&mut positions, next_position, input_ids.len() - start);
     let max = positions
         .iter()
         .flat_map(|a| a.iter())
@@ -150,6 +134,29 @@ pub fn rope_index(
         positions,
         delta: max + 1 - input_ids.len() as i64,
     })
+}
+
+/// `count` text tokens from `first` on: the same position on all three axes.
+fn push_text(positions: &mut [Vec<i64>; 3], first: i64, count: usize) {
+    for i in 0..count as i64 {
+        for axis in positions.iter_mut() {
+            axis.push(first + i);
+        }
+    }
+}
+
+/// An image's merged patches at `base`: height and width indices on their axes. Images have
+/// second_per_grid_t = 0, so every temporal index is `base`.
+fn push_image(positions: &mut [Vec<i64>; 3], base: i64, [t, rows, cols]: [i64; 3]) {
+    for _ in 0..t {
+        for row in 0..rows {
+            for col in 0..cols {
+                positions[0].push(base);
+                positions[1].push(base + row);
+                positions[2].push(base + col);
+            }
+        }
+    }
 }
 
 /// M-RoPE cos/sin for positions [3][len]: [len, head_dim] each, in f32, with the channel

@@ -1,14 +1,22 @@
 //! Every tensor a Qwen2.5-VL checkpoint holds, with its shape, derived from the config the same
-//! way `modeling_qwen2_5_vl.py` sizes its modules. Used to make random checkpoints with real
-//! shapes (benchmarks, the GPU script) in the hub's key layout.
+//! way transformers 4.57.6 `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py` sizes
+//! its modules. Used to make random checkpoints with real shapes (benchmarks, the GPU script)
+//! in the hub's key layout.
 
-use super::config::Qwen25VlConfig;
+use super::config::{Qwen25VlConfig, TextConfig, VisionConfig};
+
+type Shapes = Vec<(String, Vec<i64>)>;
 
 /// (hub key, shape) of every tensor, in a stable order. No `lm_head.weight` when tied.
-pub fn checkpoint_tensors(config: &Qwen25VlConfig) -> Vec<(String, Vec<i64>)> {
-    let t = &config.text;
-    let v = &config.vision;
-    let mut out: Vec<(String, Vec<i64>)> = Vec::new();
+pub fn checkpoint_tensors(config: &Qwen25VlConfig) -> Shapes {
+    let mut out = Vec::new();
+    text_tensors(&config.text, config.tie_word_embeddings, &mut out);
+    vision_tensors(&config.vision, &mut out);
+    out
+}
+
+/// `model.*` and, untied, `lm_head.weight`.
+fn text_tensors(t: &TextConfig, tied: bool, out: &mut Shapes) {
     let mut add = |key: String, shape: Vec<i64>| out.push((key, shape));
     let (h, d) = (t.hidden_size, t.head_dim());
     add("model.embed_tokens.weight".into(), vec![t.vocab_size, h]);
@@ -58,9 +66,14 @@ pub fn checkpoint_tensors(config: &Qwen25VlConfig) -> Vec<(String, Vec<i64>)> {
         );
     }
     add("model.norm.weight".into(), vec![h]);
-    if !config.tie_word_embeddings {
+    if !tied {
         add("lm_head.weight".into(), vec![t.vocab_size, h]);
     }
+}
+
+/// `visual.*`.
+fn vision_tensors(v: &VisionConfig, out: &mut Shapes) {
+    let mut add = |key: String, shape: Vec<i64>| out.push((key, shape));
     let (vh, vi) = (v.hidden_size, v.intermediate_size);
     add(
         "visual.patch_embed.proj.weight".into(),
@@ -98,5 +111,4 @@ pub fn checkpoint_tensors(config: &Qwen25VlConfig) -> Vec<(String, Vec<i64>)> {
         vec![v.out_hidden_size, merged],
     );
     add("visual.merger.mlp.2.bias".into(), vec![v.out_hidden_size]);
-    out
 }

@@ -1,11 +1,12 @@
-//! The language model, as transformers `modeling_qwen2_5_vl.py` `Qwen2_5_VLTextModel`: a Qwen2
+//! The language model, as transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py` `Qwen2_5_VLTextModel`: a Qwen2
 //! decoder with grouped-query attention, q/k/v bias, M-RoPE and a KV cache, using libtorch's
 //! scaled-dot-product attention.
 
 use super::config::TextConfig;
 use super::rope::apply_rotary;
 use crate::error::Result;
-use crate::nn::{Linear, RmsNorm};
+use crate::nn::{GatedMlp, Linear, RmsNorm};
 use crate::weights::WeightPath;
 use tch::{Device, Kind, Tensor};
 
@@ -68,27 +69,6 @@ impl KvCache {
         };
         self.layers[layer] = Some((merged.0.shallow_clone(), merged.1.shallow_clone()));
         merged
-    }
-}
-
-pub struct TextMlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
-}
-
-impl TextMlp {
-    fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(TextMlp {
-            gate_proj: Linear::load(&vs.pp("gate_proj"), h, i, false)?,
-            up_proj: Linear::load(&vs.pp("up_proj"), h, i, false)?,
-            down_proj: Linear::load(&vs.pp("down_proj"), i, h, false)?,
-        })
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
     }
 }
 
@@ -156,7 +136,7 @@ impl TextAttention {
 
 pub struct DecoderLayer {
     pub self_attn: TextAttention,
-    pub mlp: TextMlp,
+    pub mlp: GatedMlp,
     pub input_layernorm: RmsNorm,
     pub post_attention_layernorm: RmsNorm,
 }
@@ -165,7 +145,13 @@ impl DecoderLayer {
     fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
         Ok(DecoderLayer {
             self_attn: TextAttention::load(&vs.pp("self_attn"), cfg)?,
-            mlp: TextMlp::load(&vs.pp("mlp"), cfg)?,
+            mlp: GatedMlp::load(
+                &vs.pp("mlp"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                false,
+                cfg.hidden_act,
+            )?,
             input_layernorm: RmsNorm::load(
                 &vs.pp("input_layernorm"),
                 cfg.hidden_size,

@@ -1,4 +1,5 @@
-//! The vision tower, as transformers `modeling_qwen2_5_vl.py`
+//! The vision tower, as transformers 4.57.6
+//! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`
 //! `Qwen2_5_VisionTransformerPretrainedModel`: patch embedding (the Conv3d whose stride equals its
 //! kernel, run as one matmul), 2-D rotary, blocks of window attention with full attention in
 //! `fullatt_block_indexes`, the 2x2 patch merger, and the window reordering and its inverse.
@@ -9,29 +10,9 @@
 use super::config::VisionConfig;
 use super::rope::{rotate_half, vision_rotary_angles};
 use crate::error::{EngineError, Result};
-use crate::nn::{Linear, RmsNorm};
+use crate::nn::{GatedMlp, Linear, RmsNorm};
 use crate::weights::WeightPath;
 use tch::{Kind, Tensor};
-
-pub struct VisionMlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
-}
-
-impl VisionMlp {
-    fn load(vs: &WeightPath, hidden: i64, intermediate: i64) -> Result<Self> {
-        Ok(VisionMlp {
-            gate_proj: Linear::load(&vs.pp("gate_proj"), hidden, intermediate, true)?,
-            up_proj: Linear::load(&vs.pp("up_proj"), hidden, intermediate, true)?,
-            down_proj: Linear::load(&vs.pp("down_proj"), intermediate, hidden, true)?,
-        })
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
-    }
-}
 
 pub struct VisionAttention {
     pub qkv: Linear,
@@ -111,7 +92,7 @@ pub struct VisionBlock {
     pub norm1: RmsNorm,
     pub norm2: RmsNorm,
     pub attn: VisionAttention,
-    pub mlp: VisionMlp,
+    pub mlp: GatedMlp,
 }
 
 impl VisionBlock {
@@ -120,7 +101,13 @@ impl VisionBlock {
             norm1: RmsNorm::load(&vs.pp("norm1"), cfg.hidden_size, 1e-6)?,
             norm2: RmsNorm::load(&vs.pp("norm2"), cfg.hidden_size, 1e-6)?,
             attn: VisionAttention::load(&vs.pp("attn"), cfg)?,
-            mlp: VisionMlp::load(&vs.pp("mlp"), cfg.hidden_size, cfg.intermediate_size)?,
+            mlp: GatedMlp::load(
+                &vs.pp("mlp"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                true,
+                cfg.hidden_act,
+            )?,
         })
     }
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, segments: &[i64]) -> Tensor {

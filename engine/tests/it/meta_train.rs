@@ -109,12 +109,12 @@ fn test_config(dataset: &Path, output: &Path, steps: usize) -> MetaTrainConfig {
         output.to_path_buf(),
     );
     config.meta_concepts = 2;
-    config.steps = steps;
-    config.batch_size = 3;
+    config.recipe.steps = steps;
+    config.recipe.batch_size = 3;
     // The paper's 5e-5 moves a random tiny model too little in a few steps to measure.
-    config.learning_rate = 1e-2;
-    config.checkpoint_every = 2;
-    config.seed = 7;
+    config.recipe.learning_rate = 1e-2;
+    config.recipe.checkpoint_every = 2;
+    config.recipe.seed = 7;
     config.show_progress = false;
     config
 }

@@ -112,9 +112,8 @@ fn logits_match_hf_transformers5_layout() {
 }
 
 fn greedy(model_dir: &str, reference: &str, prompt_name: &str) {
-    use slc_engine::generation::{
-        Decoding, GenerationInput, SamplingParams, eos_token_ids, generate,
-    };
+    use slc_engine::generation::{Decoding, GenerationInput, SamplingParams, generate};
+    use slc_engine::qwen2_5_vl::eos_token_ids;
     let refs = references();
     let model = load(model_dir);
     let (input_ids, pixels, grids) = prompt(&refs, prompt_name);
