@@ -1,19 +1,24 @@
 //! Wire types shared by the edge (`slc-detector`), the cloud (`slc-reasoner`) and the
-//! evaluation harness. Serde and utoipa only: no logic, no I/O.
+//! evaluation harness. Serde and utoipa only, no I/O; the one piece of logic is the
+//! concept-id rule both sides must agree on.
 //!
 //! Concept identifiers travel with their angle brackets (`"<bo>"`) wherever the paper's
 //! prompts and cue sets show them; the registry's own `id` field is the bare form (`"bo"`).
 
 pub mod ask;
+pub mod concept_id;
 pub mod concepts;
 pub mod cues;
 pub mod detect;
 pub mod error;
+pub mod headers;
 pub mod reason;
 
 pub use ask::*;
+pub use concept_id::{ConceptId, InvalidConceptId, MAX_CONCEPT_ID_LEN};
 pub use concepts::*;
 pub use cues::*;
 pub use detect::*;
 pub use error::*;
+pub use headers::REQUEST_ID_HEADER;
 pub use reason::*;
