@@ -1,6 +1,11 @@
 //! The service's one error enum and its one mapping to HTTP: a status and the shared body
 //! `{"error": {"type", "message"}}`. Client mistakes are 4xx; the large model's failures are
 //! 502 (it answered badly or not at all) or 504 (it was too slow).
+//!
+//! The status policy both services share: malformed JSON 400; a JSON body of the wrong shape,
+//! or well-formed but invalid, 422; not `application/json` 415; over a size or count limit
+//! 413; over the concurrency limit 429 with `Retry-After`; wrong method 405 with `Allow`;
+//! unknown route 404; missing or wrong key 401. Every error body has the shape above.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -17,6 +22,9 @@ pub enum ReasonerError {
     /// The request parsed but says something impossible (empty question, unknown cue id…).
     #[error("{message}")]
     Invalid { kind: &'static str, message: String },
+    /// The request is over a count limit (too many concepts…); 413 like an oversize body.
+    #[error("{message}")]
+    TooLarge { kind: &'static str, message: String },
     /// The body is not the JSON it should be, or not JSON at all.
     #[error("{message}")]
     BadBody {
@@ -46,9 +54,17 @@ impl ReasonerError {
         }
     }
 
+    pub fn too_large(kind: &'static str, message: impl Into<String>) -> Self {
+        ReasonerError::TooLarge {
+            kind,
+            message: message.into(),
+        }
+    }
+
     pub fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
             ReasonerError::Invalid { kind, .. } => (StatusCode::UNPROCESSABLE_ENTITY, kind),
+            ReasonerError::TooLarge { kind, .. } => (StatusCode::PAYLOAD_TOO_LARGE, kind),
             ReasonerError::BadBody { status, kind, .. } => (*status, kind),
             ReasonerError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ReasonerError::TooManyTurns { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_turns"),

@@ -13,7 +13,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared_types::{IdentitiesRequest, IdentitiesResponse, ReasonRequest, ReasonResponse};
+use shared_types::{
+    IdentitiesRequest, IdentitiesResponse, REQUEST_ID_HEADER, ReasonRequest, ReasonResponse,
+};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tower_http::request_id::{
@@ -25,8 +27,6 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::error::{ApiJson, ReasonerError};
 use crate::metrics::Metrics;
 use crate::turn::Reasoner;
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Everything the handlers share. Cloning is cheap; nothing in here is locked per request.
 #[derive(Clone)]
@@ -112,11 +112,13 @@ impl MakeRequestId for CounterRequestId {
         (status = 200, description = "The answer with its trace", body = ReasonResponse),
         (status = 400, description = "Malformed JSON", body = shared_types::ErrorBody),
         (status = 401, description = "Missing or wrong bearer key", body = shared_types::ErrorBody),
-        (status = 413, description = "Body over the size limit", body = shared_types::ErrorBody),
+        (status = 405, description = "Wrong method; `Allow` names POST", body = shared_types::ErrorBody),
+        (status = 413, description = "Body over the size limit, or more than 64 concepts", body = shared_types::ErrorBody),
         (status = 415, description = "Not application/json", body = shared_types::ErrorBody),
-        (status = 422, description = "Invalid request", body = shared_types::ErrorBody),
-        (status = 429, description = "Over the concurrency limit", body = shared_types::ErrorBody),
+        (status = 422, description = "Well-formed JSON of the wrong shape, or an invalid request", body = shared_types::ErrorBody),
+        (status = 429, description = "Over the concurrency limit; see `Retry-After`", body = shared_types::ErrorBody),
         (status = 502, description = "The large model failed", body = shared_types::ErrorBody),
+        (status = 503, description = "The identity cache's database does not answer", body = shared_types::ErrorBody),
         (status = 504, description = "The large model was too slow", body = shared_types::ErrorBody),
     ),
     security(("bearer" = []))
@@ -139,9 +141,13 @@ pub async fn reason(
         (status = 200, description = "Each concept's identity (Table 7)", body = IdentitiesResponse),
         (status = 400, description = "Malformed JSON", body = shared_types::ErrorBody),
         (status = 401, description = "Missing or wrong bearer key", body = shared_types::ErrorBody),
-        (status = 422, description = "Invalid request", body = shared_types::ErrorBody),
-        (status = 429, description = "Over the concurrency limit", body = shared_types::ErrorBody),
+        (status = 405, description = "Wrong method; `Allow` names POST", body = shared_types::ErrorBody),
+        (status = 413, description = "Body over the size limit, or more than 64 concepts", body = shared_types::ErrorBody),
+        (status = 415, description = "Not application/json", body = shared_types::ErrorBody),
+        (status = 422, description = "Well-formed JSON of the wrong shape, or an invalid request", body = shared_types::ErrorBody),
+        (status = 429, description = "Over the concurrency limit; see `Retry-After`", body = shared_types::ErrorBody),
         (status = 502, description = "The large model failed", body = shared_types::ErrorBody),
+        (status = 503, description = "The identity cache's database does not answer", body = shared_types::ErrorBody),
         (status = 504, description = "The large model was too slow", body = shared_types::ErrorBody),
     ),
     security(("bearer" = []))

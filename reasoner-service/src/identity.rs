@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use shared_types::{ConceptDescription, Identity};
 
 use crate::cache::description_sha256;
-use crate::prompts::{FALLBACK_CATEGORY, IDENTITY_SYSTEM_PROMPT, identity_user_prompt};
-use crate::upstream::{CallKind, ChatCall};
+use crate::prompts::FALLBACK_CATEGORY;
 
 /// The identity step's result for a set of concepts.
 #[derive(Debug, Clone, Default)]
@@ -75,19 +74,6 @@ impl RecentFallbacks {
 /// Tokens an identity may take: a category and a few attributes, as JSON. Enough for any
 /// sensible reply, and a model that rambles cannot spend a whole context on it.
 pub const IDENTITY_MAX_TOKENS_PER_CONCEPT: u32 = 128;
-
-/// The Table 7 call for the concepts the cache did not have.
-pub fn identity_call(concepts: &[&ConceptDescription], json_schema: bool) -> ChatCall {
-    ChatCall {
-        kind: CallKind::Identity,
-        system: Some(IDENTITY_SYSTEM_PROMPT.to_owned()),
-        user_text: identity_user_prompt(concepts),
-        image: None,
-        max_tokens: Some(IDENTITY_MAX_TOKENS_PER_CONCEPT * concepts.len() as u32),
-        temperature: Some(0.0),
-        response_format: json_schema.then(|| identity_response_format(concepts)),
-    }
-}
 
 /// `response_format` for upstreams with structured output: exactly the requested ids, each
 /// with exactly `category` and `attributes`.

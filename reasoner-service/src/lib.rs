@@ -18,6 +18,7 @@ pub mod prompts;
 pub mod reflection;
 pub mod server;
 pub mod turn;
+pub mod validation;
 pub mod upstream;
 
 use std::future::Future;

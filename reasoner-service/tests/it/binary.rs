@@ -2,7 +2,7 @@
 //! from environment variables alone and answers on loopback.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -21,16 +21,6 @@ fn the_openapi_subcommand_prints_the_committed_document() {
     assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
 }
 
-/// Kills the child when the test ends, pass or fail.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn serve_is_configured_by_environment_variables() {
     let upstream = ScriptedUpstream::answering(
@@ -39,42 +29,15 @@ async fn serve_is_configured_by_environment_variables() {
         "ok",
     )
     .await;
-    let directory = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_slc-reasoner"))
-            .arg("serve")
-            .env("SLC_REASONER_BIND", format!("127.0.0.1:{port}"))
-            .env("SLC_LLM_BASE_URL", upstream.base_url())
-            .env("SLC_LLM_MODEL", "env-vlm")
-            .env("SLC_LLM_API_KEY", "env-upstream-key")
-            .env(
-                "SLC_DATABASE_URL",
-                sqlite_url(&directory.path().join("env.db")),
-            )
-            .env("SLC_REASONER_API_KEYS", "edge-a,edge-b")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let served = ServedBinary::start(&[
+        ("SLC_LLM_BASE_URL", upstream.base_url()),
+        ("SLC_LLM_MODEL", "env-vlm".into()),
+        ("SLC_LLM_API_KEY", "env-upstream-key".into()),
+        ("SLC_REASONER_API_KEYS", "edge-a,edge-b".into()),
+    ])
+    .await;
     let client = test_client();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut healthy = false;
-    for _ in 0..200 {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
-            && response.status().is_success()
-        {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(healthy, "slc-reasoner serve did not come up");
+    let base = &served.base;
     let request =
         serde_json::json!({"concepts": [{"id": "<bo>", "description": "<bo> is a puppy."}]});
     let refused = client
@@ -99,5 +62,55 @@ async fn serve_is_configured_by_environment_variables() {
     assert_eq!(
         sent.authorization.as_deref(),
         Some("Bearer env-upstream-key")
+    );
+}
+
+/// The log lines of a turn carry its request id: the real binary's own subscriber, read from
+/// its output, so no other test's subscriber can race with it (as a scoped one in this test
+/// binary did through tracing's interest cache).
+#[tokio::test]
+async fn log_lines_of_a_turn_carry_its_request_id() {
+    let upstream = ScriptedUpstream::start(|_, index| match index {
+        0 => Reply::status(429).retry_after("0"),
+        _ => Reply::content(r#"{"<bo>": {"category": "a puppy", "attributes": "playful"}}"#),
+    })
+    .await;
+    let served = ServedBinary::start(&[
+        ("SLC_LLM_BASE_URL", upstream.base_url()),
+        ("SLC_LOG_JSON", "true".into()),
+        ("RUST_LOG", "info".into()),
+    ])
+    .await;
+    let request =
+        serde_json::json!({"concepts": [{"id": "<bo>", "description": "<bo> is a puppy."}]});
+    let response = test_client()
+        .post(format!("{}/v1/identities", served.base))
+        .header(shared_types::REQUEST_ID_HEADER, "edge-turn-trace-9")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // The line is written before the retry's response; the file may lag the socket a little.
+    let mut retry_line = None;
+    for _ in 0..100 {
+        let text = served.log_text();
+        retry_line = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["fields"]["message"] == "retrying upstream call");
+        if retry_line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retry_line =
+        retry_line.unwrap_or_else(|| panic!("no retry logged:\n{}", served.log_tail(40)));
+    let spans = retry_line["spans"].as_array().cloned().unwrap_or_default();
+    assert!(
+        spans
+            .iter()
+            .any(|span| span["request_id"] == "edge-turn-trace-9"),
+        "{retry_line}"
     );
 }

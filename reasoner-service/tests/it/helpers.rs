@@ -14,7 +14,9 @@ use axum::routing::post;
 use base64::Engine;
 use clap::Parser;
 use serde_json::{Value, json};
+use shared_types::REQUEST_ID_HEADER;
 use slc_reasoner::ServeConfig;
+use slc_reasoner::prompts::{IDENTITY_SYSTEM_PROMPT, VERIFICATION_SYSTEM_PROMPT};
 use tokio::sync::oneshot;
 
 /// The test image: a real JPEG from the shared sample data (a dog that is not `<bo>`).
@@ -36,7 +38,7 @@ pub fn query_image_data_uri() -> String {
 pub struct Recorded {
     pub body: Value,
     pub authorization: Option<String>,
-    /// The `x-request-id` header, if the reasoner sent one.
+    /// The request-id header, if the reasoner sent one.
     pub request_id: Option<String>,
     /// The `Content-Length` header (absent for a chunked body) and the bytes received.
     pub content_length: Option<u64>,
@@ -90,10 +92,12 @@ impl Recorded {
         urls
     }
 
+    /// The call's kind, told apart by the code's own system prompts: the tests that check
+    /// those prompts against the paper (`prompts.rs`) compare the text itself.
     pub fn kind(&self) -> &'static str {
         match self.system() {
-            Some(system) if system.starts_with("You are an information extractor.") => "identity",
-            Some(system) if system.starts_with("You are a visual verifier.") => "verify",
+            Some(IDENTITY_SYSTEM_PROMPT) => "identity",
+            Some(VERIFICATION_SYSTEM_PROMPT) => "verify",
             _ => "answer",
         }
     }
@@ -255,7 +259,7 @@ async fn chat_completions(
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
         request_id: headers
-            .get("x-request-id")
+            .get(REQUEST_ID_HEADER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
         received: Instant::now(),
@@ -347,6 +351,7 @@ pub async fn spawn_app_with(
 }
 
 pub async fn spawn_config(config: ServeConfig) -> TestApp {
+    init_test_log();
     let state = slc_reasoner::build_state(&config).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -421,4 +426,121 @@ pub fn error_type(body: &Value) -> String {
         "error without a message: {body}"
     );
     kind.to_owned()
+}
+
+/// With `TEST_LOG` set (to a filter such as `debug` or `slc_reasoner=trace`), the service's
+/// log lines go to the test's output; without it the tests stay quiet. Installed once, for
+/// the whole test binary.
+pub fn init_test_log() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let Ok(filter) = std::env::var("TEST_LOG") else {
+            return;
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// An app's router without a socket, for routing and middleware tests through
+/// `Router::oneshot`. The upstream address is never dialled by those tests.
+pub async fn router_with(tweak: impl FnOnce(&mut ServeConfig)) -> (axum::Router, tempfile::TempDir) {
+    init_test_log();
+    let directory = tempfile::tempdir().unwrap();
+    let database = sqlite_url(&directory.path().join("reasoner.db"));
+    let mut config = base_config("http://127.0.0.1:9/v1", &database);
+    tweak(&mut config);
+    let state = slc_reasoner::build_state(&config).await.expect("state");
+    (slc_reasoner::app(state), directory)
+}
+
+/// The real `slc-reasoner serve` binary on a free loopback port, its stdout and stderr in a
+/// file, killed when dropped.
+pub struct ServedBinary {
+    child: std::process::Child,
+    pub base: String,
+    log: PathBuf,
+    _directory: tempfile::TempDir,
+}
+
+impl ServedBinary {
+    /// Starts `slc-reasoner serve` with `env` (a scratch SQLite database unless `env` names
+    /// one) and waits until `/healthz` answers.
+    pub async fn start(env: &[(&str, String)]) -> Self {
+        let directory = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = directory.path().join("reasoner.log");
+        let output = std::fs::File::create(&log).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_slc-reasoner"));
+        command
+            .arg("serve")
+            .env("SLC_REASONER_BIND", format!("127.0.0.1:{port}"))
+            .env(
+                "SLC_DATABASE_URL",
+                sqlite_url(&directory.path().join("reasoner.db")),
+            )
+            .stdout(output.try_clone().unwrap())
+            .stderr(output);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut served = Self {
+            child: command.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            _directory: directory,
+        };
+        served.wait_healthy(Duration::from_secs(20)).await;
+        served
+    }
+
+    /// Polls `/healthz`; panics with the log's tail if the process exits or `limit` passes.
+    async fn wait_healthy(&mut self, limit: Duration) {
+        let client = test_client();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "slc-reasoner serve exited with {status} before it was healthy; its log ends:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            if let Ok(response) = client.get(format!("{}/healthz", self.base)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "slc-reasoner serve was not healthy at {} within {limit:?}; its log ends:\n{}",
+            self.base,
+            self.log_tail(40)
+        );
+    }
+
+    /// Everything the process has written so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,5 +1,6 @@
-//! The HTTP surface: bearer auth, the concurrency limit, typed 4xx for bad input, metrics,
-//! request ids, health and docs.
+//! The HTTP surface over a socket: bearer auth, the concurrency limit, typed 4xx for bad
+//! input, metrics, request ids on upstream calls, health and docs. Socket-free routing and
+//! middleware tests are in `status.rs`.
 
 use std::time::Duration;
 
@@ -280,23 +281,6 @@ async fn bad_input_gets_a_typed_4xx() {
 }
 
 #[tokio::test]
-async fn request_ids_are_honoured_and_generated() {
-    let upstream = good_upstream().await;
-    let app = spawn_app(&upstream).await;
-    let response = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "edge-turn-42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["x-request-id"], "edge-turn-42");
-    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
-    let generated = response.headers()["x-request-id"].to_str().unwrap();
-    assert!(generated.starts_with("slc-reasoner-"), "{generated}");
-}
-
-#[tokio::test]
 async fn the_request_id_goes_on_every_upstream_call_of_the_turn() {
     let upstream = good_upstream().await;
     let app = spawn_app(&upstream).await;
@@ -355,59 +339,6 @@ async fn the_request_id_goes_on_every_upstream_call_of_the_turn() {
     for request in later {
         assert_eq!(request.request_id.as_deref(), Some(generated.as_str()));
     }
-}
-
-/// Collects formatted log lines in memory.
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-// A current-thread runtime: the scoped subscriber below sees the server's tasks too.
-#[tokio::test(flavor = "current_thread")]
-async fn log_lines_of_a_turn_carry_its_request_id() {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let upstream = ScriptedUpstream::start(|_, index| match index {
-        0 => Reply::status(429).retry_after("0"),
-        _ => Reply::content(r#"{"<bo>": {"category": "a puppy", "attributes": "playful"}}"#),
-    })
-    .await;
-    let app = spawn_app(&upstream).await;
-    let response = app
-        .client
-        .post(app.url("/v1/identities"))
-        .header("x-request-id", "edge-turn-trace-9")
-        .json(&identities_request())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let retry_line = text
-        .lines()
-        .find(|line| line.contains("retrying upstream call"))
-        .unwrap_or_else(|| panic!("no retry logged:\n{text}"));
-    assert!(
-        retry_line.contains("request_id=edge-turn-trace-9"),
-        "{retry_line}"
-    );
 }
 
 #[tokio::test]

@@ -13,3 +13,4 @@ mod privacy;
 mod prompts;
 mod rules;
 mod server;
+mod status;
