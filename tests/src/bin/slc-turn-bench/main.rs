@@ -19,6 +19,11 @@
 //! Qwen2.5-VL-3B widths (`slc-detector make-checkpoint`), given the tiny fixture tokenizer (the
 //! real one cannot be downloaded here) and Qwen's published pixel bounds.
 
+mod bandwidth;
+mod checkpoint;
+mod detect;
+mod turns;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -109,14 +114,14 @@ async fn main() -> Result<()> {
     let model = match (&config.model, &config.make_checkpoint) {
         (Some(model), _) => model.clone(),
         (None, Some(dir)) => {
-            make_checkpoint(&bin_dir, dir, &config)?;
+            checkpoint::make_checkpoint(&bin_dir, dir, &config)?;
             dir.clone()
         }
         (None, None) => engine_fixtures().join("qwen25vl/untied"),
     };
     let results = match config.detect_only {
-        Some(count) => detect_only(&config, &bin_dir, &model, count).await?,
-        None => turns(&config, &bin_dir, &model).await?,
+        Some(count) => detect::detect_only(&config, &bin_dir, &model, count).await?,
+        None => turns::turns(&config, &bin_dir, &model).await?,
     };
     if let Some(path) = &config.out {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
@@ -289,246 +294,3 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn turns(config: &BenchConfig, bin_dir: &Path, model: &Path) -> Result<Value> {
-    let mut medians: BTreeMap<(usize, String), BTreeMap<&str, f64>> = BTreeMap::new();
-    let mut raw = Vec::new();
-    let mut turn = 0usize;
-    for name in &config.configs {
-        let optimized = match name.as_str() {
-            "optimized" => true,
-            "naive" => false,
-            other => bail!("unknown configuration {other:?}: use optimized or naive"),
-        };
-        eprintln!("== {name}: starting the services on {}", model.display());
-        let stack = start(config, bin_dir, model, name, optimized).await?;
-        for &count in &config.concepts {
-            let concepts = &CONCEPTS[..count.clamp(1, CONCEPTS.len())];
-            turn += 1;
-            let warm = one_turn(&stack, concepts, turn, optimized, config).await?;
-            eprintln!("   {count} concept(s) warm-up: {:.0} ms", warm.latency_ms);
-            let mut figures = Vec::new();
-            for rep in 0..config.reps {
-                turn += 1;
-                let measured = one_turn(&stack, concepts, turn, optimized, config).await?;
-                eprintln!("   {count} concept(s) turn {}: {measured:?}", rep + 1);
-                figures.push(measured);
-            }
-            let m = |f: fn(&TurnFigures) -> f64| median(figures.iter().map(f));
-            medians.insert(
-                (count, name.clone()),
-                BTreeMap::from([
-                    ("latency_ms", m(|f| f.latency_ms)),
-                    ("vision_encodes", m(|f| f.vision_encodes)),
-                    ("prefill_tokens", m(|f| f.prefill_tokens)),
-                    ("decode_steps", m(|f| f.decode_steps)),
-                    ("generated_tokens", m(|f| f.generated_tokens)),
-                    ("upstream_calls", m(|f| f.upstream_calls)),
-                    (
-                        "detect_decode_ms_per_step",
-                        m(|f| f.detect_decode_ms_per_step),
-                    ),
-                ]),
-            );
-            raw.push(json!({"config": name, "concepts": count, "turns": figures}));
-        }
-        stack.stop()?;
-    }
-    println!(
-        "| concepts | config | median turn (s) | vision encodes | prefill tokens | decode steps | tokens generated | large-model calls | optimized / naive |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for ((count, name), figures) in &medians {
-        let ratio = match (
-            medians.get(&(*count, "optimized".to_string())),
-            medians.get(&(*count, "naive".to_string())),
-        ) {
-            (Some(optimized), Some(naive)) if name == "optimized" => {
-                format!("{:.2}", optimized["latency_ms"] / naive["latency_ms"])
-            }
-            _ => String::new(),
-        };
-        println!(
-            "| {count} | {name} | {:.1} | {} | {} | {} | {} | {} | {ratio} |",
-            figures["latency_ms"] / 1000.0,
-            figures["vision_encodes"],
-            figures["prefill_tokens"],
-            figures["decode_steps"],
-            figures["generated_tokens"],
-            figures["upstream_calls"],
-        );
-    }
-    let bandwidth = decode_bandwidth(model, &medians)?;
-    println!("{bandwidth}");
-    Ok(json!({
-        "model": model,
-        "medians": medians
-            .iter()
-            .map(|((count, name), figures)| json!({"concepts": count, "config": name, "medians": figures}))
-            .collect::<Vec<_>>(),
-        "turns": raw,
-        "decode_bandwidth": bandwidth,
-    }))
-}
-
-/// Bytes of the weights one decode step reads (everything but the vision tower) over the time
-/// per naive detection step (one token per step), against this machine's copy bandwidth.
-fn decode_bandwidth(
-    model: &Path,
-    medians: &BTreeMap<(usize, String), BTreeMap<&str, f64>>,
-) -> Result<Value> {
-    let weight_bytes = text_weight_bytes(model)?;
-    let per_step_ms = median(
-        medians
-            .iter()
-            .filter(|((_, name), _)| name == "naive")
-            .map(|(_, figures)| figures["detect_decode_ms_per_step"]),
-    );
-    let copy = copy_bandwidth_gbps();
-    let achieved = weight_bytes as f64 / (per_step_ms / 1000.0) / 1e9;
-    Ok(json!({
-        "weight_bytes_per_token": weight_bytes,
-        "decode_ms_per_token": per_step_ms,
-        "achieved_gbps": achieved,
-        "copy_gbps": copy,
-        "fraction_of_copy": achieved / copy,
-    }))
-}
-
-/// Sizes of the language-model tensors from the safetensors headers.
-fn text_weight_bytes(model: &Path) -> Result<u64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(model)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-            continue;
-        }
-        let bytes = std::fs::read(&path)?;
-        let header_len = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
-        let header: Value = serde_json::from_slice(&bytes[8..8 + header_len])?;
-        for (name, tensor) in header.as_object().context("safetensors header")? {
-            if name == "__metadata__" || name.contains("visual.") {
-                continue;
-            }
-            let offsets = &tensor["data_offsets"];
-            total += offsets[1].as_u64().unwrap_or(0) - offsets[0].as_u64().unwrap_or(0);
-        }
-    }
-    Ok(total)
-}
-
-/// Median of a few copies of a 256 MiB buffer: read + write bytes per second, in GB/s.
-fn copy_bandwidth_gbps() -> f64 {
-    let source = vec![1u8; 256 << 20];
-    let mut target = vec![0u8; 256 << 20];
-    let rates = (0..5).map(|_| {
-        let started = Instant::now();
-        target.copy_from_slice(&source);
-        std::hint::black_box(&target);
-        2.0 * source.len() as f64 / started.elapsed().as_secs_f64() / 1e9
-    });
-    median(rates)
-}
-
-async fn detect_only(
-    config: &BenchConfig,
-    bin_dir: &Path,
-    model: &Path,
-    count: usize,
-) -> Result<Value> {
-    let stack = start(config, bin_dir, model, "detect", true).await?;
-    let mut latencies = Vec::with_capacity(count);
-    let before = metrics(&stack).await?;
-    for turn in 0..count {
-        let request = json!({"image": fresh_image(turn)?, "concepts": ["bo", "brown-duck"]});
-        let started = Instant::now();
-        let response = stack
-            .edge(reqwest::Method::POST, "/v1/detect")
-            .json(&request)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("/v1/detect answered {}", response.status());
-        }
-        response.bytes().await?;
-        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    let after = metrics(&stack).await?;
-    stack.stop()?;
-    let steps = delta(&before, &after, "slc_detector_decode_steps_total");
-    let tokens = delta(&before, &after, "slc_detector_generated_tokens_total");
-    let result = json!({
-        "requests": count,
-        "p50_ms": percentile(&latencies, 50.0),
-        "p99_ms": percentile(&latencies, 99.0),
-        "decode_steps": steps,
-        "generated_tokens": tokens,
-        "steps_per_token": steps / tokens,
-        "steps_saved_share": 1.0 - steps / tokens,
-    });
-    println!("{result}");
-    Ok(result)
-}
-
-/// A random checkpoint with the real 3B widths, the tiny tokenizer and Qwen's pixel bounds.
-fn make_checkpoint(bin_dir: &Path, dir: &Path, config: &BenchConfig) -> Result<()> {
-    if dir.join("config.json").exists() {
-        return Ok(());
-    }
-    eprintln!(
-        "== writing a 3B-width random checkpoint to {}",
-        dir.display()
-    );
-    let status = std::process::Command::new(bin_dir.join("slc-detector"))
-        .arg("make-checkpoint")
-        .arg("--out")
-        .arg(dir)
-        .args(["--text-layers", &config.text_layers.to_string()])
-        .args(["--vision-layers", &config.vision_layers.to_string()])
-        .args(["--dtype", &config.checkpoint_dtype])
-        .status()?;
-    if !status.success() {
-        bail!("slc-detector make-checkpoint failed");
-    }
-    let tiny = engine_fixtures().join("qwen25vl/untied");
-    for file in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.json",
-        "vocab.json",
-        "merges.txt",
-    ] {
-        std::fs::copy(tiny.join(file), dir.join(file))?;
-    }
-    let mut preprocessor: Value = serde_json::from_str(&std::fs::read_to_string(
-        tiny.join("preprocessor_config.json"),
-    )?)?;
-    preprocessor["min_pixels"] = json!(3136);
-    preprocessor["max_pixels"] = json!(12_845_056);
-    std::fs::write(
-        dir.join("preprocessor_config.json"),
-        serde_json::to_string_pretty(&preprocessor)?,
-    )?;
-    // The token ids the model gives special meaning must be the tokenizer's.
-    let tiny_config: Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny.join("config.json"))?)?;
-    let path = dir.join("config.json");
-    let mut model_config: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-    for key in [
-        "image_token_id",
-        "video_token_id",
-        "vision_start_token_id",
-        "vision_end_token_id",
-        "bos_token_id",
-        "eos_token_id",
-    ] {
-        if let Some(value) = tiny_config.get(key) {
-            model_config[key] = value.clone();
-        }
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&model_config)?)?;
-    std::fs::copy(
-        tiny.join("generation_config.json"),
-        dir.join("generation_config.json"),
-    )?;
-    Ok(())
-}
