@@ -1,5 +1,6 @@
 //! The HTTP layer: routes, the bearer-key check, the concurrency limit and per-request tracing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -22,11 +23,13 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{ApiJson, ReasonerError};
 use crate::metrics::Metrics;
 use crate::turn::Reasoner;
+use crate::validation::MAX_CONCEPTS;
 
 /// Everything the handlers share. Cloning is cheap; nothing in here is locked per request.
 #[derive(Clone)]
@@ -103,6 +106,38 @@ impl MakeRequestId for CounterRequestId {
     }
 }
 
+/// The error responses of both turn endpoints, as the status policy in `error.rs` gives them;
+/// every body is `ErrorBody`.
+struct TurnErrors;
+
+impl utoipa::IntoResponses for TurnErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let body = || Content::new(Some(Ref::from_schema_name("ErrorBody")));
+        let too_large = format!("Body over the size limit, or more than {MAX_CONCEPTS} concepts");
+        [
+            (400, "Malformed JSON"),
+            (401, "Missing or wrong bearer key"),
+            (405, "Wrong method; `Allow` names POST"),
+            (413, too_large.as_str()),
+            (415, "Not application/json"),
+            (422, "Well-formed JSON of the wrong shape, or an invalid request"),
+            (429, "Over the concurrency limit; see `Retry-After`"),
+            (502, "The large model failed"),
+            (503, "The identity cache's database does not answer"),
+            (504, "The large model was too slow"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", body())
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/v1/reason",
@@ -110,16 +145,7 @@ impl MakeRequestId for CounterRequestId {
     request_body = ReasonRequest,
     responses(
         (status = 200, description = "The answer with its trace", body = ReasonResponse),
-        (status = 400, description = "Malformed JSON", body = shared_types::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer key", body = shared_types::ErrorBody),
-        (status = 405, description = "Wrong method; `Allow` names POST", body = shared_types::ErrorBody),
-        (status = 413, description = "Body over the size limit, or more than 64 concepts", body = shared_types::ErrorBody),
-        (status = 415, description = "Not application/json", body = shared_types::ErrorBody),
-        (status = 422, description = "Well-formed JSON of the wrong shape, or an invalid request", body = shared_types::ErrorBody),
-        (status = 429, description = "Over the concurrency limit; see `Retry-After`", body = shared_types::ErrorBody),
-        (status = 502, description = "The large model failed", body = shared_types::ErrorBody),
-        (status = 503, description = "The identity cache's database does not answer", body = shared_types::ErrorBody),
-        (status = 504, description = "The large model was too slow", body = shared_types::ErrorBody),
+        TurnErrors,
     ),
     security(("bearer" = []))
 )]
@@ -139,16 +165,7 @@ pub async fn reason(
     request_body = IdentitiesRequest,
     responses(
         (status = 200, description = "Each concept's identity (Table 7)", body = IdentitiesResponse),
-        (status = 400, description = "Malformed JSON", body = shared_types::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer key", body = shared_types::ErrorBody),
-        (status = 405, description = "Wrong method; `Allow` names POST", body = shared_types::ErrorBody),
-        (status = 413, description = "Body over the size limit, or more than 64 concepts", body = shared_types::ErrorBody),
-        (status = 415, description = "Not application/json", body = shared_types::ErrorBody),
-        (status = 422, description = "Well-formed JSON of the wrong shape, or an invalid request", body = shared_types::ErrorBody),
-        (status = 429, description = "Over the concurrency limit; see `Retry-After`", body = shared_types::ErrorBody),
-        (status = 502, description = "The large model failed", body = shared_types::ErrorBody),
-        (status = 503, description = "The identity cache's database does not answer", body = shared_types::ErrorBody),
-        (status = 504, description = "The large model was too slow", body = shared_types::ErrorBody),
+        TurnErrors,
     ),
     security(("bearer" = []))
 )]
