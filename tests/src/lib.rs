@@ -107,6 +107,86 @@ pub struct Stack {
     _directory: tempfile::TempDir,
 }
 
+/// The edge, `slc-detector serve`, on `port` with the fixture CLIP and its own SQLite file.
+fn spawn_edge(
+    options: &StackOptions,
+    binary: &Path,
+    port: u16,
+    reasoner_url: &str,
+    directory: &Path,
+) -> Result<Child> {
+    let fixtures = engine_fixtures();
+    let mut edge = Command::new(binary);
+    edge.arg("serve")
+        .env("SLC_BIND", format!("127.0.0.1:{port}"))
+        .env("SLC_MODEL_DIR", &options.model_dir)
+        .env("SLC_CLIP_DIR", fixtures.join("clip/tiny-clip"))
+        .env(
+            "SLC_DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                directory.join("edge.db").display()
+            ),
+        )
+        .env("SLC_REASONER_URL", reasoner_url)
+        .env("SLC_REASONER_API_KEY", EDGE_TO_REASONER_KEY)
+        .env("SLC_API_KEYS", format!("{APP_KEY},{REASONER_TO_LLM_KEY}"))
+        .env("SLC_WORKERS", "1")
+        .envs(
+            options
+                .adapter_bank
+                .iter()
+                .map(|bank| ("SLC_ADAPTER_BANK", bank)),
+        )
+        .envs(options.edge_env.iter().map(|(k, v)| (k, v)))
+        .stdout(log_target(&options.log_dir, "slc-detector")?)
+        .stderr(log_target(&options.log_dir, "slc-detector.err")?);
+    edge.spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+
+}
+
+/// The cloud, `slc-reasoner serve`, on `port`, its large model at `llm_url`.
+fn spawn_reasoner(
+    options: &StackOptions,
+    binary: &Path,
+    port: u16,
+    llm_url: &str,
+    directory: &Path,
+) -> Result<Child> {
+    // The reasoner asks the edge's model by its served name: the checkpoint folder's.
+    let model_name = options
+        .model_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .context("the model directory has no name")?;
+    Command::new(binary)
+        .arg("serve")
+        .env("SLC_REASONER_BIND", format!("127.0.0.1:{port}"))
+        .env("SLC_LLM_BASE_URL", format!("{llm_url}/v1"))
+        .env("SLC_LLM_MODEL", &model_name)
+        // A turn's large-model calls wait behind the edge's own detection on small
+        // machines: the reasoner's default per-attempt timeout suits a cloud model.
+        .env("SLC_LLM_ATTEMPT_TIMEOUT_MS", "3600000")
+        .env("SLC_LLM_CALL_DEADLINE_MS", "3600000")
+        .env("SLC_LLM_API_KEY", REASONER_TO_LLM_KEY)
+        .env("SLC_LLM_JSON_SCHEMA", options.llm_json_schema.to_string())
+        .env(
+            "SLC_DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                directory.join("reasoner.db").display()
+            ),
+        )
+        .env("SLC_REASONER_API_KEYS", EDGE_TO_REASONER_KEY)
+        .envs(options.reasoner_env.iter().map(|(k, v)| (k, v)))
+        .stdout(log_target(&options.log_dir, "slc-reasoner")?)
+        .stderr(log_target(&options.log_dir, "slc-reasoner.err")?)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+
+}
+
 /// An HTTP client for the stack (plain HTTP on loopback; reqwest still wants a TLS provider).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -156,64 +236,8 @@ impl Stack {
                 );
             }
         }
-        let fixtures = engine_fixtures();
-        let model_name = options
-            .model_dir
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .context("the model directory has no name")?;
-        let mut edge = Command::new(&detector_binary);
-        edge.arg("serve")
-            .env("SLC_BIND", format!("127.0.0.1:{edge_port}"))
-            .env("SLC_MODEL_DIR", &options.model_dir)
-            .env("SLC_CLIP_DIR", fixtures.join("clip/tiny-clip"))
-            .env(
-                "SLC_DATABASE_URL",
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    directory.path().join("edge.db").display()
-                ),
-            )
-            .env("SLC_REASONER_URL", &edge_sees_reasoner_at)
-            .env("SLC_REASONER_API_KEY", EDGE_TO_REASONER_KEY)
-            .env("SLC_API_KEYS", format!("{APP_KEY},{REASONER_TO_LLM_KEY}"))
-            .env("SLC_WORKERS", "1")
-            .envs(
-                options
-                    .adapter_bank
-                    .iter()
-                    .map(|bank| ("SLC_ADAPTER_BANK", bank)),
-            )
-            .envs(options.edge_env.iter().map(|(k, v)| (k, v)))
-            .stdout(log_target(&options.log_dir, "slc-detector")?)
-            .stderr(log_target(&options.log_dir, "slc-detector.err")?);
-        let edge = edge
-            .spawn()
-            .with_context(|| format!("starting {}", detector_binary.display()))?;
-        let reasoner = Command::new(&reasoner_binary)
-            .arg("serve")
-            .env("SLC_REASONER_BIND", format!("127.0.0.1:{reasoner_port}"))
-            .env("SLC_LLM_BASE_URL", format!("{reasoner_sees_llm_at}/v1"))
-            .env("SLC_LLM_MODEL", &model_name)
-            // A turn's large-model calls wait behind the edge's own detection on small
-            // machines: the reasoner's default per-attempt timeout suits a cloud model.
-            .env("SLC_LLM_ATTEMPT_TIMEOUT_MS", "3600000")
-            .env("SLC_LLM_CALL_DEADLINE_MS", "3600000")
-            .env("SLC_LLM_API_KEY", REASONER_TO_LLM_KEY)
-            .env("SLC_LLM_JSON_SCHEMA", options.llm_json_schema.to_string())
-            .env(
-                "SLC_DATABASE_URL",
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    directory.path().join("reasoner.db").display()
-                ),
-            )
-            .env("SLC_REASONER_API_KEYS", EDGE_TO_REASONER_KEY)
-            .envs(options.reasoner_env.iter().map(|(k, v)| (k, v)))
-            .stdout(log_target(&options.log_dir, "slc-reasoner")?)
-            .stderr(log_target(&options.log_dir, "slc-reasoner.err")?)
-            .spawn()
-            .with_context(|| format!("starting {}", reasoner_binary.display()))?;
+        let edge = spawn_edge(&options, &detector_binary, edge_port, &edge_sees_reasoner_at, directory.path())?;
+        let reasoner = spawn_reasoner(&options, &reasoner_binary, reasoner_port, &reasoner_sees_llm_at, directory.path())?;
         let mut stack = Stack {
             edge_url,
             reasoner_url,

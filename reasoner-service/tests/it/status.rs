@@ -28,11 +28,11 @@ async fn body_json(response: axum::response::Response) -> Value {
     serde_json::from_slice(&bytes).expect("a JSON error body")
 }
 
-#[tokio::test]
-async fn every_error_variant_and_request_gets_the_policy_status() {
+/// Every error variant with its status and type.
+fn error_variants() -> Vec<(ReasonerError, u16, &'static str)> {
     let upstream = |error| ReasonerError::Upstream(error);
     let message = || "scripted".to_owned();
-    let variants: Vec<(ReasonerError, u16, &str)> = vec![
+    vec![
         (ReasonerError::invalid("empty_question", "x"), 422, "empty_question"),
         (ReasonerError::too_large("too_many_concepts", "x"), 413, "too_many_concepts"),
         (
@@ -63,8 +63,36 @@ async fn every_error_variant_and_request_gets_the_policy_status() {
         ),
         (upstream(UpstreamError::BadResponse { message: message() }), 502, "upstream_bad_response"),
         (ReasonerError::Cache(sqlx::Error::PoolClosed), 503, "cache_unavailable"),
+    ]
+}
+
+/// A request: name, method, path, content type, body, whether it has the key.
+type PolicyRequest = (&'static str, Method, &'static str, Option<&'static str>, String, bool);
+
+/// Every kind of bad request with its status and type.
+fn policy_requests() -> Vec<(PolicyRequest, u16, &'static str)> {
+    let question = |concepts: Value| json!({"question": "What?", "concepts": concepts}).to_string();
+    let json_type = Some("application/json");
+    #[rustfmt::skip]
+    let requests: Vec<(PolicyRequest, u16, &str)> = vec![
+        (("malformed JSON", Method::POST, "/v1/reason", json_type, "{\"question\": ".into(), true), 400, "invalid_json"),
+        (("not JSON", Method::POST, "/v1/reason", Some("text/plain"), question(concepts(1)), true), 415, "unsupported_media_type"),
+        (("wrong shape", Method::POST, "/v1/reason", json_type, json!({"question": 5}).to_string(), true), 422, "invalid_request"),
+        (("invalid", Method::POST, "/v1/reason", json_type, json!({"question": " ", "concepts": concepts(1)}).to_string(), true), 422, "empty_question"),
+        (("bad concept id", Method::POST, "/v1/identities", json_type, json!({"concepts": [{"id": "<b o>", "description": "d"}]}).to_string(), true), 422, "invalid_concept_id"),
+        (("too many concepts", Method::POST, "/v1/reason", json_type, question(concepts(MAX_CONCEPTS + 1)), true), 413, "too_many_concepts"),
+        (("too many concepts to identify", Method::POST, "/v1/identities", json_type, json!({"concepts": concepts(MAX_CONCEPTS + 1)}).to_string(), true), 413, "too_many_concepts"),
+        (("oversize body", Method::POST, "/v1/reason", json_type, question(json!([{"id": "<bo>", "description": "x".repeat(128 * 1024)}])), true), 413, "payload_too_large"),
+        (("no key", Method::POST, "/v1/reason", json_type, question(concepts(1)), false), 401, "unauthorized"),
+        (("wrong method", Method::GET, "/v1/reason", None, String::new(), true), 405, "method_not_allowed"),
+        (("unknown route", Method::GET, "/v1/nowhere", None, String::new(), true), 404, "not_found"),
     ];
-    for (error, status, kind) in variants {
+    requests
+}
+
+#[tokio::test]
+async fn every_error_variant_and_request_gets_the_policy_status() {
+    for (error, status, kind) in error_variants() {
         let name = format!("{error:?}");
         let response = error.into_response();
         assert_eq!(response.status().as_u16(), status, "{name}");
@@ -76,23 +104,7 @@ async fn every_error_variant_and_request_gets_the_policy_status() {
         config.max_body_bytes = 64 * 1024;
     })
     .await;
-    let question = |concepts: Value| json!({"question": "What?", "concepts": concepts}).to_string();
-    let json_type = Some("application/json");
-    #[rustfmt::skip]
-    let requests: Vec<(&str, Method, &str, Option<&str>, String, bool, u16, &str)> = vec![
-        ("malformed JSON", Method::POST, "/v1/reason", json_type, "{\"question\": ".into(), true, 400, "invalid_json"),
-        ("not JSON", Method::POST, "/v1/reason", Some("text/plain"), question(concepts(1)), true, 415, "unsupported_media_type"),
-        ("wrong shape", Method::POST, "/v1/reason", json_type, json!({"question": 5}).to_string(), true, 422, "invalid_request"),
-        ("invalid", Method::POST, "/v1/reason", json_type, json!({"question": " ", "concepts": concepts(1)}).to_string(), true, 422, "empty_question"),
-        ("bad concept id", Method::POST, "/v1/identities", json_type, json!({"concepts": [{"id": "<b o>", "description": "d"}]}).to_string(), true, 422, "invalid_concept_id"),
-        ("too many concepts", Method::POST, "/v1/reason", json_type, question(concepts(MAX_CONCEPTS + 1)), true, 413, "too_many_concepts"),
-        ("too many concepts to identify", Method::POST, "/v1/identities", json_type, json!({"concepts": concepts(MAX_CONCEPTS + 1)}).to_string(), true, 413, "too_many_concepts"),
-        ("oversize body", Method::POST, "/v1/reason", json_type, question(json!([{"id": "<bo>", "description": "x".repeat(128 * 1024)}])), true, 413, "payload_too_large"),
-        ("no key", Method::POST, "/v1/reason", json_type, question(concepts(1)), false, 401, "unauthorized"),
-        ("wrong method", Method::GET, "/v1/reason", None, String::new(), true, 405, "method_not_allowed"),
-        ("unknown route", Method::GET, "/v1/nowhere", None, String::new(), true, 404, "not_found"),
-    ];
-    for (name, method, path, content_type, body, authorized, status, kind) in requests {
+    for ((name, method, path, content_type, body, authorized), status, kind) in policy_requests() {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
