@@ -120,7 +120,10 @@ impl utoipa::IntoResponses for TurnErrors {
             (405, "Wrong method; `Allow` names POST"),
             (413, too_large.as_str()),
             (415, "Not application/json"),
-            (422, "Well-formed JSON of the wrong shape, or an invalid request"),
+            (
+                422,
+                "Well-formed JSON of the wrong shape, or an invalid request",
+            ),
             (429, "Over the concurrency limit; see `Retry-After`"),
             (502, "The large model failed"),
             (503, "The identity cache's database does not answer"),

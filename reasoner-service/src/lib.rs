@@ -18,8 +18,8 @@ pub mod prompts;
 pub mod reflection;
 pub mod server;
 pub mod turn;
-pub mod validation;
 pub mod upstream;
+pub mod validation;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -123,10 +123,7 @@ fn spawn_edge(
         .env("SLC_CLIP_DIR", fixtures.join("clip/tiny-clip"))
         .env(
             "SLC_DATABASE_URL",
-            format!(
-                "sqlite://{}?mode=rwc",
-                directory.join("edge.db").display()
-            ),
+            format!("sqlite://{}?mode=rwc", directory.join("edge.db").display()),
         )
         .env("SLC_REASONER_URL", reasoner_url)
         .env("SLC_REASONER_API_KEY", EDGE_TO_REASONER_KEY)
@@ -143,7 +140,6 @@ fn spawn_edge(
         .stderr(log_target(&options.log_dir, "slc-detector.err")?);
     edge.spawn()
         .with_context(|| format!("starting {}", binary.display()))
-
 }
 
 /// The cloud, `slc-reasoner serve`, on `port`, its large model at `llm_url`.
@@ -184,7 +180,6 @@ fn spawn_reasoner(
         .stderr(log_target(&options.log_dir, "slc-reasoner.err")?)
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))
-
 }
 
 /// An HTTP client for the stack (plain HTTP on loopback; reqwest still wants a TLS provider).
@@ -236,8 +231,20 @@ impl Stack {
                 );
             }
         }
-        let edge = spawn_edge(&options, &detector_binary, edge_port, &edge_sees_reasoner_at, directory.path())?;
-        let reasoner = spawn_reasoner(&options, &reasoner_binary, reasoner_port, &reasoner_sees_llm_at, directory.path())?;
+        let edge = spawn_edge(
+            &options,
+            &detector_binary,
+            edge_port,
+            &edge_sees_reasoner_at,
+            directory.path(),
+        )?;
+        let reasoner = spawn_reasoner(
+            &options,
+            &reasoner_binary,
+            reasoner_port,
+            &reasoner_sees_llm_at,
+            directory.path(),
+        )?;
         let mut stack = Stack {
             edge_url,
             reasoner_url,

@@ -108,4 +108,3 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
     }
 }
-

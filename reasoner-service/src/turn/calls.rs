@@ -8,9 +8,9 @@ use shared_types::{ConceptDescription, Identity};
 use crate::identity::{IDENTITY_MAX_TOKENS_PER_CONCEPT, identity_response_format};
 use crate::image::DataUri;
 use crate::prompts::{
-    DetectionReportEntry, IDENTITY_SYSTEM_PROMPT, VERIFICATION_SYSTEM_PROMPT,
-    answer_system_prompt, identity_structured_prompt, identity_user_prompt,
-    raw_description_prompt, verification_user_prompt,
+    DetectionReportEntry, IDENTITY_SYSTEM_PROMPT, VERIFICATION_SYSTEM_PROMPT, answer_system_prompt,
+    identity_structured_prompt, identity_user_prompt, raw_description_prompt,
+    verification_user_prompt,
 };
 use crate::reflection::verification_response_format;
 use crate::upstream::{CallKind, ChatCall};

@@ -73,7 +73,8 @@ impl Reasoner {
         tally: &mut Tally,
     ) -> Result<ParsedIdentities, ReasonerError> {
         let model = self.upstream.model();
-        let concepts: Vec<&ConceptDescription> = missing.iter().map(|(concept, _)| *concept).collect();
+        let concepts: Vec<&ConceptDescription> =
+            missing.iter().map(|(concept, _)| *concept).collect();
         let call = ChatCall::identity(&concepts, self.upstream.json_schema_enabled());
         let reply = self.upstream.chat(&call, request_id).await?;
         tally.add(&reply);

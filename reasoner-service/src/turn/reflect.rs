@@ -119,7 +119,11 @@ fn question_groups(
         return per_concept.collect();
     }
     let all: Vec<PlannedQuestion> = per_concept.flatten().collect();
-    if all.is_empty() { Vec::new() } else { vec![all] }
+    if all.is_empty() {
+        Vec::new()
+    } else {
+        vec![all]
+    }
 }
 
 /// Without reflection (mode `no_reflection`): present concepts stay unverified.

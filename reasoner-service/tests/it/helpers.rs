@@ -446,7 +446,9 @@ pub fn init_test_log() {
 
 /// An app's router without a socket, for routing and middleware tests through
 /// `Router::oneshot`. The upstream address is never dialled by those tests.
-pub async fn router_with(tweak: impl FnOnce(&mut ServeConfig)) -> (axum::Router, tempfile::TempDir) {
+pub async fn router_with(
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> (axum::Router, tempfile::TempDir) {
     init_test_log();
     let directory = tempfile::tempdir().unwrap();
     let database = sqlite_url(&directory.path().join("reasoner.db"));

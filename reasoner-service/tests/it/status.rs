@@ -33,41 +33,93 @@ fn error_variants() -> Vec<(ReasonerError, u16, &'static str)> {
     let upstream = |error| ReasonerError::Upstream(error);
     let message = || "scripted".to_owned();
     vec![
-        (ReasonerError::invalid("empty_question", "x"), 422, "empty_question"),
-        (ReasonerError::too_large("too_many_concepts", "x"), 413, "too_many_concepts"),
         (
-            ReasonerError::BadBody { status: StatusCode::BAD_REQUEST, kind: "invalid_json", message: message() },
+            ReasonerError::invalid("empty_question", "x"),
+            422,
+            "empty_question",
+        ),
+        (
+            ReasonerError::too_large("too_many_concepts", "x"),
+            413,
+            "too_many_concepts",
+        ),
+        (
+            ReasonerError::BadBody {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_json",
+                message: message(),
+            },
             400,
             "invalid_json",
         ),
         (ReasonerError::Unauthorized, 401, "unauthorized"),
-        (ReasonerError::TooManyTurns { limit: 1 }, 429, "too_many_turns"),
+        (
+            ReasonerError::TooManyTurns { limit: 1 },
+            429,
+            "too_many_turns",
+        ),
         (ReasonerError::NotFound("/x".into()), 404, "not_found"),
         (ReasonerError::MethodNotAllowed, 405, "method_not_allowed"),
-        (upstream(UpstreamError::Rejected { status: 400, message: message() }), 502, "upstream_rejected"),
         (
-            upstream(UpstreamError::Unavailable { status: 503, attempts: 3, message: message() }),
+            upstream(UpstreamError::Rejected {
+                status: 400,
+                message: message(),
+            }),
+            502,
+            "upstream_rejected",
+        ),
+        (
+            upstream(UpstreamError::Unavailable {
+                status: 503,
+                attempts: 3,
+                message: message(),
+            }),
             502,
             "upstream_unavailable",
         ),
-        (upstream(UpstreamError::Timeout { timeout_ms: 1, attempts: 3 }), 504, "upstream_timeout"),
+        (
+            upstream(UpstreamError::Timeout {
+                timeout_ms: 1,
+                attempts: 3,
+            }),
+            504,
+            "upstream_timeout",
+        ),
         (
             upstream(UpstreamError::DeadlineExceeded { deadline_ms: 1 }),
             504,
             "upstream_deadline_exceeded",
         ),
         (
-            upstream(UpstreamError::Unreachable { attempts: 3, message: message() }),
+            upstream(UpstreamError::Unreachable {
+                attempts: 3,
+                message: message(),
+            }),
             502,
             "upstream_unreachable",
         ),
-        (upstream(UpstreamError::BadResponse { message: message() }), 502, "upstream_bad_response"),
-        (ReasonerError::Cache(sqlx::Error::PoolClosed), 503, "cache_unavailable"),
+        (
+            upstream(UpstreamError::BadResponse { message: message() }),
+            502,
+            "upstream_bad_response",
+        ),
+        (
+            ReasonerError::Cache(sqlx::Error::PoolClosed),
+            503,
+            "cache_unavailable",
+        ),
     ]
 }
 
 /// A request: name, method, path, content type, body, whether it has the key.
-type PolicyRequest = (&'static str, Method, &'static str, Option<&'static str>, String, bool);
+type PolicyRequest = (
+    &'static str,
+    Method,
+    &'static str,
+    Option<&'static str>,
+    String,
+    bool,
+);
 
 /// Every kind of bad request with its status and type.
 fn policy_requests() -> Vec<(PolicyRequest, u16, &'static str)> {

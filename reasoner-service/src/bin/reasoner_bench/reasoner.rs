@@ -94,4 +94,3 @@ impl Drop for Reasoner {
         let _ = self.child.wait();
     }
 }
-

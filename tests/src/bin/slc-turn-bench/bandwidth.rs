@@ -11,10 +11,7 @@ use crate::turns::Medians;
 
 /// Bytes of the weights one decode step reads (everything but the vision tower) over the time
 /// per naive detection step (one token per step), against this machine's copy bandwidth.
-pub fn decode_bandwidth(
-    model: &Path,
-    medians: &Medians,
-) -> Result<Value> {
+pub fn decode_bandwidth(model: &Path, medians: &Medians) -> Result<Value> {
     let weight_bytes = text_weight_bytes(model)?;
     let per_step_ms = median(
         medians
@@ -67,4 +64,3 @@ fn copy_bandwidth_gbps() -> f64 {
     });
     median(rates)
 }
-

@@ -48,4 +48,3 @@ pub async fn detect_only(
     println!("{result}");
     Ok(result)
 }
-
