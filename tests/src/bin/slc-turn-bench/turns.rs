@@ -77,7 +77,7 @@ fn print_medians(medians: &Medians) {
         "| concepts | config | median turn (s) | vision encodes | prefill tokens | decode steps | tokens generated | large-model calls | optimized / naive |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for ((count, name), figures) in &medians {
+    for ((count, name), figures) in medians {
         let ratio = match (
             medians.get(&(*count, "optimized".to_string())),
             medians.get(&(*count, "naive".to_string())),
