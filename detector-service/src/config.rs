@@ -124,6 +124,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_MAX_IMAGES_PER_CONCEPT", default_value_t = 10)]
     pub max_images_per_concept: usize,
 
+    /// Most images in one `/v1/chat/completions` request (413 beyond it). A verification turn
+    /// sends one; every image costs a vision-tower pass on the only worker.
+    #[arg(long, env = "SLC_MAX_CHAT_IMAGES", default_value_t = 8)]
+    pub max_chat_images: usize,
+
     /// Most new tokens for one cue set. The schema shortens location strings so that every
     /// cue set completes within it (64 characters each when there is room).
     #[arg(long, env = "SLC_DETECT_MAX_TOKENS", default_value_t = 2048)]

@@ -178,26 +178,6 @@ pub fn normalize_cue_set(text: &str, bracketed_ids: &[String]) -> Result<CueSet,
     Ok(cues)
 }
 
-/// `bo` or `<bo>` → `bo`, validated as 1–64 of `[A-Za-z0-9_-]`.
-pub fn bare_concept_id(raw: &str) -> Result<String, String> {
-    let trimmed = raw.trim();
-    let bare = trimmed
-        .strip_prefix('<')
-        .and_then(|rest| rest.strip_suffix('>'))
-        .unwrap_or(trimmed);
-    let valid = (1..=64).contains(&bare.len())
-        && bare
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid {
-        Ok(bare.to_string())
-    } else {
-        Err(format!(
-            "invalid concept id {raw:?}: use 1 to 64 of A-Z, a-z, 0-9, '_' and '-'"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,16 +244,5 @@ mod tests {
             ["location-absolute"]["pattern"]
             .clone();
         assert_eq!(pattern, json!("^[ !#-\\[\\]-~]{0,30}$"));
-    }
-
-    #[test]
-    fn identifiers_are_validated() {
-        assert_eq!(bare_concept_id("<bo>").unwrap(), "bo");
-        assert_eq!(bare_concept_id("shiba-sleep_2").unwrap(), "shiba-sleep_2");
-        assert!(bare_concept_id("").is_err());
-        assert!(bare_concept_id("<>").is_err());
-        assert!(bare_concept_id("a b").is_err());
-        assert!(bare_concept_id(&"x".repeat(65)).is_err());
-        assert!(bare_concept_id(&"x".repeat(64)).is_ok());
     }
 }

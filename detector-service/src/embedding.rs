@@ -3,16 +3,11 @@
 //! top-K mix named `a+b` (the engine's `slc_engine::lora::mix` owns that naming rule); and the
 //! registry's byte format for embeddings.
 
-use slc_engine::lora::{choose_adapters, mix_members};
+use slc_engine::lora::choose_adapters;
 
 use crate::model::{AdapterChooser, AdapterSelection};
 
 pub use slc_engine::lora::MIX_SEPARATOR;
-
-/// The members of an adapter name as written: one for a bank adapter, K for a top-K mix.
-pub fn adapter_members(name: &str) -> Vec<&str> {
-    mix_members(name).collect()
-}
 
 /// Eq. 1's choice over an in-memory dictionary of (adapter name, meta-concept embedding):
 /// top-1 by default, as the paper found best; with `top_k > 1`, the K most similar adapters,
@@ -86,7 +81,6 @@ mod tests {
         chooser.top_k = 2;
         let mixed = chooser.choose(&[0.2, 1.0]).unwrap();
         assert_eq!(mixed.name, "cat+mix");
-        assert_eq!(adapter_members(&mixed.name), ["cat", "mix"]);
         assert_eq!(mixed.similarity, chosen.similarity);
         chooser.top_k = 9;
         assert_eq!(chooser.choose(&[0.2, 1.0]).unwrap().name, "cat+mix+dog");

@@ -1,17 +1,30 @@
-//! The HTTP layer's one error enum and its single mapping to status + `{"error": {type, message}}`.
+//! The HTTP layer's one error enum and its single mapping to status + `{"error": {type, message}}`,
+//! for plain responses and for the `error` event of a stream ([`ApiError::into_event`]).
+//!
+//! The status policy both services share: a body that does not parse (bad JSON syntax, a bad
+//! multipart body, a path segment of the wrong type) 400; well-formed but invalid (a wrong
+//! field type, an empty question, a bad id, an undecodable image) 422; over a limit 413, or 429
+//! with `Retry-After` for a full queue; wrong method 405 with `Allow`; unknown route 404.
 
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use shared_types::{AskFailure, DetectResponse, ErrorBody, ErrorDetail};
+use shared_types::{AskFailure, ConceptId, DetectResponse, ErrorDetail, InvalidConceptId};
 
+use crate::reasoner_client::ReasonerError;
 use crate::registry::RegistryError;
 use crate::workers::WorkerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A malformed request: bad JSON, a bad field, an empty question, a bad identifier.
+    /// The body or path does not parse: `kind` says which (`invalid_json`, …).
+    #[error("{message}")]
+    Malformed { kind: &'static str, message: String },
+    /// Well-formed but invalid: a bad field, an empty question, bad sampling options.
     #[error("{0}")]
     InvalidRequest(String),
+    #[error(transparent)]
+    InvalidConceptId(#[from] InvalidConceptId),
     #[error("{0}")]
     InvalidImage(String),
     /// An image whose header announces more pixels than the cap (a decompression bomb).
@@ -27,16 +40,18 @@ pub enum ApiError {
         count: usize,
         max: usize,
     },
-    #[error("unknown concept ids: {}", .0.join(", "))]
-    UnknownConcepts(Vec<String>),
+    #[error("unknown concept ids: {}", join(.0))]
+    UnknownConcepts(Vec<ConceptId>),
     #[error("{0}")]
     NotFound(String),
     #[error("unknown model {0:?}; see GET /v1/models")]
     UnknownModel(String),
-    #[error("concept <{0}> already exists; use PUT /v1/concepts/{0} to change it")]
-    ConceptExists(String),
+    #[error("concept {0} already exists; use PUT /v1/concepts/{bare} to change it", bare = .0.bare())]
+    ConceptExists(ConceptId),
     #[error("missing or invalid bearer API key")]
     Unauthorized,
+    #[error("method not allowed on this route; see the Allow header")]
+    MethodNotAllowed,
     #[error("the model queue is full; retry after {retry_after_secs} s")]
     Overloaded { retry_after_secs: u64 },
     #[error("the request deadline passed before the model finished")]
@@ -64,21 +79,28 @@ pub enum ApiError {
     Internal(String),
 }
 
+fn join(ids: &[ConceptId]) -> String {
+    let bracketed: Vec<String> = ids.iter().map(ConceptId::bracketed).collect();
+    bracketed.join(", ")
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidRequest(_) | ApiError::InvalidImage(_) | ApiError::TooMany { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            ApiError::ImageTooLarge(_) | ApiError::PayloadTooLarge(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::Malformed { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest(_)
+            | ApiError::InvalidConceptId(_)
+            | ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ImageTooLarge(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::TooMany { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownConcepts(_) | ApiError::NotFound(_) | ApiError::UnknownModel(_) => {
                 StatusCode::NOT_FOUND
             }
             ApiError::ConceptExists(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ModelUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,7 +116,9 @@ impl ApiError {
     /// The stable machine-readable `type`.
     pub fn kind(&self) -> &'static str {
         match self {
+            ApiError::Malformed { kind, .. } => kind,
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidConceptId(_) => "invalid_concept_id",
             ApiError::InvalidImage(_) => "invalid_image",
             ApiError::ImageTooLarge(_) => "image_too_large",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -109,6 +133,7 @@ impl ApiError {
             ApiError::UnknownModel(_) => "model_not_found",
             ApiError::ConceptExists(_) => "concept_exists",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::DeadlineExceeded => "deadline_exceeded",
             ApiError::ModelUnavailable(_) => "model_unavailable",
@@ -126,36 +151,68 @@ impl ApiError {
             message: self.to_string(),
         }
     }
+
+    /// A failed call to the reasoner, with the local detection when it ran.
+    pub fn upstream(error: ReasonerError, detection: Option<DetectResponse>) -> Self {
+        let (timeout, kind) = match &error {
+            ReasonerError::Timeout(_) => (true, "upstream_timeout"),
+            ReasonerError::Unreachable { .. } => (false, "upstream_unreachable"),
+            ReasonerError::Upstream { .. } => (false, "upstream_error"),
+            ReasonerError::InvalidResponse(_) => (false, "upstream_invalid_response"),
+        };
+        ApiError::Upstream {
+            timeout,
+            kind,
+            message: error.to_string(),
+            detection: detection.map(Box::new),
+        }
+    }
+
+    /// The body: an [`AskFailure`] (the local detection kept) for a failed reasoner call, an
+    /// `ErrorBody` otherwise: `detection` is left out when absent, so the two read the same.
+    fn into_body(self) -> AskFailure {
+        self.log();
+        let error = self.detail();
+        let detection = match self {
+            ApiError::Upstream { detection, .. } => detection.map(|boxed| *boxed),
+            _ => None,
+        };
+        AskFailure { error, detection }
+    }
+
+    /// The `error` event that ends a server-sent stream, with the same body as a response.
+    pub fn into_event(self) -> Event {
+        let body = self.into_body();
+        Event::default()
+            .event("error")
+            .json_data(&body)
+            .unwrap_or_else(|_| Event::default().event("error"))
+    }
+
+    fn log(&self) {
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, kind = self.kind(), "request failed");
+        } else {
+            tracing::debug!(error = %self, kind = self.kind(), "request refused");
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, kind = self.kind(), "request failed");
-        } else {
-            tracing::debug!(error = %self, kind = self.kind(), "request refused");
-        }
-        let detail = self.detail();
         let retry_after = match &self {
             ApiError::Overloaded { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         };
-        let mut response = match self {
-            ApiError::Upstream { detection, .. } => (
-                status,
-                axum::Json(AskFailure {
-                    error: detail,
-                    detection: detection.map(|boxed| *boxed),
-                }),
-            )
-                .into_response(),
-            _ => (status, axum::Json(ErrorBody { error: detail })).into_response(),
-        };
+        let unauthorized = matches!(self, ApiError::Unauthorized);
+        let mut response = (status, axum::Json(self.into_body())).into_response();
+        let headers = response.headers_mut();
         if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -165,7 +222,7 @@ impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         match error {
             RegistryError::AlreadyExists(id) => ApiError::ConceptExists(id),
-            RegistryError::NotFound(id) => ApiError::UnknownConcepts(vec![format!("<{id}>")]),
+            RegistryError::NotFound(id) => ApiError::UnknownConcepts(vec![id]),
             other => ApiError::Database(other.to_string()),
         }
     }

@@ -25,6 +25,7 @@ where
     }
 }
 
+/// A body that is not JSON is malformed (400); JSON of the wrong shape is invalid (422).
 pub fn json_rejection_to_error(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
@@ -33,7 +34,11 @@ pub fn json_rejection_to_error(rejection: JsonRejection) -> ApiError {
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge("the request body exceeds the size limit".into())
         }
-        other => ApiError::InvalidRequest(other.body_text()),
+        JsonRejection::JsonDataError(error) => ApiError::InvalidRequest(error.body_text()),
+        other => ApiError::Malformed {
+            kind: "invalid_json",
+            message: other.body_text(),
+        },
     }
 }
 
@@ -50,7 +55,10 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(rejection @ PathRejection::FailedToDeserializePathParams(_)) => {
-                Err(ApiError::InvalidRequest(rejection.body_text()))
+                Err(ApiError::Malformed {
+                    kind: "invalid_path",
+                    message: rejection.body_text(),
+                })
             }
             Err(rejection) => Err(ApiError::Internal(rejection.body_text())),
         }

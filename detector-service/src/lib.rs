@@ -53,7 +53,7 @@ pub fn cuda_available() -> bool {
     tch::Cuda::is_available()
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const REQUEST_ID: HeaderName = HeaderName::from_static(shared_types::REQUEST_ID_HEADER);
 
 /// The router with every route and layer.
 pub fn app(state: AppState) -> Router {
@@ -81,9 +81,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(routes::health::metrics))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async {
-            ApiError::InvalidRequest("method not allowed on this route".into())
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::record_request_metrics,
@@ -95,19 +93,24 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
     api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    uri = %request.uri(),
-                    request_id = %request_id,
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        uri = %request.uri(),
+                        request_id = %request_id,
+                    )
+                })
+                // `ApiError` logs every failure it answers with its reason, at error for a 5xx;
+                // the layer's own ERROR line per 5xx would also fire on every `/readyz` probe
+                // while the models load.
+                .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
@@ -158,6 +161,7 @@ pub async fn build_state(
             max_body_bytes: config.max_body_bytes,
             max_concepts_per_request: config.max_concepts_per_request,
             max_images_per_concept: config.max_images_per_concept,
+            max_chat_images: config.max_chat_images,
             max_description_chars: 4000,
             request_deadline: config.request_deadline(),
             detect_max_tokens: config.detect_max_tokens,

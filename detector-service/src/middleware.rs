@@ -43,13 +43,7 @@ pub async fn require_api_key(
         .map(str::trim);
     match presented {
         Some(key) if key_is_accepted(key.as_bytes(), &state.api_keys) => next.run(request).await,
-        _ => {
-            let mut response = ApiError::Unauthorized.into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-            response
-        }
+        _ => ApiError::Unauthorized.into_response(),
     }
 }
 

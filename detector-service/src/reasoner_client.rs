@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use shared_types::{ErrorBody, ReasonRequest, ReasonResponse};
+use shared_types::{ErrorBody, REQUEST_ID_HEADER, ReasonRequest, ReasonResponse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReasonerError {
@@ -60,7 +60,7 @@ impl ReasonerClient {
             builder = builder.bearer_auth(key);
         }
         if let Some(id) = request_id {
-            builder = builder.header("x-request-id", id);
+            builder = builder.header(REQUEST_ID_HEADER, id);
         }
         let response = builder.send().await.map_err(|error| self.classify(error))?;
         let status = response.status();

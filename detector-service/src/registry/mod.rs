@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use shared_types::{Concept, ConceptImage};
+use shared_types::{Concept, ConceptId, ConceptImage};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
@@ -17,10 +17,13 @@ pub use time_format::now_rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("concept <{0}> already exists")]
-    AlreadyExists(String),
-    #[error("concept <{0}> not found")]
-    NotFound(String),
+    #[error("concept {0} already exists")]
+    AlreadyExists(ConceptId),
+    #[error("concept {0} not found")]
+    NotFound(ConceptId),
+    /// A stored row breaks an invariant every write keeps (an id that is not a concept id).
+    #[error("a stored row is invalid: {0}")]
+    Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://...")]
     UnsupportedUrl(String),
     #[error(transparent)]
@@ -56,6 +59,8 @@ pub struct EmbeddedImages {
 /// A concept as the edge uses it internally, embedding included (never sent to the cloud).
 #[derive(Debug, Clone)]
 pub struct ConceptRecord {
+    /// `concept.id`, validated.
+    pub id: ConceptId,
     pub concept: Concept,
     pub embedding: Vec<f32>,
     /// The CLIP model that made `embedding`; embeddings of different models do not compare.
@@ -126,7 +131,7 @@ impl Registry {
     /// Writes a new concept and all its images in one transaction.
     pub async fn insert(
         &self,
-        id: &str,
+        id: &ConceptId,
         description: &str,
         embedded: EmbeddedImages,
     ) -> Result<ConceptRecord, RegistryError> {
@@ -139,7 +144,7 @@ impl Registry {
             "INSERT INTO concepts (id, description, embedding, embedding_dim, clip_model, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(id)
+        .bind(id.bare())
         .bind(description)
         .bind(embedding_to_bytes(&embedded.embedding))
         .bind(embedded.embedding.len() as i64)
@@ -150,7 +155,7 @@ impl Registry {
         .await;
         if let Err(error) = inserted {
             if is_unique_violation(&error) {
-                return Err(RegistryError::AlreadyExists(id.to_string()));
+                return Err(RegistryError::AlreadyExists(id.clone()));
             }
             return Err(error.into());
         }
@@ -159,13 +164,13 @@ impl Registry {
         transaction.commit().await?;
         self.get(id)
             .await?
-            .ok_or_else(|| RegistryError::NotFound(id.to_string()))
+            .ok_or_else(|| RegistryError::NotFound(id.clone()))
     }
 
     async fn write_images(
         &self,
         transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
-        id: &str,
+        id: &ConceptId,
         images: &[NewImage],
     ) -> Result<(), RegistryError> {
         for (position, image) in images.iter().enumerate() {
@@ -173,7 +178,7 @@ impl Registry {
                 "INSERT INTO concept_images (concept_id, position, sha256, content_type, width, \
                  height, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
-            .bind(id)
+            .bind(id.bare())
             .bind(position as i64)
             .bind(image.sha256.as_str())
             .bind(image.content_type.as_str())
@@ -199,7 +204,7 @@ impl Registry {
     /// Replaces the description, and the images with their embedding when given.
     pub async fn update(
         &self,
-        id: &str,
+        id: &ConceptId,
         description: &str,
         embedded: Option<EmbeddedImages>,
     ) -> Result<ConceptRecord, RegistryError> {
@@ -209,11 +214,11 @@ impl Registry {
             sqlx::query("UPDATE concepts SET description = $1, updated_at = $2 WHERE id = $3")
                 .bind(description)
                 .bind(now.as_str())
-                .bind(id)
+                .bind(id.bare())
                 .execute(&mut *transaction)
                 .await?;
         if updated.rows_affected() == 0 {
-            return Err(RegistryError::NotFound(id.to_string()));
+            return Err(RegistryError::NotFound(id.clone()));
         }
         if let Some(embedded) = embedded {
             sqlx::query(
@@ -222,11 +227,11 @@ impl Registry {
             .bind(embedding_to_bytes(&embedded.embedding))
             .bind(embedded.embedding.len() as i64)
             .bind(embedded.clip_model.as_str())
-            .bind(id)
+            .bind(id.bare())
             .execute(&mut *transaction)
             .await?;
             sqlx::query("DELETE FROM concept_images WHERE concept_id = $1")
-                .bind(id)
+                .bind(id.bare())
                 .execute(&mut *transaction)
                 .await?;
             self.write_images(&mut transaction, id, &embedded.images)
@@ -235,32 +240,32 @@ impl Registry {
         transaction.commit().await?;
         self.get(id)
             .await?
-            .ok_or_else(|| RegistryError::NotFound(id.to_string()))
+            .ok_or_else(|| RegistryError::NotFound(id.clone()))
     }
 
-    pub async fn delete(&self, id: &str) -> Result<(), RegistryError> {
+    pub async fn delete(&self, id: &ConceptId) -> Result<(), RegistryError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query("DELETE FROM concept_images WHERE concept_id = $1")
-            .bind(id)
+            .bind(id.bare())
             .execute(&mut *transaction)
             .await?;
         let deleted = sqlx::query("DELETE FROM concepts WHERE id = $1")
-            .bind(id)
+            .bind(id.bare())
             .execute(&mut *transaction)
             .await?;
         if deleted.rows_affected() == 0 {
-            return Err(RegistryError::NotFound(id.to_string()));
+            return Err(RegistryError::NotFound(id.clone()));
         }
         transaction.commit().await?;
         Ok(())
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<ConceptRecord>, RegistryError> {
+    pub async fn get(&self, id: &ConceptId) -> Result<Option<ConceptRecord>, RegistryError> {
         let row = sqlx::query(
             "SELECT id, description, embedding, clip_model, created_at, updated_at FROM concepts \
              WHERE id = $1",
         )
-        .bind(id)
+        .bind(id.bare())
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -273,8 +278,8 @@ impl Registry {
     /// The records of `ids` in the given order, or the ids that are not registered.
     pub async fn get_many(
         &self,
-        ids: &[String],
-    ) -> Result<Result<Vec<ConceptRecord>, Vec<String>>, RegistryError> {
+        ids: &[ConceptId],
+    ) -> Result<Result<Vec<ConceptRecord>, Vec<ConceptId>>, RegistryError> {
         let mut records = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         for id in ids {
@@ -299,19 +304,18 @@ impl Registry {
         .await?;
         let mut concepts = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: String = row.try_get("id")?;
-            let images = self.image_metadata(&id).await?;
+            let images = self.image_metadata(&stored_id(&row)?).await?;
             concepts.push(record_from_row(&row, images)?.concept);
         }
         Ok(concepts)
     }
 
-    async fn image_metadata(&self, id: &str) -> Result<Vec<ConceptImage>, RegistryError> {
+    async fn image_metadata(&self, id: &ConceptId) -> Result<Vec<ConceptImage>, RegistryError> {
         let rows = sqlx::query(
             "SELECT position, sha256, content_type, width, height FROM concept_images \
              WHERE concept_id = $1 ORDER BY position",
         )
-        .bind(id)
+        .bind(id.bare())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -330,13 +334,13 @@ impl Registry {
     /// The stored bytes and content type of image `position` of concept `id`.
     pub async fn image(
         &self,
-        id: &str,
+        id: &ConceptId,
         position: u32,
     ) -> Result<Option<(String, Vec<u8>)>, RegistryError> {
         let row = sqlx::query(
             "SELECT content_type, bytes FROM concept_images WHERE concept_id = $1 AND position = $2",
         )
-        .bind(id)
+        .bind(id.bare())
         .bind(i64::from(position))
         .fetch_optional(&self.pool)
         .await?;
@@ -365,9 +369,10 @@ fn record_from_row(
     images: Vec<ConceptImage>,
 ) -> Result<ConceptRecord, RegistryError> {
     let embedding: Vec<u8> = row.try_get("embedding")?;
+    let id = stored_id(row)?;
     Ok(ConceptRecord {
         concept: Concept {
-            id: row.try_get("id")?,
+            id: id.bare().to_owned(),
             description: row.try_get("description")?,
             images,
             created_at: row.try_get("created_at")?,
@@ -375,7 +380,13 @@ fn record_from_row(
         },
         embedding: embedding_from_bytes(&embedding),
         clip_model: row.try_get("clip_model")?,
+        id,
     })
+}
+
+fn stored_id(row: &sqlx::any::AnyRow) -> Result<ConceptId, RegistryError> {
+    let raw: String = row.try_get("id")?;
+    ConceptId::parse(&raw).map_err(|error| RegistryError::Corrupt(error.to_string()))
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {

@@ -2,7 +2,6 @@
 //! what may cross the boundary (query image, question, ids + descriptions, cues), then the
 //! answer with the full trace.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Instant;
 
@@ -12,8 +11,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use shared_types::{
-    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, CueSet, DetectResponse,
-    ErrorBody, Mode, ReasonOptions, ReasonRequest, ReasonResponse,
+    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, ErrorBody, Mode,
+    REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
 };
 use tokio::sync::mpsc;
 
@@ -21,7 +20,6 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::images::decode_base64_image;
 use crate::pseudonyms::Pseudonyms;
-use crate::reasoner_client::ReasonerError;
 use crate::routes::detect::{resolve_concepts, run_detection};
 use crate::state::AppState;
 
@@ -39,8 +37,10 @@ use crate::state::AppState;
     })),
     responses(
         (status = 200, description = "The answer with its trace; with `stream: true`, server-sent events `detection`, `answer`, `done` (an AskResponse) or `error` (an AskFailure)", body = AskResponse),
-        (status = 400, body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 404, description = "Unknown concept ids", body = ErrorBody),
+        (status = 413, description = "Body or image too large, or too many concepts", body = ErrorBody),
+        (status = 422, description = "An empty question, a bad concept id or an undecodable image", body = ErrorBody),
         (status = 502, description = "The reasoner is unreachable or failed; the local detection is in the body", body = AskFailure),
         (status = 504, description = "The reasoner timed out; the local detection is in the body", body = AskFailure),
     )
@@ -51,7 +51,7 @@ pub async fn ask(
     ApiJson(request): ApiJson<AskRequest>,
 ) -> Result<Response, ApiError> {
     let request_id = headers
-        .get("x-request-id")
+        .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
     let prepared = prepare(&state, request).await?;
@@ -61,13 +61,7 @@ pub async fn ask(
             let result = run_turn(&state, prepared, request_id.as_deref(), Some(&events)).await;
             let event = match result {
                 Ok(response) => json_event("done", &response),
-                Err((error, detection)) => json_event(
-                    "error",
-                    &AskFailure {
-                        error: error.detail(),
-                        detection: detection.map(|boxed| *boxed),
-                    },
-                ),
+                Err(error) => error.into_event(),
             };
             let _ = events.send(event).await;
         });
@@ -76,10 +70,8 @@ pub async fn ask(
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    match run_turn(&state, prepared, request_id.as_deref(), None).await {
-        Ok(response) => Ok(axum::Json(response).into_response()),
-        Err((error, _)) => Err(error),
-    }
+    let response = run_turn(&state, prepared, request_id.as_deref(), None).await?;
+    Ok(axum::Json(response).into_response())
 }
 
 struct PreparedTurn {
@@ -122,24 +114,18 @@ fn json_event<T: serde::Serialize>(name: &str, value: &T) -> Event {
         .unwrap_or_else(|_| Event::default().event(name))
 }
 
-type TurnError = (ApiError, Option<Box<DetectResponse>>);
-
 async fn run_turn(
     state: &AppState,
     turn: PreparedTurn,
     request_id: Option<&str>,
     events: Option<&mpsc::Sender<Event>>,
-) -> Result<AskResponse, TurnError> {
+) -> Result<AskResponse, ApiError> {
     let started = Instant::now();
     let detects = turn.image.is_some()
         && !turn.records.is_empty()
         && matches!(turn.mode, Mode::Full | Mode::NoReflection);
     let detection = match (&turn.image, detects) {
-        (Some(image), true) => Some(
-            run_detection(state, image, &turn.records)
-                .await
-                .map_err(|error| (error, None))?,
-        ),
+        (Some(image), true) => Some(run_detection(state, image, &turn.records).await?),
         _ => None,
     };
     let detect_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -148,16 +134,11 @@ async fn run_turn(
     }
     if events.is_some_and(|events| events.is_closed()) {
         // The streaming client left: spare the cloud a turn nobody will read.
-        return Err((ApiError::Internal("the client went away".into()), None));
+        return Err(ApiError::Internal("the client went away".into()));
     }
 
-    let bracketed_ids: Vec<String> = turn
-        .records
-        .iter()
-        .map(|record| format!("<{}>", record.concept.id))
-        .collect();
     let names = if turn.pseudonymize {
-        Pseudonyms::new(&bracketed_ids)
+        Pseudonyms::new(turn.records.iter().map(|record| &record.id))
     } else {
         Pseudonyms::identity()
     };
@@ -168,50 +149,29 @@ async fn run_turn(
             .records
             .iter()
             .map(|record| ConceptDescription {
-                id: names.hide(&format!("<{}>", record.concept.id)),
+                id: names.hide(&record.id.bracketed()),
                 description: names.hide(&record.concept.description),
             })
             .collect(),
         cues: detection
             .as_ref()
-            .map(|detection| hide_cues(&names, &detection.cues)),
+            .map(|detection| names.hide_cues(&detection.cues)),
         mode: turn.mode,
         options: ReasonOptions {
             batched_verification: turn.batched_verification,
             max_answer_tokens: turn.max_answer_tokens,
         },
     };
-    let reasoned = state.reasoner.reason(&reason_request, request_id).await;
-    let (reasoning, reason_ms) = match reasoned {
+    let (reasoning, reason_ms) = match state.reasoner.reason(&reason_request, request_id).await {
         Ok(ok) => ok,
-        Err(error) => {
-            let (timeout, kind) = match &error {
-                ReasonerError::Timeout(_) => (true, "upstream_timeout"),
-                ReasonerError::Unreachable { .. } => (false, "upstream_unreachable"),
-                ReasonerError::Upstream { .. } => (false, "upstream_error"),
-                ReasonerError::InvalidResponse(_) => (false, "upstream_invalid_response"),
-            };
-            let detection = detection.map(Box::new);
-            return Err((
-                ApiError::Upstream {
-                    timeout,
-                    kind,
-                    message: error.to_string(),
-                    detection: detection.clone(),
-                },
-                detection,
-            ));
-        }
+        Err(error) => return Err(ApiError::upstream(error, detection)),
     };
-    let reasoning = reveal_reasoning(&names, reasoning);
+    let reasoning = names.reveal_reasoning(reasoning);
     if let Some(events) = events {
-        let _ = events
-            .send(
-                Event::default()
-                    .event("answer")
-                    .data(reasoning.answer.clone()),
-            )
-            .await;
+        let answer = Event::default()
+            .event("answer")
+            .data(reasoning.answer.clone());
+        let _ = events.send(answer).await;
     }
     Ok(AskResponse {
         answer: reasoning.answer.clone(),
@@ -225,50 +185,4 @@ async fn run_turn(
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
     })
-}
-
-fn hide_cues(names: &Pseudonyms, cues: &CueSet) -> CueSet {
-    cues.iter()
-        .map(|(id, cue)| {
-            let mut cue = cue.clone();
-            cue.location_absolute = cue.location_absolute.map(|text| names.hide(&text));
-            cue.location_relative = cue.location_relative.map(|text| names.hide(&text));
-            (names.hide(id), cue)
-        })
-        .collect()
-}
-
-fn reveal_keys<V>(names: &Pseudonyms, map: BTreeMap<String, V>) -> BTreeMap<String, V> {
-    map.into_iter()
-        .map(|(key, value)| (names.reveal(&key), value))
-        .collect()
-}
-
-/// Maps aliases back to the real ids everywhere in the reasoner's trace.
-fn reveal_reasoning(names: &Pseudonyms, mut reasoning: ReasonResponse) -> ReasonResponse {
-    reasoning.answer = names.reveal(&reasoning.answer);
-    reasoning.refined_cues = reasoning.refined_cues.map(|cues| {
-        cues.into_iter()
-            .map(|(id, mut cue)| {
-                cue.location_absolute = cue.location_absolute.map(|text| names.reveal(&text));
-                cue.location_relative = cue.location_relative.map(|text| names.reveal(&text));
-                (names.reveal(&id), cue)
-            })
-            .collect()
-    });
-    reasoning.identities = reveal_keys(names, reasoning.identities)
-        .into_iter()
-        .map(|(id, mut identity)| {
-            identity.category = names.reveal(&identity.category);
-            identity.attributes = names.reveal(&identity.attributes);
-            (id, identity)
-        })
-        .collect();
-    reasoning.actions = reveal_keys(names, reasoning.actions);
-    for verification in &mut reasoning.verifications {
-        verification.concept = names.reveal(&verification.concept);
-        verification.question = names.reveal(&verification.question);
-        verification.raw_answer = names.reveal(&verification.raw_answer);
-    }
-    reasoning
 }

@@ -7,9 +7,8 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shared_types::{Concept, ConceptList, CreateConcept, ErrorBody, UpdateConcept};
+use shared_types::{Concept, ConceptId, ConceptList, CreateConcept, ErrorBody, UpdateConcept};
 
-use crate::detection::bare_concept_id;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::images::{DecodedImage, decode_base64_image, decode_image_bytes};
@@ -32,10 +31,11 @@ use crate::state::AppState;
     )),
     responses(
         (status = 201, description = "Registered", body = Concept),
-        (status = 400, description = "Invalid id, description or image", body = ErrorBody),
+        (status = 400, description = "A body that does not parse (JSON or multipart)", body = ErrorBody),
         (status = 409, description = "The id is taken", body = ErrorBody),
-        (status = 413, description = "Body or image too large", body = ErrorBody),
+        (status = 413, description = "Body or image too large, or too many images", body = ErrorBody),
         (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
+        (status = 422, description = "Invalid id, description or image", body = ErrorBody),
         (status = 429, description = "Model queue full", body = ErrorBody),
     )
 )]
@@ -60,7 +60,7 @@ pub async fn create_concept(
             "POST /v1/concepts takes application/json or multipart/form-data, not {content_type:?}"
         )));
     };
-    let id = bare_concept_id(&id).map_err(ApiError::InvalidRequest)?;
+    let id = ConceptId::parse(&id)?;
     let description = validate_description(&state, &description)?;
     check_image_count(&state, images.len())?;
     let embedded = embed(&state, images).await?;
@@ -68,7 +68,7 @@ pub async fn create_concept(
     tracing::info!(concept = %id, images = record.concept.images.len(), "registered a concept");
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/concepts/{id}"))],
+        [(header::LOCATION, format!("/v1/concepts/{}", id.bare()))],
         axum::Json(record.concept),
     )
         .into_response())
@@ -91,7 +91,10 @@ async fn read_multipart(
 ) -> Result<(String, String, Vec<DecodedImage>), ApiError> {
     let mut multipart = Multipart::from_request(request, state)
         .await
-        .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
+        .map_err(|rejection| ApiError::Malformed {
+            kind: "invalid_multipart",
+            message: rejection.body_text(),
+        })?;
     let mut id = None;
     let mut description = None;
     let mut images = Vec::new();
@@ -135,7 +138,10 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge("the request body exceeds the size limit".into())
     } else {
-        ApiError::InvalidRequest(format!("malformed multipart body: {}", error.body_text()))
+        ApiError::Malformed {
+            kind: "invalid_multipart",
+            message: format!("malformed multipart body: {}", error.body_text()),
+        }
     }
 }
 
@@ -231,15 +237,16 @@ pub async fn list_concepts(
 /// Read one concept.
 #[utoipa::path(get, path = "/v1/concepts/{id}", tag = "concepts",
     params(("id" = String, Path, description = "Concept id, bare (`bo`)", example = "bo")),
-    responses((status = 200, body = Concept), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Concept), (status = 404, body = ErrorBody),
+        (status = 422, description = "Invalid concept id", body = ErrorBody)))]
 pub async fn get_concept(
     State(state): State<AppState>,
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<axum::Json<Concept>, ApiError> {
-    let id = bare_concept_id(&raw_id).map_err(ApiError::InvalidRequest)?;
+    let id = ConceptId::parse(&raw_id)?;
     match state.registry.get(&id).await? {
         Some(record) => Ok(axum::Json(record.concept)),
-        None => Err(ApiError::UnknownConcepts(vec![format!("<{id}>")])),
+        None => Err(ApiError::UnknownConcepts(vec![id])),
     }
 }
 
@@ -249,16 +256,17 @@ pub async fn get_concept(
     request_body(content = UpdateConcept, example = json!({
         "description": "<bo> is a Shiba Inu with a black collar."
     })),
-    responses((status = 200, body = Concept), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Concept), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_concept(
     State(state): State<AppState>,
     ApiPath(raw_id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateConcept>,
 ) -> Result<axum::Json<Concept>, ApiError> {
-    let id = bare_concept_id(&raw_id).map_err(ApiError::InvalidRequest)?;
+    let id = ConceptId::parse(&raw_id)?;
     let description = validate_description(&state, &body.description)?;
     if state.registry.get(&id).await?.is_none() {
-        return Err(ApiError::UnknownConcepts(vec![format!("<{id}>")]));
+        return Err(ApiError::UnknownConcepts(vec![id]));
     }
     let embedded = match body.images {
         Some(images) => Some(embed(&state, decode_all(&state, &images)?).await?),
@@ -271,12 +279,13 @@ pub async fn update_concept(
 /// Delete a concept and its images.
 #[utoipa::path(delete, path = "/v1/concepts/{id}", tag = "concepts",
     params(("id" = String, Path, example = "bo")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody),
+        (status = 422, description = "Invalid concept id", body = ErrorBody)))]
 pub async fn delete_concept(
     State(state): State<AppState>,
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = bare_concept_id(&raw_id).map_err(ApiError::InvalidRequest)?;
+    let id = ConceptId::parse(&raw_id)?;
     state.registry.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -286,12 +295,14 @@ pub async fn delete_concept(
     params(("id" = String, Path, example = "bo"), ("n" = u32, Path, example = 0)),
     responses(
         (status = 200, description = "The image bytes", content_type = "image/*"),
-        (status = 404, body = ErrorBody)))]
+        (status = 400, description = "`n` is not a number", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "Invalid concept id", body = ErrorBody)))]
 pub async fn get_concept_image(
     State(state): State<AppState>,
     ApiPath((raw_id, position)): ApiPath<(String, u32)>,
 ) -> Result<Response, ApiError> {
-    let id = bare_concept_id(&raw_id).map_err(ApiError::InvalidRequest)?;
+    let id = ConceptId::parse(&raw_id)?;
     match state.registry.image(&id, position).await? {
         Some((content_type, bytes)) => Ok(Response::builder()
             .status(StatusCode::OK)
@@ -300,7 +311,7 @@ pub async fn get_concept_image(
             .body(Body::from(bytes))
             .map_err(|error| ApiError::Internal(error.to_string()))?),
         None => Err(ApiError::NotFound(format!(
-            "concept <{id}> has no image {position}"
+            "concept {id} has no image {position}"
         ))),
     }
 }

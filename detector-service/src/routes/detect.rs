@@ -3,17 +3,21 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use shared_types::{AdapterChoice, DetectRequest, DetectResponse, ErrorBody, Timings, Usage};
+use shared_types::{
+    AdapterChoice, ConceptId, DetectRequest, DetectResponse, ErrorBody, Timings, Usage,
+};
+use slc_engine::lora::AdapterMix;
 
 use crate::detection::{
-    TABLE6_SYSTEM_PROMPT, bare_concept_id, cue_set_schema, cue_set_token_budget,
-    location_chars_within, normalize_cue_set, table6_user_text,
+    TABLE6_SYSTEM_PROMPT, cue_set_schema, cue_set_token_budget, location_chars_within,
+    normalize_cue_set, table6_user_text,
 };
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::images::{DecodedImage, decode_base64_image};
 use crate::model::{
-    ContentPart, GenerationRequest, PromptImage, PromptMessage, Role, SamplingParams,
+    AdapterSelection, ContentPart, GenerationOutput, GenerationRequest, PromptImage, PromptMessage,
+    Role, SamplingParams,
 };
 use crate::registry::ConceptRecord;
 use crate::state::AppState;
@@ -37,9 +41,10 @@ use crate::state::AppState;
             "usage": {"prompt_tokens": 412, "completion_tokens": 38, "decode_steps": 17},
             "timings": {"queue_ms": 0.4, "vision_ms": 310.0, "prefill_ms": 520.0, "decode_ms": 900.0, "total_ms": 1731.0}
         })),
-        (status = 400, description = "Invalid image or concept list", body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 404, description = "Unknown concept ids", body = ErrorBody),
-        (status = 413, description = "Body or image too large", body = ErrorBody),
+        (status = 413, description = "Body or image too large, or too many concepts", body = ErrorBody),
+        (status = 422, description = "Invalid image or concept list", body = ErrorBody),
         (status = 429, description = "Model queue full", body = ErrorBody),
         (status = 504, description = "Deadline passed", body = ErrorBody),
     )
@@ -75,17 +80,19 @@ pub async fn resolve_concepts(
     }
     let mut ids = Vec::with_capacity(raw_ids.len());
     for raw in raw_ids {
-        let id = bare_concept_id(raw).map_err(ApiError::InvalidRequest)?;
+        let id = ConceptId::parse(raw)?;
         if ids.contains(&id) {
             return Err(ApiError::InvalidRequest(format!(
-                "concept <{id}> is listed twice"
+                "concept {id} is listed twice"
             )));
         }
         ids.push(id);
     }
-    state.registry.get_many(&ids).await?.map_err(|missing| {
-        ApiError::UnknownConcepts(missing.iter().map(|id| format!("<{id}>")).collect())
-    })
+    state
+        .registry
+        .get_many(&ids)
+        .await?
+        .map_err(ApiError::UnknownConcepts)
 }
 
 /// Runs the Table 6 detection on a worker, constrained by the cue-set schema for exactly
@@ -96,18 +103,10 @@ pub async fn run_detection(
     records: &[ConceptRecord],
 ) -> Result<DetectResponse, ApiError> {
     let started = Instant::now();
-    let bracketed_ids: Vec<String> = records
-        .iter()
-        .map(|record| format!("<{}>", record.concept.id))
-        .collect();
+    let bracketed_ids: Vec<String> = records.iter().map(|record| record.id.bracketed()).collect();
     let concept_lines: Vec<(String, String)> = records
         .iter()
-        .map(|record| {
-            (
-                format!("<{}>", record.concept.id),
-                record.concept.description.clone(),
-            )
-        })
+        .map(|record| (record.id.bracketed(), record.concept.description.clone()))
         .collect();
     let max_tokens = state.limits.detect_max_tokens as usize;
     let location_chars = location_chars_within(&bracketed_ids, max_tokens).ok_or_else(|| {
@@ -117,41 +116,7 @@ pub async fn run_detection(
             bracketed_ids.len()
         ))
     })?;
-    let embeddings: Vec<Vec<f32>> = records.iter().map(|r| r.embedding.clone()).collect();
-    let catalog = state.workers.catalog();
-    let loaded_adapters = catalog.adapters;
-    // Embeddings from another CLIP model live in another space: no adapter choice from them
-    // (re-register the concept, or PUT its images, to re-embed it).
-    let same_clip = records
-        .iter()
-        .all(|record| record.clip_model == catalog.clip_model);
-    if !same_clip {
-        tracing::warn!(clip = %catalog.clip_model, "concepts embedded with another CLIP model; using the base model");
-    }
-    let adapter = Some(embeddings)
-        .filter(|_| same_clip)
-        // Eq. 1: the plain mean of the concept embeddings (each already a mean of normalized
-        // image embeddings), not a mean of re-normalized ones.
-        .and_then(|embeddings| slc_engine::lora::scenario_embedding(&embeddings).ok())
-        .and_then(|scenario| state.adapter_chooser.choose(&scenario))
-        .filter(|selection| {
-            // A dictionary entry whose adapter the model did not load is a deployment
-            // mistake; detect with the base model rather than fail the user's request.
-            let loaded = crate::embedding::adapter_members(&selection.name)
-                .iter()
-                .all(|member| loaded_adapters.iter().any(|name| name == member));
-            if !loaded {
-                tracing::warn!(adapter = %selection.name, "chosen adapter is not loaded");
-            }
-            loaded
-        });
-    if let Some(selection) = &adapter {
-        state
-            .metrics
-            .adapter_selections
-            .with_label_values(&[selection.name.as_str()])
-            .inc();
-    }
+    let adapter = choose_adapter(state, records);
     let request = GenerationRequest {
         messages: vec![
             PromptMessage {
@@ -180,9 +145,49 @@ pub async fn run_detection(
         state.metrics.invalid_model_outputs.inc();
         ApiError::InvalidModelOutput(why)
     })?;
+    Ok(detect_response(cues, adapter, &output, started))
+}
+
+/// Eq. 1's adapter for these concepts, when their embeddings allow one and it is loaded.
+fn choose_adapter(state: &AppState, records: &[ConceptRecord]) -> Option<AdapterSelection> {
+    let catalog = state.workers.catalog();
+    // Embeddings from another CLIP model live in another space: no adapter choice from them
+    // (re-register the concept, or PUT its images, to re-embed it).
+    let same_clip = records
+        .iter()
+        .all(|record| record.clip_model == catalog.clip_model);
+    if !same_clip {
+        tracing::warn!(clip = %catalog.clip_model, "concepts embedded with another CLIP model; using the base model");
+        return None;
+    }
+    let embeddings: Vec<Vec<f32>> = records.iter().map(|r| r.embedding.clone()).collect();
+    // Eq. 1: the plain mean of the concept embeddings (each already a mean of normalized
+    // image embeddings), not a mean of re-normalized ones.
+    let scenario = slc_engine::lora::scenario_embedding(&embeddings).ok()?;
+    let selection = state.adapter_chooser.choose(&scenario)?;
+    // A dictionary entry whose adapter the model did not load is a deployment mistake;
+    // detect with the base model rather than fail the user's request.
+    if let Err(why) = AdapterMix::parse(&selection.name, &catalog.adapters) {
+        tracing::warn!(adapter = %selection.name, %why, "chosen adapter is not loaded");
+        return None;
+    }
+    state
+        .metrics
+        .adapter_selections
+        .with_label_values(&[selection.name.as_str()])
+        .inc();
+    Some(selection)
+}
+
+fn detect_response(
+    cues: shared_types::CueSet,
+    adapter: Option<AdapterSelection>,
+    output: &GenerationOutput,
+    started: Instant,
+) -> DetectResponse {
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     let model_ms = output.timings.vision_ms + output.timings.prefill_ms + output.timings.decode_ms;
-    Ok(DetectResponse {
+    DetectResponse {
         cues,
         adapter: adapter.map(|selection| AdapterChoice {
             name: selection.name,
@@ -200,5 +205,5 @@ pub async fn run_detection(
             decode_ms: output.timings.decode_ms,
             total_ms,
         },
-    })
+    }
 }

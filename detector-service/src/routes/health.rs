@@ -45,14 +45,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }),
         )
             .into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(HealthStatus {
-                status: "not_ready".into(),
-                reason: Some(reason),
-            }),
-        )
-            .into_response(),
+        Err(reason) => {
+            // Probes ask every few seconds while the models load: not an error line each time.
+            tracing::debug!(%reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(HealthStatus {
+                    status: "not_ready".into(),
+                    reason: Some(reason),
+                }),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -110,11 +110,7 @@ fn answer_for(request: &ReasonRequest) -> ReasonResponse {
 #[tokio::test]
 async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
     let reasoner = scripted_reasoner(Behaviour::Answer).await;
-    let app = spawn_app(TestOptions {
-        reasoner_url: format!("http://{}", reasoner.address),
-        ..TestOptions::default()
-    })
-    .await;
+    let app = spawn_app(TestOptions::reasoner(reasoner.address)).await;
     let reference = fixture("bo_train_0.jpg");
     let reference_two = fixture("bo_train_3.jpg");
     register(
@@ -228,11 +224,7 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
 #[tokio::test]
 async fn text_only_and_no_detector_modes_skip_detection() {
     let reasoner = scripted_reasoner(Behaviour::Answer).await;
-    let app = spawn_app(TestOptions {
-        reasoner_url: format!("http://{}", reasoner.address),
-        ..TestOptions::default()
-    })
-    .await;
+    let app = spawn_app(TestOptions::reasoner(reasoner.address)).await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
     let image = base64_of(&solid_png([9, 9, 9], 4, 4));
     let cases = [
@@ -295,11 +287,11 @@ async fn unreachable_reasoner_gives_502_with_the_local_detection() {
 #[tokio::test]
 async fn slow_reasoner_gives_504_and_failing_reasoner_502() {
     let slow = scripted_reasoner(Behaviour::Sleep(Duration::from_secs(5))).await;
-    let app = spawn_app(TestOptions {
-        reasoner_url: format!("http://{}", slow.address),
-        reasoner_timeout_secs: 0.5,
-        ..TestOptions::default()
-    })
+    let address = slow.address;
+    let app = spawn_app(TestOptions::tweak(move |config| {
+        config.reasoner_url = format!("http://{address}");
+        config.reasoner_timeout_secs = 0.5;
+    }))
     .await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
     let body = json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"]});
@@ -314,11 +306,7 @@ async fn slow_reasoner_gives_504_and_failing_reasoner_502() {
     app.stop().await;
 
     let failing = scripted_reasoner(Behaviour::Fail).await;
-    let app = spawn_app(TestOptions {
-        reasoner_url: format!("http://{}", failing.address),
-        ..TestOptions::default()
-    })
-    .await;
+    let app = spawn_app(TestOptions::reasoner(failing.address)).await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
     let response = app.post_json("/v1/ask", &body).await;
     let message = assert_error(response, 502, "upstream_error").await;
@@ -329,11 +317,7 @@ async fn slow_reasoner_gives_504_and_failing_reasoner_502() {
 #[tokio::test]
 async fn ask_streams_detection_then_answer() {
     let reasoner = scripted_reasoner(Behaviour::Answer).await;
-    let app = spawn_app(TestOptions {
-        reasoner_url: format!("http://{}", reasoner.address),
-        ..TestOptions::default()
-    })
-    .await;
+    let app = spawn_app(TestOptions::reasoner(reasoner.address)).await;
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
     let response = app.post_json("/v1/ask", &json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"], "stream": true})).await;
     assert_eq!(response.status(), 200);
@@ -359,5 +343,39 @@ async fn ask_streams_detection_then_answer() {
         .unwrap();
     let done: Value = serde_json::from_str(done).unwrap();
     assert_eq!(done["answer"], "<bo> is sleeping on the sofa.");
+    app.stop().await;
+}
+
+/// A failed reasoner call ends the stream with an `error` event carrying the same body as the
+/// non-streaming 502: the error and the local detection.
+#[tokio::test]
+async fn a_streamed_ask_ends_with_the_failure_body() {
+    let failing = scripted_reasoner(Behaviour::Fail).await;
+    let app = spawn_app(TestOptions::reasoner(failing.address)).await;
+    register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
+    let mut body = json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"], "stream": true});
+    let text = app.post_json("/v1/ask", &body).await.text().await.unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events, ["detection", "error"], "{text}");
+    let streamed: Value = serde_json::from_str(
+        text.split("event: error\ndata: ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap(),
+    )
+    .unwrap();
+    body["stream"] = json!(false);
+    let response = app.post_json("/v1/ask", &body).await;
+    assert_eq!(response.status(), 502);
+    let plain: Value = response.json().await.unwrap();
+    assert_eq!(streamed["error"], plain["error"]);
+    assert_eq!(streamed["error"]["type"], "upstream_error");
+    assert!(
+        streamed["detection"]["cues"]["<bo>"].is_object(),
+        "{streamed}"
+    );
     app.stop().await;
 }

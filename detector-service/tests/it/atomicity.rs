@@ -79,7 +79,7 @@ async fn kill_mid_registration_leaves_nothing(database_url: String) {
         .map(|rgb| base64_of(&solid_png(*rgb, 16, 16)))
         .collect();
     let registration = tokio::spawn(
-        reqwest::Client::new()
+        crate::helpers::http_client()
             .post(format!("http://{address}/v1/concepts"))
             .json(&json!({"id": "bo", "description": "<bo> is a dog.", "images": images}))
             .send(),

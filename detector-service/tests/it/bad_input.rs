@@ -67,25 +67,25 @@ async fn bad_images_are_typed_errors() {
     let cases = [
         (
             "!!!not base64!!!".to_string(),
-            400,
+            422,
             "invalid_image",
             "base64",
         ),
         (
             base64_of(b"just some text, not an image"),
-            400,
+            422,
             "invalid_image",
             "not an image",
         ),
         (
             format!("data:text/plain;base64,{}", base64_of(b"x")),
-            400,
+            422,
             "invalid_image",
             "not an image",
         ),
         (
             "https://example.com/dog.jpg".to_string(),
-            400,
+            422,
             "invalid_image",
             "remote",
         ),
@@ -95,7 +95,7 @@ async fn bad_images_are_typed_errors() {
             "image_too_large",
             "pixels",
         ),
-        (String::new(), 400, "invalid_image", "empty"),
+        (String::new(), 422, "invalid_image", "empty"),
     ];
     for (image, status, kind, needle) in cases {
         let response = post_json(
@@ -181,13 +181,13 @@ async fn concept_list_mistakes() {
             json!({"image": image, "concepts": ["a", "b", "c", "d", "e"]}),
         )
         .await,
-        400,
+        413,
         "too_many_concepts",
     )
     .await;
     assert_error(
         post_json(&app, "/v1/detect", json!({"image": image, "concepts": []})).await,
-        400,
+        422,
         "invalid_request",
     )
     .await;
@@ -198,7 +198,7 @@ async fn concept_list_mistakes() {
             json!({"image": image, "concepts": ["bo", "<bo>"]}),
         )
         .await,
-        400,
+        422,
         "invalid_request",
     )
     .await;
@@ -209,8 +209,8 @@ async fn concept_list_mistakes() {
             json!({"image": image, "concepts": ["no spaces"]}),
         )
         .await,
-        400,
-        "invalid_request",
+        422,
+        "invalid_concept_id",
     )
     .await;
     app.stop().await;
@@ -223,40 +223,40 @@ async fn registration_mistakes() {
     let cases = [
         (
             json!({"id": "", "description": "d", "images": [image]}),
-            400,
-            "invalid_request",
+            422,
+            "invalid_concept_id",
         ),
         (
             json!({"id": "a/b", "description": "d", "images": [image]}),
-            400,
-            "invalid_request",
+            422,
+            "invalid_concept_id",
         ),
         (
             json!({"id": "x".repeat(65), "description": "d", "images": [image]}),
-            400,
-            "invalid_request",
+            422,
+            "invalid_concept_id",
         ),
         (
             json!({"id": "ok", "description": "   ", "images": [image]}),
-            400,
+            422,
             "invalid_request",
         ),
         (
             json!({"id": "ok", "description": "d", "images": []}),
-            400,
+            422,
             "invalid_request",
         ),
         (
             json!({"id": "ok", "description": "d", "images": [image, image, image, image]}),
-            400,
+            413,
             "too_many_images",
         ),
         (
             json!({"id": "ok", "description": "d", "images": [image], "embedding": [1.0]}),
-            400,
+            422,
             "invalid_request",
         ),
-        (json!({"id": "ok"}), 400, "invalid_request"),
+        (json!({"id": "ok"}), 422, "invalid_request"),
     ];
     for (body, status, kind) in cases {
         assert_error(post_json(&app, "/v1/concepts", body).await, status, kind).await;
@@ -292,7 +292,7 @@ async fn wrong_content_types_and_malformed_bodies() {
         .send()
         .await
         .unwrap();
-    assert_error(response, 400, "invalid_request").await;
+    assert_error(response, 400, "invalid_json").await;
     assert_error(
         app.client.get(app.url("/v1/nothing")).send().await.unwrap(),
         404,
@@ -306,7 +306,7 @@ async fn wrong_content_types_and_malformed_bodies() {
             .await
             .unwrap(),
         400,
-        "invalid_request",
+        "invalid_path",
     )
     .await;
     app.stop().await;
@@ -323,7 +323,7 @@ async fn empty_question_is_refused() {
                 json!({"question": question, "concepts": ["bo"]}),
             )
             .await,
-            400,
+            422,
             "invalid_request",
         )
         .await;

@@ -83,27 +83,27 @@ async fn chat_completion_maps_the_request_onto_the_model() {
         ),
         (
             json!({"model": BASE_MODEL, "messages": []}),
-            400,
+            422,
             "invalid_request",
         ),
         (
             json!({"model": BASE_MODEL, "messages": [{"role": "tool", "content": "x"}]}),
-            400,
+            422,
             "invalid_request",
         ),
         (
             json!({"model": BASE_MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}),
-            400,
+            422,
             "invalid_request",
         ),
         (
             json!({"model": BASE_MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": 3}),
-            400,
+            422,
             "invalid_request",
         ),
         (
             json!({"model": BASE_MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
-            400,
+            422,
             "invalid_image",
         ),
     ] {

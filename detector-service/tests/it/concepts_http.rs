@@ -196,7 +196,7 @@ async fn bad_third_image_leaves_nothing(options: TestOptions) {
             "description": "<bo> is a dog.",
             "images": [base64_of(&good), base64_of(&good), base64_of(b"definitely not an image")],
         })).await;
-    let message = assert_error(response, 400, "invalid_image").await;
+    let message = assert_error(response, 422, "invalid_image").await;
     assert!(message.contains("images[2]"), "{message}");
     assert_eq!(app.state.registry.row_counts().await.unwrap(), (0, 0));
     assert_eq!(

@@ -160,11 +160,10 @@ async fn invalid_model_output_is_counted_and_reported() {
 
 #[tokio::test]
 async fn full_queue_gets_429_with_retry_after_and_deadlines_give_504() {
-    let app = spawn_app(TestOptions {
-        queue_size: 1,
-        request_deadline_secs: 1.5,
-        ..TestOptions::default()
-    })
+    let app = spawn_app(TestOptions::tweak(|config| {
+        config.queue_size = 1;
+        config.request_deadline_secs = 1.5;
+    }))
     .await;
     register(&app, "bo", "<bo>", &[solid_png([1, 2, 3], 4, 4)]).await;
     app.control.close_gate();
@@ -269,7 +268,7 @@ async fn concepts_embedded_by_another_clip_get_no_adapter() {
     app.state
         .registry
         .insert(
-            "old",
+            &shared_types::ConceptId::parse("old").unwrap(),
             "<old> was embedded by an older CLIP.",
             slc_detector::registry::EmbeddedImages {
                 images: vec![slc_detector::registry::NewImage {

@@ -16,49 +16,48 @@ use slc_detector::registry::RegistryOptions;
 
 use crate::doubles::{DoubleControl, DoubleLoader};
 
+/// Changes to a test's `ServeConfig`, applied last.
+pub type Tweak = Box<dyn FnOnce(&mut ServeConfig) + Send>;
+
 pub struct TestOptions {
+    /// Another database than the test's own fresh SQLite file.
     pub database_url: Option<String>,
-    pub reasoner_url: String,
-    pub reasoner_timeout_secs: f64,
-    pub api_keys: Vec<String>,
-    pub queue_size: usize,
-    pub request_deadline_secs: f64,
-    pub max_image_pixels: u64,
-    pub max_body_bytes: usize,
-    pub max_concepts_per_request: usize,
-    pub max_images_per_concept: usize,
     pub meta_concepts: Vec<(String, Vec<f32>)>,
     pub control: DoubleControl,
+    /// Wait until the models are loaded (and panic with the reason if they fail to load).
     pub wait_ready: bool,
-    /// The real engine: tiny Qwen2.5-VL, tiny CLIP and the fixture adapter bank.
+    /// The real engine: tiny Qwen2.5-VL, tiny CLIP and the fixture adapter bank (another
+    /// bank through `tweak`).
     pub real_engine: bool,
-    /// Another bank for the real engine than the fixture one.
-    pub adapter_bank: Option<std::path::PathBuf>,
-    /// Last changes to the config (the engine's switches).
-    pub tweak: fn(&mut ServeConfig),
+    /// Everything else is the config itself: the test defaults of [`serve_config`], then this.
+    pub tweak: Tweak,
 }
 
 impl Default for TestOptions {
     fn default() -> Self {
         TestOptions {
             database_url: None,
-            // Nothing listens on port 9 (discard) on loopback: connection refused.
-            reasoner_url: "http://127.0.0.1:9".into(),
-            reasoner_timeout_secs: 10.0,
-            api_keys: Vec::new(),
-            queue_size: 8,
-            request_deadline_secs: 30.0,
-            max_image_pixels: 4_000_000,
-            max_body_bytes: 4 * 1024 * 1024,
-            max_concepts_per_request: 4,
-            max_images_per_concept: 3,
             meta_concepts: Vec::new(),
             control: DoubleControl::default(),
             wait_ready: true,
             real_engine: false,
-            adapter_bank: None,
-            tweak: |_| {},
+            tweak: Box::new(|_| {}),
         }
+    }
+}
+
+impl TestOptions {
+    /// The defaults with `tweak` applied to the config.
+    pub fn tweak(tweak: impl FnOnce(&mut ServeConfig) + Send + 'static) -> Self {
+        TestOptions {
+            tweak: Box::new(tweak),
+            ..TestOptions::default()
+        }
+    }
+
+    /// The defaults with the reasoner at `address`.
+    pub fn reasoner(address: SocketAddr) -> Self {
+        Self::tweak(move |config| config.reasoner_url = format!("http://{address}"))
     }
 }
 
@@ -117,21 +116,84 @@ impl TestApp {
     }
 }
 
-pub fn serve_config(options: &TestOptions, database_url: String) -> ServeConfig {
+/// The test defaults: limits small enough to reach in a test, one worker, and a reasoner
+/// address where nothing listens (port 9, discard, on loopback: connection refused).
+pub fn serve_config(database_url: String) -> ServeConfig {
     let mut config = ServeConfig::defaults();
     config.database_url = database_url;
-    config.reasoner_url = options.reasoner_url.clone();
+    config.reasoner_url = "http://127.0.0.1:9".into();
     config.reasoner_api_key = Some("edge-key".into());
-    config.reasoner_timeout_secs = options.reasoner_timeout_secs;
-    config.api_keys = options.api_keys.clone();
-    config.queue_size = options.queue_size;
+    config.reasoner_timeout_secs = 10.0;
+    config.queue_size = 8;
     config.workers = 1;
-    config.request_deadline_secs = options.request_deadline_secs;
-    config.max_image_pixels = options.max_image_pixels;
-    config.max_body_bytes = options.max_body_bytes;
-    config.max_concepts_per_request = options.max_concepts_per_request;
-    config.max_images_per_concept = options.max_images_per_concept;
+    config.request_deadline_secs = 30.0;
+    config.max_image_pixels = 4_000_000;
+    config.max_body_bytes = 4 * 1024 * 1024;
+    config.max_concepts_per_request = 4;
+    config.max_images_per_concept = 3;
+    config.max_chat_images = 3;
     config
+}
+
+/// With `TEST_LOG` set (to a filter such as `debug` or `slc_detector=trace`), the service's
+/// log lines go to the test's output; without it the tests stay quiet. Installed once, for
+/// the whole test binary.
+pub fn init_test_log() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let Ok(filter) = std::env::var("TEST_LOG") else {
+            return;
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// The app's router and state without a socket, for routing and middleware tests through
+/// `Router::oneshot`, on the model doubles. The reasoner address is never dialled.
+pub async fn router_with(
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> (axum::Router, AppState, tempfile::TempDir) {
+    init_test_log();
+    let directory = tempfile::tempdir().unwrap();
+    let mut config = serve_config(sqlite_url(&directory));
+    tweak(&mut config);
+    let state = slc_detector::build_state(
+        &config,
+        Arc::new(DoubleLoader(DoubleControl::default())),
+        Arc::new(CosineAdapterChooser::default()),
+        RegistryOptions::default(),
+    )
+    .await
+    .unwrap();
+    wait_until_loaded(&state).await;
+    (slc_detector::app(state.clone()), state, directory)
+}
+
+fn sqlite_url(directory: &tempfile::TempDir) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        directory.path().join("registry.db").display()
+    )
+}
+
+/// Waits for the models; panics with the reason when their load fails or takes over 60 s.
+async fn wait_until_loaded(state: &AppState) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match state.workers.readiness() {
+            Ok(()) => return,
+            Err(reason) if reason.starts_with("loading the models failed") => {
+                panic!("the test app will not become ready: {reason}")
+            }
+            Err(reason) if std::time::Instant::now() > deadline => {
+                panic!("the test app did not become ready in 60 s: {reason}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
 }
 
 pub async fn spawn_app(options: TestOptions) -> TestApp {
@@ -142,25 +204,26 @@ pub async fn spawn_app_with_registry_options(
     options: TestOptions,
     registry_options: RegistryOptions,
 ) -> TestApp {
+    init_test_log();
     let directory = tempfile::tempdir().unwrap();
-    let database_url = options.database_url.clone().unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            directory.path().join("registry.db").display()
-        )
-    });
-    let mut config = serve_config(&options, database_url);
-    (options.tweak)(&mut config);
-    let (loader, chooser): (Arc<dyn ModelLoader>, CosineAdapterChooser) = if options.real_engine {
-        let fixtures = engine_fixtures();
+    let database_url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| sqlite_url(&directory));
+    let mut config = serve_config(database_url);
+    let fixtures = engine_fixtures();
+    if options.real_engine {
         config.model_dir = fixtures.join("qwen25vl/untied");
         config.clip_dir = fixtures.join("clip/tiny-clip");
-        let bank = options
+        config.adapter_bank = Some(fixtures.join("lora/bank"));
+        config.torch_threads = 1;
+    }
+    (options.tweak)(&mut config);
+    let (loader, chooser): (Arc<dyn ModelLoader>, CosineAdapterChooser) = if options.real_engine {
+        let bank = config
             .adapter_bank
             .clone()
-            .unwrap_or_else(|| fixtures.join("lora/bank"));
-        config.adapter_bank = Some(bank.clone());
-        config.torch_threads = 1;
+            .expect("the real engine has a bank");
         (
             Arc::new(EngineLoader {
                 options: config.engine_options(),
@@ -191,7 +254,7 @@ pub async fn spawn_app_with_registry_options(
     ));
     let app = TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: http_client(),
         control: options.control.clone(),
         state,
         shutdown: Some(shutdown),
@@ -199,12 +262,7 @@ pub async fn spawn_app_with_registry_options(
         _directory: directory,
     };
     if options.wait_ready {
-        for _ in 0..3000 {
-            if app.state.workers.readiness().is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until_loaded(&app.state).await;
     }
     app
 }
@@ -302,4 +360,45 @@ pub async fn fresh_postgres_schema(base_url: &str) -> String {
     pool.close().await;
     let separator = if base_url.contains('?') { '&' } else { '?' };
     format!("{base_url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// Polls `{base}/healthz` of a spawned binary; panics with the tail of its log when the
+/// process exits or 20 s pass.
+pub async fn wait_healthy(
+    client: &reqwest::Client,
+    base: &str,
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+) {
+    let tail = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{base} exited with {status} before answering; its log:\n{}",
+                tail()
+            );
+        }
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{base} did not answer /healthz in 20 s; its log:\n{}",
+        tail()
+    );
+}
+
+/// A plain client. reqwest is built without a bundled crypto provider; the service installs
+/// ring's when it builds its reasoner client, but a test that only runs a binary must too.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

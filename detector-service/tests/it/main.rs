@@ -14,3 +14,4 @@ mod operations;
 mod real_engine;
 mod registry;
 mod runtime_links;
+mod status;

@@ -96,10 +96,10 @@ async fn meta_train_writes_a_bank_the_detector_serves() {
         .map(|a| a["meta_concept"].as_str().unwrap().to_string())
         .collect();
 
+    let bank = output.clone();
     let app = spawn_app(TestOptions {
         real_engine: true,
-        adapter_bank: Some(output.clone()),
-        ..TestOptions::default()
+        ..TestOptions::tweak(move |config| config.adapter_bank = Some(bank))
     })
     .await;
     app.state.workers.readiness().expect("the new bank loads");

@@ -83,10 +83,9 @@ async fn openapi_and_offline_docs_are_served() {
 
 #[tokio::test]
 async fn bearer_keys_guard_the_api_but_not_the_probes() {
-    let app = spawn_app(TestOptions {
-        api_keys: vec!["key-one".into(), "key-two".into()],
-        ..TestOptions::default()
-    })
+    let app = spawn_app(TestOptions::tweak(|config| {
+        config.api_keys = vec!["key-one".into(), "key-two".into()];
+    }))
     .await;
     assert_error(
         app.client
@@ -261,6 +260,8 @@ async fn the_binary_serves_from_env_and_stops_on_sigterm() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
+    let log = directory.path().join("edge.log");
+    let log_file = std::fs::File::create(&log).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_slc-detector"))
         .arg("serve")
         .env("SLC_BIND", format!("127.0.0.1:{port}"))
@@ -279,21 +280,13 @@ async fn the_binary_serves_from_env_and_stops_on_sigterm() {
         .env("SLC_API_KEYS", "k1,k2")
         .env("SLC_QUEUE_SIZE", "4")
         .env("SLC_LOG_JSON", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let base = format!("http://127.0.0.1:{port}");
-    let mut healthy = false;
-    for _ in 0..200 {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
-            healthy = response.status() == 200;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(healthy, "the binary never answered /healthz");
+    crate::helpers::wait_healthy(&client, &base, &mut child, &log).await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let reason: Value = ready.json().await.unwrap();
@@ -303,6 +296,13 @@ async fn the_binary_serves_from_env_and_stops_on_sigterm() {
             .unwrap()
             .contains("/nonexistent/model"),
         "{reason}"
+    );
+    // A probe while the model is not ready is not an error of the service.
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log_text.lines().any(|line| line.contains("ERROR")
+            && (line.contains("/readyz") || line.contains("response failed"))),
+        "{log_text}"
     );
     assert_eq!(
         client

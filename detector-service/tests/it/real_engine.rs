@@ -54,7 +54,7 @@ async fn registers_detects_and_encodes_a_repeated_image_once() {
     let records = app
         .state
         .registry
-        .get_many(&["bo".to_string()])
+        .get_many(&[shared_types::ConceptId::parse("bo").unwrap()])
         .await
         .unwrap()
         .unwrap();
@@ -135,16 +135,13 @@ async fn the_naive_configuration_gives_the_same_cues_the_slow_way() {
     for naive in [false, true] {
         let app = spawn_app(TestOptions {
             real_engine: true,
-            tweak: if naive {
-                |config| {
+            ..TestOptions::tweak(move |config| {
+                if naive {
                     config.jump_forward = false;
                     config.vision_cache_mib = 0;
                     config.prefix_cache_mib = 0;
                 }
-            } else {
-                |_| {}
-            },
-            ..TestOptions::default()
+            })
         })
         .await;
         register(&app, "bo", "A Shiba Inu.", &[fixture("bo_train_0.jpg")]).await;
@@ -220,8 +217,7 @@ async fn the_naive_configuration_gives_the_same_cues_the_slow_way() {
 async fn top_k_mixes_adapters() {
     let app = spawn_app(TestOptions {
         real_engine: true,
-        tweak: |config| config.adapter_top_k = 2,
-        ..TestOptions::default()
+        ..TestOptions::tweak(|config| config.adapter_top_k = 2)
     })
     .await;
     register(&app, "bo", "A Shiba Inu.", &[fixture("bo_train_0.jpg")]).await;
@@ -342,6 +338,6 @@ async fn chat_completions_on_the_real_model() {
         }),
     )
     .await;
-    assert_error(bad_schema, 400, "invalid_request").await;
+    assert_error(bad_schema, 422, "invalid_request").await;
     app.stop().await;
 }

@@ -1,9 +1,18 @@
 //! The registry on a real SQLite file and a real PostgreSQL, through the same code.
 
+use shared_types::ConceptId;
 use slc_detector::registry::{
     Backend, EmbeddedImages, NewImage, Registry, RegistryError, RegistryOptions,
 };
 use sqlx::Row;
+
+fn id(raw: &str) -> ConceptId {
+    ConceptId::parse(raw).unwrap()
+}
+
+fn ids(raw: &[&str]) -> Vec<ConceptId> {
+    raw.iter().map(|one| id(one)).collect()
+}
 
 use crate::helpers::{fresh_postgres_schema, postgres_url, solid_png};
 
@@ -35,13 +44,14 @@ fn sha2_digest(bytes: &[u8]) -> impl std::fmt::LowerHex {
 async fn exercise(registry: &Registry) {
     let record = registry
         .insert(
-            "bo",
+            &id("bo"),
             "<bo> is a Shiba Inu.",
             images(&[[255, 0, 0], [0, 255, 0]]),
         )
         .await
         .unwrap();
     assert_eq!(record.concept.id, "bo");
+    assert_eq!(record.id, id("bo"));
     assert_eq!(record.embedding, vec![0.25, -1.5, 3.0]);
     assert_eq!(record.clip_model, "clip-test");
     assert_eq!(record.concept.images.len(), 2);
@@ -49,16 +59,18 @@ async fn exercise(registry: &Registry) {
     assert_eq!(record.concept.images[0].width, 4);
     assert!(record.concept.created_at.ends_with('Z'));
 
-    let duplicate = registry.insert("bo", "again", images(&[[1, 2, 3]])).await;
-    assert!(matches!(duplicate, Err(RegistryError::AlreadyExists(id)) if id == "bo"));
+    let duplicate = registry
+        .insert(&id("bo"), "again", images(&[[1, 2, 3]]))
+        .await;
+    assert!(matches!(duplicate, Err(RegistryError::AlreadyExists(taken)) if taken == id("bo")));
 
-    let (content_type, bytes) = registry.image("bo", 1).await.unwrap().unwrap();
+    let (content_type, bytes) = registry.image(&id("bo"), 1).await.unwrap().unwrap();
     assert_eq!(content_type, "image/png");
     assert_eq!(bytes, solid_png([0, 255, 0], 4, 3));
-    assert!(registry.image("bo", 2).await.unwrap().is_none());
+    assert!(registry.image(&id("bo"), 2).await.unwrap().is_none());
 
     registry
-        .insert("mam", "<mam> is a grey cat.", images(&[[9, 9, 9]]))
+        .insert(&id("mam"), "<mam> is a grey cat.", images(&[[9, 9, 9]]))
         .await
         .unwrap();
     let listed = registry.list().await.unwrap();
@@ -67,20 +79,20 @@ async fn exercise(registry: &Registry) {
         ["bo", "mam"]
     );
     let many = registry
-        .get_many(&["mam".into(), "bo".into()])
+        .get_many(&ids(&["mam", "bo"]))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(many[0].concept.id, "mam");
     let missing = registry
-        .get_many(&["bo".into(), "rex".into(), "zed".into()])
+        .get_many(&ids(&["bo", "rex", "zed"]))
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(missing, ["rex", "zed"]);
+    assert_eq!(missing, ids(&["rex", "zed"]));
 
     let updated = registry
-        .update("bo", "<bo> wears a black collar.", None)
+        .update(&id("bo"), "<bo> wears a black collar.", None)
         .await
         .unwrap();
     assert_eq!(updated.concept.description, "<bo> wears a black collar.");
@@ -90,19 +102,19 @@ async fn exercise(registry: &Registry) {
         "images kept without new ones"
     );
     let replaced = registry
-        .update("bo", "<bo> again.", Some(images(&[[7, 7, 7]])))
+        .update(&id("bo"), "<bo> again.", Some(images(&[[7, 7, 7]])))
         .await
         .unwrap();
     assert_eq!(replaced.concept.images.len(), 1);
     assert!(matches!(
-        registry.update("rex", "x", None).await,
+        registry.update(&id("rex"), "x", None).await,
         Err(RegistryError::NotFound(_))
     ));
 
-    registry.delete("bo").await.unwrap();
-    assert!(registry.get("bo").await.unwrap().is_none());
+    registry.delete(&id("bo")).await.unwrap();
+    assert!(registry.get(&id("bo")).await.unwrap().is_none());
     assert!(matches!(
-        registry.delete("bo").await,
+        registry.delete(&id("bo")).await,
         Err(RegistryError::NotFound(_))
     ));
     assert_eq!(registry.row_counts().await.unwrap(), (1, 1));

@@ -1,0 +1,181 @@
+//! An OpenAI chat request → the worker's [`GenerationRequest`], in three steps: validate the
+//! options, resolve `model` to the base model or an adapter mix, then decode the images. Every
+//! check that needs no model runs here, on the request's task, before the request is queued:
+//! the image count before any image is decoded, the adapter mix before a worker builds it.
+
+use slc_engine::lora::{AdapterMix, AdapterNameError};
+
+use crate::error::ApiError;
+use crate::images::decode_base64_image;
+use crate::model::{
+    ContentPart, GenerationRequest, PromptImage, PromptMessage, Role, SamplingParams,
+};
+use crate::openai_types::{
+    ChatCompletionRequest, ContentPartWire, MessageContent, ResponseFormat, StopSequences,
+};
+use crate::state::{AppState, Limits};
+use crate::workers::ModelCatalog;
+
+const DEFAULT_MAX_TOKENS: u32 = 512;
+const MAX_MAX_TOKENS: u32 = 8192;
+const MAX_STOP_SEQUENCES: usize = 4;
+
+pub fn to_generation_request(
+    state: &AppState,
+    request: &ChatCompletionRequest,
+) -> Result<GenerationRequest, ApiError> {
+    let (sampling, json_schema) = validate(request)?;
+    let adapter = resolve_model(&state.workers.catalog(), &request.model)?;
+    let messages = decode_messages(request, &state.limits)?;
+    Ok(GenerationRequest {
+        messages,
+        sampling,
+        json_schema,
+        adapter,
+    })
+}
+
+/// The sampling options and the response schema, checked.
+fn validate(
+    request: &ChatCompletionRequest,
+) -> Result<(SamplingParams, Option<serde_json::Value>), ApiError> {
+    let invalid = |message: String| Err(ApiError::InvalidRequest(message));
+    if request.n.unwrap_or(1) != 1 {
+        return invalid("only n = 1 is supported".into());
+    }
+    if request.messages.is_empty() {
+        return invalid("messages is empty".into());
+    }
+    let max_new_tokens = request
+        .max_tokens
+        .or(request.max_completion_tokens)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    if !(1..=MAX_MAX_TOKENS).contains(&max_new_tokens) {
+        return invalid(format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}"));
+    }
+    let temperature = request.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return invalid("temperature must be between 0 and 2".into());
+    }
+    let top_p = request.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return invalid("top_p must be in (0, 1]".into());
+    }
+    let stop = match &request.stop {
+        None => Vec::new(),
+        Some(StopSequences::One(one)) => vec![one.clone()],
+        Some(StopSequences::Many(many)) => many.clone(),
+    };
+    if stop.len() > MAX_STOP_SEQUENCES || stop.iter().any(String::is_empty) {
+        return invalid(format!(
+            "stop takes at most {MAX_STOP_SEQUENCES} non-empty strings"
+        ));
+    }
+    let json_schema = match &request.response_format {
+        None | Some(ResponseFormat::Text) => None,
+        Some(ResponseFormat::JsonObject) => Some(serde_json::json!({"type": "object"})),
+        Some(ResponseFormat::JsonSchema { json_schema }) if !json_schema.schema.is_object() => {
+            return invalid("response_format.json_schema.schema must be a JSON object".into());
+        }
+        Some(ResponseFormat::JsonSchema { json_schema }) => Some(json_schema.schema.clone()),
+    };
+    let sampling = SamplingParams {
+        max_new_tokens,
+        temperature,
+        top_p,
+        seed: request.seed,
+        stop,
+    };
+    Ok((sampling, json_schema))
+}
+
+/// `None` for the base model, else the canonical name of a validated adapter mix. The mix's
+/// member bound is checked before the name is split (see `slc_engine::lora::mix`).
+fn resolve_model(catalog: &ModelCatalog, model: &str) -> Result<Option<String>, ApiError> {
+    if model == catalog.base_model {
+        return Ok(None);
+    }
+    match AdapterMix::parse(model, &catalog.adapters) {
+        Ok(mix) => Ok(Some(mix.name())),
+        Err(AdapterNameError::Unknown { .. }) => Err(ApiError::UnknownModel(model.to_owned())),
+        Err(too_many @ AdapterNameError::TooManyMembers { .. }) => {
+            Err(ApiError::InvalidRequest(format!("model: {too_many}")))
+        }
+    }
+}
+
+/// The messages with their images decoded, after the image count is checked.
+fn decode_messages(
+    request: &ChatCompletionRequest,
+    limits: &Limits,
+) -> Result<Vec<PromptMessage>, ApiError> {
+    let images = request
+        .messages
+        .iter()
+        .filter_map(|message| match &message.content {
+            MessageContent::Parts(parts) => Some(parts),
+            MessageContent::Text(_) => None,
+        })
+        .flatten()
+        .filter(|part| matches!(part, ContentPartWire::ImageUrl { .. }))
+        .count();
+    if images > limits.max_chat_images {
+        return Err(ApiError::TooMany {
+            what: "images",
+            count: images,
+            max: limits.max_chat_images,
+        });
+    }
+    request
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let content = match &message.content {
+                MessageContent::Text(text) => vec![ContentPart::Text(text.clone())],
+                MessageContent::Parts(parts) => parts
+                    .iter()
+                    .enumerate()
+                    .map(|(part_index, part)| decode_part(part, limits, index, part_index))
+                    .collect::<Result<_, _>>()?,
+            };
+            Ok(PromptMessage {
+                role: role_of(&message.role, index)?,
+                content,
+            })
+        })
+        .collect()
+}
+
+fn role_of(role: &str, index: usize) -> Result<Role, ApiError> {
+    match role {
+        "system" | "developer" => Ok(Role::System),
+        "user" => Ok(Role::User),
+        "assistant" => Ok(Role::Assistant),
+        other => Err(ApiError::InvalidRequest(format!(
+            "messages[{index}].role {other:?} is not supported"
+        ))),
+    }
+}
+
+fn decode_part(
+    part: &ContentPartWire,
+    limits: &Limits,
+    index: usize,
+    part_index: usize,
+) -> Result<ContentPart, ApiError> {
+    Ok(match part {
+        ContentPartWire::Text { text } => ContentPart::Text(text.clone()),
+        ContentPartWire::ImageUrl { image_url } => {
+            let image = decode_base64_image(
+                &image_url.url,
+                limits.image,
+                &format!("messages[{index}].content[{part_index}].image_url"),
+            )?;
+            ContentPart::Image(PromptImage {
+                sha256: image.sha256,
+                rgb: image.rgb,
+            })
+        }
+    })
+}
