@@ -34,6 +34,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A text over its cap in `shared_types::limits` (`kind` names it).
+    #[error("{message}")]
+    TooLong { kind: &'static str, message: String },
     #[error("too many {what}: {count} given, at most {max} allowed")]
     TooMany {
         what: &'static str,
@@ -93,6 +96,7 @@ impl ApiError {
             | ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ImageTooLarge(_)
             | ApiError::PayloadTooLarge(_)
+            | ApiError::TooLong { .. }
             | ApiError::TooMany { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownConcepts(_) | ApiError::NotFound(_) | ApiError::UnknownModel(_) => {
@@ -123,6 +127,7 @@ impl ApiError {
             ApiError::ImageTooLarge(_) => "image_too_large",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::TooLong { kind, .. } => kind,
             ApiError::TooMany { what, .. } => match *what {
                 "concepts" => "too_many_concepts",
                 "images" => "too_many_images",
@@ -187,6 +192,17 @@ impl ApiError {
             .event("error")
             .json_data(&body)
             .unwrap_or_else(|_| Event::default().event("error"))
+    }
+
+    /// [`ApiError::TooLong`] when `text` is over `max` characters.
+    pub fn check_length(
+        kind: &'static str,
+        what: &str,
+        text: &str,
+        max: usize,
+    ) -> Result<(), ApiError> {
+        shared_types::limits::check_chars(what, text, max)
+            .map_err(|message| ApiError::TooLong { kind, message })
     }
 
     fn log(&self) {

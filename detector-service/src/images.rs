@@ -1,5 +1,6 @@
 //! Turning client-supplied bytes into images safely: base64 / data URLs, format sniffing, a
-//! pixel cap checked from the header before any decoding (decompression bombs), content hashes.
+//! pixel cap and the aspect-ratio cap checked from the header before any decoding
+//! (decompression bombs, resize bombs), content hashes.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -123,6 +124,9 @@ pub fn decode_image_bytes(
             "{what}: the image is empty"
         )));
     }
+    // From the header too: resizing a very thin image is what allocates, not decoding it.
+    slc_engine::preprocess::check_aspect_ratio(width, height)
+        .map_err(|error| ApiError::InvalidImage(format!("{what}: {error}")))?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes.as_slice()), format);
     let mut decode_limits = image::Limits::default();
     let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);

@@ -162,7 +162,6 @@ pub async fn build_state(
             max_concepts_per_request: config.max_concepts_per_request,
             max_images_per_concept: config.max_images_per_concept,
             max_chat_images: config.max_chat_images,
-            max_description_chars: 4000,
             request_deadline: config.request_deadline(),
             detect_max_tokens: config.detect_max_tokens,
         },

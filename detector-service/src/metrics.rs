@@ -21,6 +21,7 @@ pub struct Metrics {
     pub adapter_selections: IntCounterVec,
     pub invalid_model_outputs: IntCounter,
     pub dropped_requests: IntCounterVec,
+    pub model_panics: IntCounter,
     pub vision_cache_hits: IntCounter,
     pub vision_cache_misses: IntCounter,
     pub prefill_tokens: IntCounter,
@@ -108,6 +109,11 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let model_panics = IntCounter::new(
+            "slc_detector_model_panics_total",
+            "Model jobs that panicked (each answered 500; the worker reloaded its models)",
+        )
+        .unwrap();
         let vision_cache_hits = IntCounter::new(
             "slc_detector_vision_cache_hits_total",
             "Images whose vision-tower embeddings came from the cache",
@@ -140,6 +146,7 @@ impl Metrics {
             Box::new(adapter_selections.clone()),
             Box::new(invalid_model_outputs.clone()),
             Box::new(dropped_requests.clone()),
+            Box::new(model_panics.clone()),
             Box::new(vision_cache_hits.clone()),
             Box::new(vision_cache_misses.clone()),
             Box::new(prefill_tokens.clone()),
@@ -160,6 +167,7 @@ impl Metrics {
             adapter_selections,
             invalid_model_outputs,
             dropped_requests,
+            model_panics,
             vision_cache_hits,
             vision_cache_misses,
             prefill_tokens,

@@ -18,7 +18,6 @@ pub struct Limits {
     pub max_concepts_per_request: usize,
     pub max_images_per_concept: usize,
     pub max_chat_images: usize,
-    pub max_description_chars: usize,
     pub request_deadline: Duration,
     pub detect_max_tokens: u32,
 }

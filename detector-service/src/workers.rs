@@ -6,6 +6,7 @@
 //! (429), a job whose deadline passed or whose client went away while it waited is dropped
 //! before it reaches the model, and generation stops early when nobody waits for it any more.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
@@ -261,13 +262,13 @@ pub async fn await_reply<T>(
 }
 
 fn worker_main(index: usize, loader: Arc<dyn ModelLoader>, shared: Arc<WorkerShared>) {
-    let mut models = match load_and_warm(loader.as_ref()) {
-        Ok(models) => models,
-        Err(error) => {
-            tracing::error!(worker = index, %error, "loading the models failed");
-            *shared.readiness.lock().unwrap() = Readiness::Failed(error.to_string());
-            return;
-        }
+    // A panic that escapes the job guard below still turns /readyz 503 with a reason.
+    let _guard = StoppedWorker {
+        index,
+        readiness: shared.readiness.clone(),
+    };
+    let Some(mut models) = load(index, loader.as_ref(), &shared) else {
+        return;
     };
     {
         let mut catalog = shared.catalog.write().unwrap();
@@ -297,7 +298,17 @@ fn worker_main(index: usize, loader: Arc<dyn ModelLoader>, shared: Arc<WorkerSha
         let depth = shared.depth.fetch_sub(1, Ordering::SeqCst) - 1;
         shared.metrics.queue_depth.set(depth as i64);
         let started = Instant::now();
-        run_job(&mut models, job, &shared.metrics);
+        if let Err(panic) = run_job(&mut models, job, &shared.metrics) {
+            // The job's own request got its 500. A panic can leave the models half-way
+            // through a change (an adapter being attached, a cache entry being written), so
+            // the worker loads them afresh before it takes the next job.
+            tracing::error!(worker = index, %panic, "a model job panicked; reloading the models");
+            shared.metrics.model_panics.inc();
+            match load(index, loader.as_ref(), &shared) {
+                Some(fresh) => models = fresh,
+                None => return,
+            }
+        }
         let took_ms = started.elapsed().as_millis() as u64;
         let previous = shared.average_job_ms.load(Ordering::Relaxed);
         let average = if previous == 0 {
@@ -309,13 +320,54 @@ fn worker_main(index: usize, loader: Arc<dyn ModelLoader>, shared: Arc<WorkerSha
     }
 }
 
+/// Loads and warms the models; on failure the service turns not ready with the reason.
+fn load(index: usize, loader: &dyn ModelLoader, shared: &WorkerShared) -> Option<EdgeModels> {
+    let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| load_and_warm(loader)))
+        .unwrap_or_else(|panic| Err(ModelError::Failed(panic_message(&panic))));
+    match loaded {
+        Ok(models) => Some(models),
+        Err(error) => {
+            tracing::error!(worker = index, %error, "loading the models failed");
+            *shared.readiness.lock().unwrap() = Readiness::Failed(error.to_string());
+            None
+        }
+    }
+}
+
+/// Marks the service not ready when a worker thread ends by a panic.
+struct StoppedWorker {
+    index: usize,
+    readiness: Arc<Mutex<Readiness>>,
+}
+
+impl Drop for StoppedWorker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let why = format!("model worker {} stopped by a panic", self.index);
+            if let Ok(mut readiness) = self.readiness.lock() {
+                *readiness = Readiness::Failed(why);
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 fn load_and_warm(loader: &dyn ModelLoader) -> Result<EdgeModels, ModelError> {
     let mut models = loader.load()?;
     models.vlm.warm_up()?;
     Ok(models)
 }
 
-fn run_job(models: &mut EdgeModels, job: Job, metrics: &Metrics) {
+/// Runs one job and answers its request. `Err` with the panic's message when the model
+/// panicked; the request was answered with a 500 then.
+fn run_job(models: &mut EdgeModels, job: Job, metrics: &Metrics) -> Result<(), String> {
     let deadline = job.deadline;
     match job.kind {
         JobKind::Generate {
@@ -326,7 +378,7 @@ fn run_job(models: &mut EdgeModels, job: Job, metrics: &Metrics) {
             if let Some(reason) = skip_reason(deadline, reply.is_closed()) {
                 metrics.dropped_requests.with_label_values(&[reason]).inc();
                 let _ = reply.send(Err(WorkerError::DeadlineExceeded));
-                return;
+                return Ok(());
             }
             let mut deadline_hit = false;
             let mut on_text = |piece: &str| {
@@ -344,30 +396,47 @@ fn run_job(models: &mut EdgeModels, job: Job, metrics: &Metrics) {
                 }
                 TokenControl::Continue
             };
-            let result = models.vlm.generate(&request, &mut on_text);
-            let outcome = match result {
-                Ok(_) if deadline_hit => Err(WorkerError::DeadlineExceeded),
-                Ok(output) => {
+            let result = guarded(|| models.vlm.generate(&request, &mut on_text));
+            let (outcome, panicked) = match result {
+                Err(panic) => (
+                    Err(WorkerError::Model(format!("the model panicked: {panic}"))),
+                    Some(panic),
+                ),
+                Ok(Ok(_)) if deadline_hit => (Err(WorkerError::DeadlineExceeded), None),
+                Ok(Ok(output)) => {
                     metrics.record_generation(&output);
-                    Ok(output)
+                    (Ok(output), None)
                 }
-                Err(error) => Err(WorkerError::from(error)),
+                Ok(Err(error)) => (Err(WorkerError::from(error)), None),
             };
             let _ = reply.send(outcome);
+            panicked.map_or(Ok(()), Err)
         }
         JobKind::Embed { images, reply } => {
             if let Some(reason) = skip_reason(deadline, reply.is_closed()) {
                 metrics.dropped_requests.with_label_values(&[reason]).inc();
                 let _ = reply.send(Err(WorkerError::DeadlineExceeded));
-                return;
+                return Ok(());
             }
-            let result = models
-                .embedder
-                .embed_images(&images)
-                .map_err(WorkerError::from);
-            let _ = reply.send(result);
+            match guarded(|| models.embedder.embed_images(&images)) {
+                Ok(result) => {
+                    let _ = reply.send(result.map_err(WorkerError::from));
+                    Ok(())
+                }
+                Err(panic) => {
+                    let error = WorkerError::Model(format!("the model panicked: {panic}"));
+                    let _ = reply.send(Err(error));
+                    Err(panic)
+                }
+            }
         }
     }
+}
+
+/// Runs `job`, turning a panic (tch panics on libtorch errors such as out-of-memory) into
+/// its message instead of the end of the worker thread.
+fn guarded<T>(job: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(job)).map_err(|panic| panic_message(&panic))
 }
 
 /// Why a queued job must not reach the model, if it must not.

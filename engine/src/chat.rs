@@ -10,6 +10,12 @@
 //!   `<|vision_start|><|image_pad|><|vision_end|>` (prefixed `Picture N: ` with
 //!   `add_vision_id`) and text parts are inserted verbatim;
 //! - `add_generation_prompt` appends `<|im_start|>assistant\n`.
+//!
+//! Text parts are user text (descriptions, questions, chat messages): they are tokenized with
+//! special-token strings as plain text, so a description that says `<|im_end|>` or
+//! `<|image_pad|>` can neither close a turn nor add an image. Only the template's own markers
+//! become control tokens. transformers tokenizes the rendered string in segments between
+//! special tokens, so for text without special-token strings the ids are the same.
 
 use crate::tokenizer::{QwenTokenizer, TokenizerError};
 
@@ -70,37 +76,72 @@ pub enum ChatError {
     Tokenizer(#[from] TokenizerError),
 }
 
-/// The template's text, with one `<|image_pad|>` per image.
-pub fn render_chat_template(messages: &[ChatMessage], options: ChatTemplateOptions) -> String {
-    let mut out = String::new();
+/// One piece of the rendered template: a marker of the template itself, or text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece<'a> {
+    Control(&'static str),
+    Text(&'a str),
+}
+
+/// The template as pieces, in order; `Picture N: ` labels are owned by `labels`.
+fn template_pieces<'a>(
+    messages: &'a [ChatMessage],
+    options: ChatTemplateOptions,
+    labels: &'a [String],
+) -> Vec<Piece<'a>> {
+    use Piece::{Control, Text};
+    let mut pieces = Vec::new();
     let mut image_count = 0usize;
     for (index, message) in messages.iter().enumerate() {
         if index == 0 && message.role != "system" {
-            out.push_str("<|im_start|>system\n");
-            out.push_str(DEFAULT_SYSTEM_PROMPT);
-            out.push_str("<|im_end|>\n");
+            pieces.extend([
+                Control("<|im_start|>"),
+                Text("system\n"),
+                Text(DEFAULT_SYSTEM_PROMPT),
+                Control("<|im_end|>"),
+                Text("\n"),
+            ]);
         }
-        out.push_str("<|im_start|>");
-        out.push_str(&message.role);
-        out.push('\n');
+        pieces.extend([Control("<|im_start|>"), Text(&message.role), Text("\n")]);
         for part in &message.content {
             match part {
-                ContentPart::Text(text) => out.push_str(text),
+                ContentPart::Text(text) => pieces.push(Text(text)),
                 ContentPart::Image => {
-                    image_count += 1;
                     if options.add_vision_id {
-                        out.push_str(&format!("Picture {image_count}: "));
+                        pieces.push(Text(&labels[image_count]));
                     }
-                    out.push_str("<|vision_start|><|image_pad|><|vision_end|>");
+                    image_count += 1;
+                    pieces.extend([
+                        Control("<|vision_start|>"),
+                        Control("<|image_pad|>"),
+                        Control("<|vision_end|>"),
+                    ]);
                 }
             }
         }
-        out.push_str("<|im_end|>\n");
+        pieces.extend([Control("<|im_end|>"), Text("\n")]);
     }
     if options.add_generation_prompt {
-        out.push_str("<|im_start|>assistant\n");
+        pieces.extend([Control("<|im_start|>"), Text("assistant\n")]);
     }
-    out
+    pieces
+}
+
+fn vision_labels(messages: &[ChatMessage]) -> Vec<String> {
+    (1..=count_images(messages))
+        .map(|n| format!("Picture {n}: "))
+        .collect()
+}
+
+/// The template's text, with one `<|image_pad|>` per image.
+pub fn render_chat_template(messages: &[ChatMessage], options: ChatTemplateOptions) -> String {
+    let labels = vision_labels(messages);
+    template_pieces(messages, options, &labels)
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Control(text) | Piece::Text(text) => text,
+        })
+        .collect()
 }
 
 /// Number of images in the messages, in prompt order.
@@ -115,8 +156,8 @@ pub fn count_images(messages: &[ChatMessage]) -> usize {
 /// Token ids of the chat, each image's `<|image_pad|>` repeated `image_token_counts[i]`
 /// times (`t*h*w / merge_size²` from its `image_grid_thw`).
 ///
-/// Expanding after tokenization gives the same ids as HF's expansion in the text, because
-/// added tokens are split out before BPE runs.
+/// Each run of text between two markers is tokenized as one string, special-token strings
+/// in it as plain text (see the module comment); markers are their ids.
 pub fn encode_chat(
     tokenizer: &QwenTokenizer,
     messages: &[ChatMessage],
@@ -130,25 +171,30 @@ pub fn encode_chat(
             given: image_token_counts.len(),
         });
     }
-    let ids = tokenizer.encode(&render_chat_template(messages, options))?;
+    let labels = vision_labels(messages);
     let image_pad = tokenizer.special_tokens().image_pad;
     let extra: usize = image_token_counts.iter().sum::<usize>();
-    let mut expanded = Vec::with_capacity(ids.len() + extra);
-    let mut counts = image_token_counts.iter();
-    for id in ids {
-        if id == image_pad {
-            // A user text that itself contains "<|image_pad|>" would add a pad the images
-            // do not account for; HF fails on that too, and so do we.
-            let Some(&count) = counts.next() else {
-                return Err(ChatError::ImageCountMismatch {
-                    in_prompt: in_prompt + 1,
-                    given: image_token_counts.len(),
-                });
-            };
-            expanded.extend(std::iter::repeat_n(image_pad, count));
-        } else {
-            expanded.push(id);
+    let mut ids = Vec::with_capacity(extra + 64);
+    let mut images_seen = 0usize;
+    let mut run = String::new();
+    for piece in template_pieces(messages, options, &labels) {
+        match piece {
+            Piece::Text(text) => run.push_str(text),
+            Piece::Control(marker) => {
+                ids.extend(tokenizer.encode_plain(&run)?);
+                run.clear();
+                let id = tokenizer.control_id(marker)?;
+                if id == image_pad {
+                    // One pad marker per image: the count check above keeps this in bounds.
+                    let count = image_token_counts[images_seen];
+                    images_seen += 1;
+                    ids.extend(std::iter::repeat_n(image_pad, count));
+                } else {
+                    ids.push(id);
+                }
+            }
         }
     }
-    Ok(expanded)
+    ids.extend(tokenizer.encode_plain(&run)?);
+    Ok(ids)
 }

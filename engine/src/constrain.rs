@@ -156,9 +156,13 @@ impl ConstraintVocabulary {
         let mut info = TokRxInfo::new(model_vocab_size as u32, end_of_turn);
         info.tok_end_of_turn = Some(end_of_turn);
         info.tok_pad = Some(tokenizer.special_tokens().endoftext);
+        // Forced text comes from a client's schema: special-token strings in it stay text, as
+        // in every user text (`QwenTokenizer::encode_plain`).
+        let mut plain = tokenizer.inner().clone();
+        plain.set_encode_special_tokens(true);
         let env: TokEnv = Arc::new(TokenizerForGrammar {
             trie: TokTrie::from(&info, &token_bytes),
-            tokenizer: tokenizer.inner().clone(),
+            tokenizer: plain,
         });
         let mut factory = ParserFactory::new_simple(&env)
             .map_err(|e| ConstraintError::Internal(e.to_string()))?;

@@ -33,6 +33,8 @@ pub struct QwenSpecialTokens {
 
 pub struct QwenTokenizer {
     inner: tokenizers::Tokenizer,
+    /// `inner` with special-token strings read as plain text: for user text.
+    plain: tokenizers::Tokenizer,
     special: QwenSpecialTokens,
 }
 
@@ -82,7 +84,13 @@ impl QwenTokenizer {
             image_pad: id("<|image_pad|>")?,
             video_pad: id("<|video_pad|>")?,
         };
-        Ok(Self { inner, special })
+        let mut plain = inner.clone();
+        plain.set_encode_special_tokens(true);
+        Ok(Self {
+            inner,
+            plain,
+            special,
+        })
     }
 
     pub fn special_tokens(&self) -> QwenSpecialTokens {
@@ -102,6 +110,26 @@ impl QwenTokenizer {
             .encode(text, false)
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of user text: special-token strings in it (`<|im_end|>`) stay plain text and
+    /// never become control tokens. The only way user text is turned into ids.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoding = self
+            .plain
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The id of one of the chat template's markers.
+    pub fn control_id(&self, marker: &'static str) -> Result<u32, TokenizerError> {
+        self.inner
+            .token_to_id(marker)
+            .ok_or(TokenizerError::MissingSpecialToken(marker))
     }
 
     /// Text of `ids`; with `skip_special_tokens` the chat and vision markers are dropped.

@@ -113,7 +113,10 @@ struct TurnErrors;
 impl utoipa::IntoResponses for TurnErrors {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
         let body = || Content::new(Some(Ref::from_schema_name("ErrorBody")));
-        let too_large = format!("Body over the size limit, or more than {MAX_CONCEPTS} concepts");
+        let too_large = format!(
+            "Body over the size limit, more than {MAX_CONCEPTS} concepts, or a question, \
+             description or cue text over its cap in `shared_types::limits`"
+        );
         [
             (400, "Malformed JSON"),
             (401, "Missing or wrong bearer key"),

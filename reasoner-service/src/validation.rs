@@ -5,6 +5,10 @@
 
 use std::collections::HashSet;
 
+use shared_types::limits::{
+    MAX_ANSWER_TOKENS, MAX_CUE_TEXT_CHARS, MAX_DESCRIPTION_CHARS, MAX_QUESTION_CHARS, WIRE_SLACK,
+    check_chars,
+};
 use shared_types::{
     ConceptDescription, ConceptId, CueSet, IdentitiesRequest, Mode, ReasonOptions, ReasonRequest,
 };
@@ -57,9 +61,24 @@ pub fn validate_reason(request: ReasonRequest) -> Result<ValidReasonRequest, Rea
             "the question is empty",
         ));
     }
+    check_chars(
+        "the question",
+        &request.question,
+        MAX_QUESTION_CHARS * WIRE_SLACK,
+    )
+    .map_err(|message| ReasonerError::too_large("question_too_long", message))?;
+    if let Some(tokens) = request.options.max_answer_tokens
+        && !(1..=MAX_ANSWER_TOKENS).contains(&tokens)
+    {
+        return Err(ReasonerError::invalid(
+            "invalid_request",
+            format!("max_answer_tokens must be between 1 and {MAX_ANSWER_TOKENS}"),
+        ));
+    }
     validate_concepts(&request.concepts)?;
     if let Some(cues) = &request.cues {
         validate_cue_ids(cues, &request.concepts)?;
+        validate_cue_text(cues)?;
     }
     let plan = plan(request.mode, request.image, request.cues)?;
     Ok(ValidReasonRequest {
@@ -139,6 +158,28 @@ fn validate_concepts(concepts: &[ConceptDescription]) -> Result<(), ReasonerErro
                 "empty_description",
                 format!("concept {} has an empty description", concept.id),
             ));
+        }
+        check_chars(
+            &format!("the description of {}", concept.id),
+            &concept.description,
+            MAX_DESCRIPTION_CHARS * WIRE_SLACK,
+        )
+        .map_err(|message| ReasonerError::too_large("description_too_long", message))?;
+    }
+    Ok(())
+}
+
+/// Cue locations are short phrases; the verification prompts quote them.
+fn validate_cue_text(cues: &CueSet) -> Result<(), ReasonerError> {
+    for (id, cue) in cues {
+        for (field, text) in [
+            ("location-absolute", &cue.location_absolute),
+            ("location-relative", &cue.location_relative),
+        ] {
+            if let Some(text) = text {
+                check_chars(&format!("{id}.{field}"), text, MAX_CUE_TEXT_CHARS)
+                    .map_err(|message| ReasonerError::too_large("cue_text_too_long", message))?;
+            }
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Wire types shared by the edge (`slc-detector`), the cloud (`slc-reasoner`) and the
-//! evaluation harness. Serde and utoipa only, no I/O; the one piece of logic is the
-//! concept-id rule both sides must agree on.
+//! evaluation harness. Serde and utoipa only, no I/O; the logic is what both sides must agree
+//! on: the concept-id rule and the caps on user text (`limits`).
 //!
 //! Concept identifiers travel with their angle brackets (`"<bo>"`) wherever the paper's
 //! prompts and cue sets show them; the registry's own `id` field is the bare form (`"bo"`).
@@ -12,6 +12,7 @@ pub mod cues;
 pub mod detect;
 pub mod error;
 pub mod headers;
+pub mod limits;
 pub mod reason;
 
 pub use ask::*;

@@ -56,8 +56,28 @@ pub(crate) fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// `cargo`, without the variables `cargo run` set for xtask itself. Build scripts such as
+/// ring's declare `rerun-if-env-changed=CARGO_MANIFEST_DIR`; inherited from here it would
+/// differ from a plain `cargo build` (unset), so every crate above ring (rustls, reqwest,
+/// sqlx and both services) was rebuilt each time one alternated with the other.
 pub(crate) fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if set_by_cargo_run {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 fn test(extra: &[String]) -> Result<()> {

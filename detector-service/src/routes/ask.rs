@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use shared_types::limits::{MAX_ANSWER_TOKENS, MAX_QUESTION_CHARS};
 use shared_types::{
     AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, ErrorBody, Mode,
     REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
@@ -39,8 +40,8 @@ use crate::state::AppState;
         (status = 200, description = "The answer with its trace; with `stream: true`, server-sent events `detection`, `answer`, `done` (an AskResponse) or `error` (an AskFailure)", body = AskResponse),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 404, description = "Unknown concept ids", body = ErrorBody),
-        (status = 413, description = "Body or image too large, or too many concepts", body = ErrorBody),
-        (status = 422, description = "An empty question, a bad concept id or an undecodable image", body = ErrorBody),
+        (status = 413, description = "Body or image too large, a question over `shared_types::limits::MAX_QUESTION_CHARS`, or too many concepts", body = ErrorBody),
+        (status = 422, description = "An empty question, `max_answer_tokens` out of range, a bad concept id or an undecodable image", body = ErrorBody),
         (status = 502, description = "The reasoner is unreachable or failed; the local detection is in the body", body = AskFailure),
         (status = 504, description = "The reasoner timed out; the local detection is in the body", body = AskFailure),
     )
@@ -89,6 +90,19 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
     let question = request.question.trim().to_string();
     if question.is_empty() {
         return Err(ApiError::InvalidRequest("the question is empty".into()));
+    }
+    ApiError::check_length(
+        "question_too_long",
+        "the question",
+        &question,
+        MAX_QUESTION_CHARS,
+    )?;
+    if let Some(tokens) = request.max_answer_tokens
+        && !(1..=MAX_ANSWER_TOKENS).contains(&tokens)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "max_answer_tokens must be between 1 and {MAX_ANSWER_TOKENS}"
+        )));
     }
     let records = resolve_concepts(state, &request.concepts, true).await?;
     let image = match &request.image {

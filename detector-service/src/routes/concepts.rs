@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shared_types::limits::MAX_DESCRIPTION_CHARS;
 use shared_types::{Concept, ConceptId, ConceptList, CreateConcept, ErrorBody, UpdateConcept};
 
 use crate::error::ApiError;
@@ -33,9 +34,9 @@ use crate::state::AppState;
         (status = 201, description = "Registered", body = Concept),
         (status = 400, description = "A body that does not parse (JSON or multipart)", body = ErrorBody),
         (status = 409, description = "The id is taken", body = ErrorBody),
-        (status = 413, description = "Body or image too large, or too many images", body = ErrorBody),
+        (status = 413, description = "Body or image too large, too many images, or a description over `MAX_DESCRIPTION_CHARS`", body = ErrorBody),
         (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
-        (status = 422, description = "Invalid id, description or image", body = ErrorBody),
+        (status = 422, description = "Invalid id, empty description, undecodable image or an aspect ratio over 200:1", body = ErrorBody),
         (status = 429, description = "Model queue full", body = ErrorBody),
     )
 )]
@@ -61,7 +62,7 @@ pub async fn create_concept(
         )));
     };
     let id = ConceptId::parse(&id)?;
-    let description = validate_description(&state, &description)?;
+    let description = validate_description(&description)?;
     check_image_count(&state, images.len())?;
     let embedded = embed(&state, images).await?;
     let record = state.registry.insert(&id, &description, embedded).await?;
@@ -172,18 +173,17 @@ fn check_image_count(state: &AppState, count: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_description(state: &AppState, description: &str) -> Result<String, ApiError> {
+fn validate_description(description: &str) -> Result<String, ApiError> {
     let trimmed = description.trim();
     if trimmed.is_empty() {
         return Err(ApiError::InvalidRequest("the description is empty".into()));
     }
-    let chars = trimmed.chars().count();
-    if chars > state.limits.max_description_chars {
-        return Err(ApiError::InvalidRequest(format!(
-            "the description has {chars} characters, at most {} allowed",
-            state.limits.max_description_chars
-        )));
-    }
+    ApiError::check_length(
+        "description_too_long",
+        "the description",
+        trimmed,
+        MAX_DESCRIPTION_CHARS,
+    )?;
     Ok(trimmed.to_string())
 }
 
@@ -264,7 +264,7 @@ pub async fn update_concept(
     ApiJson(body): ApiJson<UpdateConcept>,
 ) -> Result<axum::Json<Concept>, ApiError> {
     let id = ConceptId::parse(&raw_id)?;
-    let description = validate_description(&state, &body.description)?;
+    let description = validate_description(&body.description)?;
     if state.registry.get(&id).await?.is_none() {
         return Err(ApiError::UnknownConcepts(vec![id]));
     }

@@ -96,6 +96,13 @@ async fn bad_images_are_typed_errors() {
             "pixels",
         ),
         (String::new(), 422, "invalid_image", "empty"),
+        // Under the pixel cap, but a CLIP resize of it would allocate gigabytes.
+        (
+            base64_of(&png_header_only(4_000_000, 1)),
+            422,
+            "invalid_image",
+            "aspect ratio",
+        ),
     ];
     for (image, status, kind, needle) in cases {
         let response = post_json(
@@ -110,7 +117,11 @@ async fn bad_images_are_typed_errors() {
     // The bomb is refused in registration too, and a truncated real image cannot decode.
     let mut truncated = solid_png([1, 2, 3], 64, 64);
     truncated.truncate(truncated.len() / 2);
-    for image in [png_header_only(50_000, 50_000), truncated] {
+    for image in [
+        png_header_only(50_000, 50_000),
+        png_header_only(1, 4_000_000),
+        truncated,
+    ] {
         let response = post_json(
             &app,
             "/v1/concepts",
@@ -123,6 +134,8 @@ async fn bad_images_are_typed_errors() {
         app.control.seen().is_empty(),
         "no bad input reached the model"
     );
+    // The ratio cap itself is accepted.
+    register(&app, "thin", "<thin>", &[solid_png([1, 2, 3], 200, 1)]).await;
     app.stop().await;
 }
 

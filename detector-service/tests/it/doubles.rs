@@ -47,6 +47,10 @@ pub struct DoubleControl {
     pub break_cue_output: Arc<Mutex<bool>>,
     pub fail_load: Arc<Mutex<Option<String>>>,
     pub adapters: Arc<Mutex<Vec<String>>>,
+    /// The next this many generations panic, as tch does on a libtorch error.
+    pub panics: Arc<Mutex<usize>>,
+    /// How many times the models were loaded (a worker reloads after a panic).
+    pub loads: Arc<Mutex<usize>>,
 }
 
 impl DoubleControl {
@@ -79,6 +83,7 @@ impl ModelLoader for DoubleLoader {
         if let Some(why) = self.0.fail_load.lock().unwrap().clone() {
             return Err(ModelError::Failed(why));
         }
+        *self.0.loads.lock().unwrap() += 1;
         Ok(EdgeModels {
             vlm: Box::new(DoubleVlm(self.0.clone())),
             embedder: Box::new(PixelMeanEmbedder(self.0.clone())),
@@ -146,6 +151,14 @@ impl VisionLanguageModel for DoubleVlm {
             stop: request.sampling.stop.clone(),
         });
         control.wait_at_gate();
+        {
+            let mut panics = control.panics.lock().unwrap();
+            if *panics > 0 {
+                *panics -= 1;
+                drop(panics);
+                panic!("scripted: CUDA out of memory");
+            }
+        }
 
         let (full_text, forced_pieces) = match &request.json_schema {
             Some(schema) => self.schema_answer(schema),

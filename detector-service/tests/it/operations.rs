@@ -201,6 +201,74 @@ async fn readiness_follows_model_loading() {
     ready.stop().await;
 }
 
+/// A model job that panics (tch does on a libtorch error) fails only its own request with a
+/// typed 500: the worker reloads its models and serves the next request, and readiness holds.
+#[tokio::test]
+async fn a_panicking_model_job_fails_one_request_and_the_worker_serves_on() {
+    let control = DoubleControl::default();
+    let app = spawn_app(TestOptions {
+        control: control.clone(),
+        ..TestOptions::default()
+    })
+    .await;
+    let chat = json!({"model": crate::doubles::BASE_MODEL, "messages": [{"role": "user", "content": "hi"}]});
+    *control.panics.lock().unwrap() = 1;
+    let message = assert_error(
+        app.post_json("/v1/chat/completions", &chat).await,
+        500,
+        "model_error",
+    )
+    .await;
+    assert!(message.contains("panicked"), "{message}");
+    let served = app.post_json("/v1/chat/completions", &chat).await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        *control.loads.lock().unwrap(),
+        2,
+        "loaded at start and after the panic"
+    );
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("slc_detector_model_panics_total 1"),
+        "{metrics}"
+    );
+
+    // A panic that a reload cannot recover from turns readiness 503 with the reason.
+    *control.panics.lock().unwrap() = 1;
+    *control.fail_load.lock().unwrap() = Some("the GPU is gone".into());
+    assert_error(
+        app.post_json("/v1/chat/completions", &chat).await,
+        500,
+        "model_error",
+    )
+    .await;
+    let mut reason = Value::Null;
+    for _ in 0..200 {
+        let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+        if ready.status() == 503 {
+            reason = ready.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        reason["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the GPU is gone"),
+        "{reason}"
+    );
+    assert_error(
+        app.post_json("/v1/chat/completions", &chat).await,
+        503,
+        "model_unavailable",
+    )
+    .await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let app = spawn_app(TestOptions::default()).await;

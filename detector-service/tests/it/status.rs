@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use shared_types::limits::{MAX_ANSWER_TOKENS, MAX_DESCRIPTION_CHARS, MAX_QUESTION_CHARS};
 use shared_types::{ConceptId, DetectResponse};
 use slc_detector::error::ApiError;
 use slc_detector::reasoner_client::ReasonerError;
@@ -171,7 +172,7 @@ fn policy_requests() -> Vec<(PolicyRequest, u16, &'static str)> {
         (("path of the wrong type", Method::GET, "/v1/concepts/bo/images/first", None, String::new(), true), 400, "invalid_path"),
         (("not JSON", Method::POST, "/v1/ask", Some("text/plain"), "hi".into(), true), 415, "unsupported_media_type"),
         (("wrong shape", Method::POST, "/v1/detect", json_type, json!({"image": 5}).to_string(), true), 422, "invalid_request"),
-        (("empty question", Method::POST, "/v1/ask", json_type, json!({"question": " "}).to_string(), true), 422, "invalid_request"),
+        (("empty question", Method::POST, "/v1/ask", json_type, json!({"question": " ", "concepts": []}).to_string(), true), 422, "invalid_request"),
         (("bad concept id", Method::POST, "/v1/detect", json_type, detect(json!(["b o"])), true), 422, "invalid_concept_id"),
         (("bad id in the path", Method::GET, "/v1/concepts/b%20o", None, String::new(), true), 422, "invalid_concept_id"),
         (("undecodable image", Method::POST, "/v1/concepts", json_type, register(vec!["AAAA".into()]), true), 422, "invalid_image"),
@@ -181,6 +182,10 @@ fn policy_requests() -> Vec<(PolicyRequest, u16, &'static str)> {
         (("too many concepts", Method::POST, "/v1/detect", json_type, detect(json!(["a", "b", "c", "d", "e"])), true), 413, "too_many_concepts"),
         (("too many reference images", Method::POST, "/v1/concepts", json_type, register(vec![image.clone(); 4]), true), 413, "too_many_images"),
         // The count is checked before any image is decoded: these would not decode.
+        (("question too long", Method::POST, "/v1/ask", json_type, json!({"question": "x".repeat(MAX_QUESTION_CHARS + 1), "concepts": []}).to_string(), true), 413, "question_too_long"),
+        (("description too long", Method::POST, "/v1/concepts", json_type, json!({"id": "bo", "description": "d".repeat(MAX_DESCRIPTION_CHARS + 1), "images": [image]}).to_string(), true), 413, "description_too_long"),
+        (("answer tokens out of range", Method::POST, "/v1/ask", json_type, json!({"question": "Q?", "concepts": [], "max_answer_tokens": MAX_ANSWER_TOKENS + 1}).to_string(), true), 422, "invalid_request"),
+        (("stop string too long", Method::POST, "/v1/chat/completions", json_type, json!({"model": BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], "stop": "s".repeat(65)}).to_string(), true), 422, "invalid_request"),
         (("too many chat images", Method::POST, "/v1/chat/completions", json_type, chat(BASE_MODEL, 4), true), 413, "too_many_images"),
         (("oversize body", Method::POST, "/v1/detect", json_type, detect(json!(["x".repeat(70 * 1024)])), true), 413, "payload_too_large"),
         (("no key", Method::POST, "/v1/detect", json_type, detect(json!(["bo"])), false), 401, "unauthorized"),

@@ -106,7 +106,7 @@ impl ExampleBuilder<'_> {
         let special = self.tokenizer.special_tokens();
         let header = self
             .tokenizer
-            .encode("assistant\n")
+            .encode_plain("assistant\n")
             .map_err(|e| invalid(format!("tokenizer: {e}")))?;
         let predict = assistant_mask(&ids, special.im_start, special.im_end, &header);
         if !predict.iter().any(|p| *p) {

@@ -110,11 +110,8 @@ impl ClipImageProcessor {
     }
 
     pub fn preprocess(&self, image: &RgbImage) -> Result<ClipPixelValues, PreprocessError> {
-        if image.width() == 0 || image.height() == 0 {
-            return Err(PreprocessError::InvalidImageGeometry(
-                "the image has a zero side".into(),
-            ));
-        }
+        // Before the resize: its output grows with the aspect ratio.
+        super::check_aspect_ratio(image.width(), image.height())?;
         let resized = if self.config.base.do_resize {
             let (h, w) = self.resized_size(image.height(), image.width());
             if h == 0 || w == 0 {

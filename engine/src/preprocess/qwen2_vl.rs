@@ -117,18 +117,8 @@ pub fn smart_resize(
     min_pixels: u64,
     max_pixels: u64,
 ) -> Result<(usize, usize), PreprocessError> {
-    if height == 0 || width == 0 {
-        return Err(PreprocessError::InvalidImageGeometry(
-            "the image has a zero side".into(),
-        ));
-    }
+    super::check_aspect_ratio(width, height)?;
     let (h, w, f) = (f64::from(height), f64::from(width), factor as f64);
-    let ratio = h.max(w) / h.min(w);
-    if ratio > 200.0 {
-        return Err(PreprocessError::InvalidImageGeometry(format!(
-            "absolute aspect ratio must be smaller than 200, got {ratio}"
-        )));
-    }
     let mut h_bar = (h / f).round_ties_even() * f;
     let mut w_bar = (w / f).round_ties_even() * f;
     if h_bar * w_bar > max_pixels as f64 {

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use shared_types::limits::{MAX_CUE_TEXT_CHARS, MAX_DESCRIPTION_CHARS, MAX_QUESTION_CHARS};
 use slc_reasoner::error::ReasonerError;
 use slc_reasoner::upstream::UpstreamError;
 use slc_reasoner::validation::MAX_CONCEPTS;
@@ -14,6 +15,9 @@ use tower::ServiceExt;
 use crate::helpers::*;
 
 const KEY: &str = "edge-key";
+
+/// A 1×1 PNG: the cue-text row needs an image, since cues describe one.
+const PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGNgYGAAAAAEAAH2FzhVAAAAAElFTkSuQmCC";
 
 fn concepts(count: usize) -> Value {
     (0..count)
@@ -133,6 +137,10 @@ fn policy_requests() -> Vec<(PolicyRequest, u16, &'static str)> {
         (("invalid", Method::POST, "/v1/reason", json_type, json!({"question": " ", "concepts": concepts(1)}).to_string(), true), 422, "empty_question"),
         (("bad concept id", Method::POST, "/v1/identities", json_type, json!({"concepts": [{"id": "<b o>", "description": "d"}]}).to_string(), true), 422, "invalid_concept_id"),
         (("too many concepts", Method::POST, "/v1/reason", json_type, question(concepts(MAX_CONCEPTS + 1)), true), 413, "too_many_concepts"),
+        (("question too long", Method::POST, "/v1/reason", json_type, json!({"question": "x".repeat(2 * MAX_QUESTION_CHARS + 1), "concepts": concepts(1)}).to_string(), true), 413, "question_too_long"),
+        (("description too long", Method::POST, "/v1/identities", json_type, json!({"concepts": [{"id": "<bo>", "description": "d".repeat(2 * MAX_DESCRIPTION_CHARS + 1)}]}).to_string(), true), 413, "description_too_long"),
+        (("cue text too long", Method::POST, "/v1/reason", json_type, json!({"question": "Where?", "concepts": concepts(1), "image": PNG_DATA_URL, "cues": {"<c0>": {"present": true, "location-absolute": "l".repeat(MAX_CUE_TEXT_CHARS + 1)}}}).to_string(), true), 413, "cue_text_too_long"),
+        (("answer tokens out of range", Method::POST, "/v1/reason", json_type, json!({"question": "What?", "concepts": concepts(1), "options": {"max_answer_tokens": 0}}).to_string(), true), 422, "invalid_request"),
         (("too many concepts to identify", Method::POST, "/v1/identities", json_type, json!({"concepts": concepts(MAX_CONCEPTS + 1)}).to_string(), true), 413, "too_many_concepts"),
         (("oversize body", Method::POST, "/v1/reason", json_type, question(json!([{"id": "<bo>", "description": "x".repeat(128 * 1024)}])), true), 413, "payload_too_large"),
         (("no key", Method::POST, "/v1/reason", json_type, question(concepts(1)), false), 401, "unauthorized"),

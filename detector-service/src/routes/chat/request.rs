@@ -19,6 +19,8 @@ use crate::workers::ModelCatalog;
 const DEFAULT_MAX_TOKENS: u32 = 512;
 const MAX_MAX_TOKENS: u32 = 8192;
 const MAX_STOP_SEQUENCES: usize = 4;
+/// Every decoded piece is checked against each stop string; OpenAI allows no more either.
+const MAX_STOP_CHARS: usize = 64;
 
 pub fn to_generation_request(
     state: &AppState,
@@ -66,9 +68,10 @@ fn validate(
         Some(StopSequences::One(one)) => vec![one.clone()],
         Some(StopSequences::Many(many)) => many.clone(),
     };
-    if stop.len() > MAX_STOP_SEQUENCES || stop.iter().any(String::is_empty) {
+    let bad_stop = |stop: &String| stop.is_empty() || stop.chars().nth(MAX_STOP_CHARS).is_some();
+    if stop.len() > MAX_STOP_SEQUENCES || stop.iter().any(bad_stop) {
         return invalid(format!(
-            "stop takes at most {MAX_STOP_SEQUENCES} non-empty strings"
+            "stop takes at most {MAX_STOP_SEQUENCES} non-empty strings of at most {MAX_STOP_CHARS} characters"
         ));
     }
     let json_schema = match &request.response_format {
