@@ -5,6 +5,7 @@
 //! a shutdown future resolves; `main.rs` only parses the config and wires the engine.
 
 pub mod config;
+pub mod console;
 pub mod detection;
 pub mod embedding;
 pub mod engine_models;
@@ -79,6 +80,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
+        .route("/v1/status", get(routes::health::status))
+        .merge(console::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -11,10 +11,13 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Routes reachable without a key: probes, metrics and the API description.
+/// Routes reachable without a key: probes, metrics, the API description and the console's
+/// static files (which carry no data; the console asks for a key and sends it itself).
 fn is_public(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
         || path.starts_with("/docs")
+        || path == "/ui"
+        || path.starts_with("/ui/")
 }
 
 /// Checks `Authorization: Bearer KEY` against every configured key in constant time (no early

@@ -26,6 +26,7 @@ use crate::routes;
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
+        routes::health::status,
     ),
     components(schemas(
         shared_types::ErrorBody,

@@ -95,6 +95,7 @@ pub struct WorkerPool {
     depth: Arc<AtomicUsize>,
     /// Moving average of a job's time on a worker, in milliseconds, for `Retry-After`.
     average_job_ms: Arc<AtomicU64>,
+    queue_capacity: usize,
     worker_count: usize,
     readiness: Arc<Mutex<Readiness>>,
     catalog: Arc<RwLock<ModelCatalog>>,
@@ -147,6 +148,7 @@ impl WorkerPool {
             sender,
             depth,
             average_job_ms,
+            queue_capacity: queue_size.max(1),
             worker_count: workers.max(1),
             readiness,
             catalog,
@@ -169,6 +171,11 @@ impl WorkerPool {
 
     pub fn queue_depth(&self) -> usize {
         self.depth.load(Ordering::SeqCst)
+    }
+
+    /// (worker threads, queue slots).
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.worker_count, self.queue_capacity)
     }
 
     /// How long until a queue slot is likely free: the queue's work at the recent average job

@@ -33,6 +33,10 @@ pub struct Concept {
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
+    /// The meta-adapter this concept alone maps to by Eq. 1 and its similarity; absent when
+    /// the edge has no adapter bank or the concept was embedded by another CLIP model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<crate::detect::AdapterChoice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

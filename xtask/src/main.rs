@@ -6,10 +6,13 @@
 //! - `cargo xtask setup`: only the setup (virtualenv with PyTorch, `.libtorch` link).
 //! - `cargo xtask compose-smoke`: the compose demo stack for real (too heavy for CI): see
 //!   `compose_smoke/mod.rs`.
+//! - `cargo xtask console-screenshots`: the console's browser test, copying two of its
+//!   screenshots to `docs/` for the README.
 //!
 //! Every step is idempotent: a second run reuses the virtualenv, the build and a
 //! PostgreSQL server that is already running.
 
+mod browser;
 mod compose_smoke;
 mod deploy_tools;
 mod postgres;
@@ -26,12 +29,13 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("compose-smoke") => compose_smoke::run(&args[1..]),
+        Some("console-screenshots") => console_screenshots(),
         Some("check-runtime-links") => {
             check_runtime_links(args.get(1).map(String::as_str).unwrap_or(""))
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | test [cargo test args] | demo | compose-smoke [--keep] | check-runtime-links BINARY>"
+                "usage: cargo xtask <setup | test [cargo test args] | demo | compose-smoke [--keep] | console-screenshots | check-runtime-links BINARY>"
             );
             return ExitCode::from(2);
         }
@@ -96,6 +100,7 @@ fn test(extra: &[String]) -> Result<()> {
     ]))?;
 
     let deploy_tools = deploy_tools::ensure()?;
+    let browser = browser::ensure()?;
     let database = postgres::ensure()?;
     println!("==> cargo test (PostgreSQL at {})", database.url);
     let mut command = cargo();
@@ -105,7 +110,8 @@ fn test(extra: &[String]) -> Result<()> {
         .env("SLC_TEST_POSTGRES_URL", &database.url)
         .env("SLC_REQUIRE_POSTGRES", "1")
         .env("SLC_PYTHON", &env.python)
-        .envs(deploy_tools.env());
+        .envs(deploy_tools.env())
+        .envs(browser.env());
     let outcome = run_tests_with_summary(&mut command);
     database.stop_if_started();
     outcome
@@ -149,6 +155,30 @@ fn run_tests_with_summary(command: &mut Command) -> Result<()> {
         bail!("cargo test ran no test");
     }
     Ok(())
+}
+
+/// Runs the console's browser test and keeps the README's two screenshots from it.
+fn console_screenshots() -> Result<()> {
+    let env = setup::ensure()?;
+    let browser = browser::ensure()?;
+    let destination = std::env::current_dir()?.join("docs");
+    println!(
+        "==> the console's browser test, screenshots to {}",
+        destination.display()
+    );
+    run(cargo()
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "slc-e2e",
+            "--test",
+            "it",
+            "console::",
+        ])
+        .env("SLC_PYTHON", &env.python)
+        .env("SLC_CONSOLE_SCREENSHOTS_TO", &destination)
+        .envs(browser.env()))
 }
 
 fn demo(extra: &[String]) -> Result<()> {

@@ -295,7 +295,8 @@ impl Registry {
         })
     }
 
-    pub async fn list(&self) -> Result<Vec<Concept>, RegistryError> {
+    /// Every concept, by id.
+    pub async fn list(&self) -> Result<Vec<ConceptRecord>, RegistryError> {
         let rows = sqlx::query(
             "SELECT id, description, embedding, clip_model, created_at, updated_at FROM concepts \
              ORDER BY id",
@@ -305,7 +306,7 @@ impl Registry {
         let mut concepts = Vec::with_capacity(rows.len());
         for row in rows {
             let images = self.image_metadata(&stored_id(&row)?).await?;
-            concepts.push(record_from_row(&row, images)?.concept);
+            concepts.push(record_from_row(&row, images)?);
         }
         Ok(concepts)
     }
@@ -377,6 +378,7 @@ fn record_from_row(
             images,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            adapter: None,
         },
         embedding: embedding_from_bytes(&embedding),
         clip_model: row.try_get("clip_model")?,

@@ -8,13 +8,16 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shared_types::limits::MAX_DESCRIPTION_CHARS;
-use shared_types::{Concept, ConceptId, ConceptList, CreateConcept, ErrorBody, UpdateConcept};
+use shared_types::{
+    AdapterChoice, Concept, ConceptId, ConceptList, CreateConcept, ErrorBody, UpdateConcept,
+};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::images::{DecodedImage, decode_base64_image, decode_image_bytes};
 use crate::model::PromptImage;
-use crate::registry::{EmbeddedImages, NewImage};
+use crate::registry::{ConceptRecord, EmbeddedImages, NewImage};
+use crate::routes::detect::eq1_adapter;
 use crate::state::AppState;
 
 /// Register a concept (JSON with base64 / data-URL images, or multipart with files).
@@ -70,7 +73,7 @@ pub async fn create_concept(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/concepts/{}", id.bare()))],
-        axum::Json(record.concept),
+        axum::Json(concept_view(&state, record)),
     )
         .into_response())
 }
@@ -223,14 +226,31 @@ async fn embed(state: &AppState, images: Vec<DecodedImage>) -> Result<EmbeddedIm
     })
 }
 
+/// A concept as the API shows it: with the adapter it maps to on its own (Eq. 1).
+fn concept_view(state: &AppState, record: ConceptRecord) -> Concept {
+    let adapter =
+        eq1_adapter(state, std::slice::from_ref(&record)).map(|selection| AdapterChoice {
+            name: selection.name,
+            similarity: selection.similarity,
+        });
+    Concept {
+        adapter,
+        ..record.concept
+    }
+}
+
 /// List every registered concept (metadata only; images via their own route).
 #[utoipa::path(get, path = "/v1/concepts", tag = "concepts",
     responses((status = 200, body = ConceptList)))]
 pub async fn list_concepts(
     State(state): State<AppState>,
 ) -> Result<axum::Json<ConceptList>, ApiError> {
+    let records = state.registry.list().await?;
     Ok(axum::Json(ConceptList {
-        concepts: state.registry.list().await?,
+        concepts: records
+            .into_iter()
+            .map(|record| concept_view(&state, record))
+            .collect(),
     }))
 }
 
@@ -245,7 +265,7 @@ pub async fn get_concept(
 ) -> Result<axum::Json<Concept>, ApiError> {
     let id = ConceptId::parse(&raw_id)?;
     match state.registry.get(&id).await? {
-        Some(record) => Ok(axum::Json(record.concept)),
+        Some(record) => Ok(axum::Json(concept_view(&state, record))),
         None => Err(ApiError::UnknownConcepts(vec![id])),
     }
 }
@@ -273,7 +293,7 @@ pub async fn update_concept(
         None => None,
     };
     let record = state.registry.update(&id, &description, embedded).await?;
-    Ok(axum::Json(record.concept))
+    Ok(axum::Json(concept_view(&state, record)))
 }
 
 /// Delete a concept and its images.

@@ -148,8 +148,19 @@ pub async fn run_detection(
     Ok(detect_response(cues, adapter, &output, started))
 }
 
-/// Eq. 1's adapter for these concepts, when their embeddings allow one and it is loaded.
+/// Eq. 1's adapter for a detection, counted in `/metrics`.
 fn choose_adapter(state: &AppState, records: &[ConceptRecord]) -> Option<AdapterSelection> {
+    let selection = eq1_adapter(state, records)?;
+    state
+        .metrics
+        .adapter_selections
+        .with_label_values(&[selection.name.as_str()])
+        .inc();
+    Some(selection)
+}
+
+/// Eq. 1's adapter for these concepts, when their embeddings allow one and it is loaded.
+pub fn eq1_adapter(state: &AppState, records: &[ConceptRecord]) -> Option<AdapterSelection> {
     let catalog = state.workers.catalog();
     // Embeddings from another CLIP model live in another space: no adapter choice from them
     // (re-register the concept, or PUT its images, to re-embed it).
@@ -171,11 +182,6 @@ fn choose_adapter(state: &AppState, records: &[ConceptRecord]) -> Option<Adapter
         tracing::warn!(adapter = %selection.name, %why, "chosen adapter is not loaded");
         return None;
     }
-    state
-        .metrics
-        .adapter_selections
-        .with_label_values(&[selection.name.as_str()])
-        .inc();
     Some(selection)
 }
 

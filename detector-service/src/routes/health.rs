@@ -60,6 +60,54 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// What the edge runs and how busy it is, for the console and operators.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdgeStatus {
+    pub ready: bool,
+    /// Why the edge is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The served base model (a `model` of `/v1/chat/completions`); empty while loading.
+    pub base_model: String,
+    /// The adapter bank's adapters.
+    pub adapters: Vec<String>,
+    /// The CLIP model that embeds concepts.
+    pub clip_model: String,
+    pub workers: usize,
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub vision_cache_hits: u64,
+    pub vision_cache_misses: u64,
+    /// Prompt tokens whose keys and values a prefix-cache hit supplied.
+    pub prefix_reused_tokens: u64,
+    /// Prompt tokens prefilled.
+    pub prefill_tokens: u64,
+}
+
+/// The edge's models, queue and cache counters (the numbers `/metrics` has, as JSON).
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, body = EdgeStatus), (status = 401, body = shared_types::ErrorBody)))]
+pub async fn status(State(state): State<AppState>) -> axum::Json<EdgeStatus> {
+    let catalog = state.workers.catalog();
+    let (workers, queue_capacity) = state.workers.capacity();
+    let readiness = state.workers.readiness();
+    let metrics = &state.metrics;
+    axum::Json(EdgeStatus {
+        ready: readiness.is_ok(),
+        reason: readiness.err(),
+        base_model: catalog.base_model,
+        adapters: catalog.adapters,
+        clip_model: catalog.clip_model,
+        workers,
+        queue_depth: state.workers.queue_depth(),
+        queue_capacity,
+        vision_cache_hits: metrics.vision_cache_hits.get(),
+        vision_cache_misses: metrics.vision_cache_misses.get(),
+        prefix_reused_tokens: metrics.prefix_reused_tokens.get(),
+        prefill_tokens: metrics.prefill_tokens.get(),
+    })
+}
+
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]

@@ -5,6 +5,7 @@ mod atomicity;
 mod bad_input;
 mod chat;
 mod concepts_http;
+mod console;
 mod detect;
 mod doubles;
 mod generate_cli;

@@ -75,7 +75,10 @@ async fn exercise(registry: &Registry) {
         .unwrap();
     let listed = registry.list().await.unwrap();
     assert_eq!(
-        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|c| c.concept.id.as_str())
+            .collect::<Vec<_>>(),
         ["bo", "mam"]
     );
     let many = registry

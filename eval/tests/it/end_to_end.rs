@@ -459,6 +459,7 @@ async fn limit_updates_a_changed_concept_and_sends_the_files_text_unshuffled() {
             images: vec![],
             created_at: String::new(),
             updated_at: String::new(),
+            adapter: None,
         },
     );
     let edge = spawn_scripted_edge(state).await;

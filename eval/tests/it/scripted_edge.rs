@@ -106,6 +106,7 @@ fn concept_record(id: &str, description: &str, images: &[String]) -> Concept {
             .collect(),
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
+        adapter: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The end-to-end crate's one integration test binary.
 
+mod console;
 mod deploy_checks;
 mod deploy_drift;
 mod e2e;
