@@ -161,6 +161,15 @@ impl Registry {
         }
         self.write_images(&mut transaction, id, &embedded.images)
             .await?;
+        self.commit_and_read(transaction, id).await
+    }
+
+    /// Commits a write and reads the concept back as stored.
+    async fn commit_and_read(
+        &self,
+        transaction: sqlx::Transaction<'_, sqlx::Any>,
+        id: &ConceptId,
+    ) -> Result<ConceptRecord, RegistryError> {
         transaction.commit().await?;
         self.get(id)
             .await?
@@ -237,10 +246,7 @@ impl Registry {
             self.write_images(&mut transaction, id, &embedded.images)
                 .await?;
         }
-        transaction.commit().await?;
-        self.get(id)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(id.clone()))
+        self.commit_and_read(transaction, id).await
     }
 
     pub async fn delete(&self, id: &ConceptId) -> Result<(), RegistryError> {

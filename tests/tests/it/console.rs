@@ -125,6 +125,7 @@ async fn the_console_works_in_a_real_browser() {
         "the concept is listed with its thumbnail",
         "asking a question and seeing streamed text arrive before done",
         "the trace rendered for each mode",
+        "the ask flow works from the keyboard",
         "readable at 375 px width",
         "deleting a concept",
         "no Content-Security-Policy violations",

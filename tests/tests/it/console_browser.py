@@ -128,13 +128,15 @@ def ask_each_mode(console):
     console.visible("ask-question")
     console.by_id("ask-image").send_keys(console.args.query)
     console.wait.until(lambda d: d.find_element(By.ID, "ask-preview").is_displayed())
-    console.wait.until(EC.element_to_be_clickable((By.ID, "ask-concept-bo"))).click()
+    # Keyboard: Space ticks the checkbox, Enter on the focused button asks.
+    console.wait.until(EC.element_to_be_clickable((By.ID, "ask-concept-bo"))).send_keys(Keys.SPACE)
+    assert console.by_id("ask-concept-bo").is_selected()
     console.type_into("ask-question", "Where is <bo> in this photo?")
     for mode in MODES:
         Select(console.by_id("ask-mode")).select_by_value(mode)
         # The previous turn re-enables the button only after its last event.
         turn = str(int(console.by_id("answer").get_attribute("data-turn") or 0) + 1)
-        console.wait.until(EC.element_to_be_clickable((By.ID, "ask-submit"))).click()
+        console.wait.until(EC.element_to_be_clickable((By.ID, "ask-submit"))).send_keys(Keys.ENTER)
         console.wait.until(lambda d: d.find_element(By.ID, "answer").get_attribute("data-turn") == turn
                            and d.find_element(By.ID, "ask-submit").is_enabled())
         state = console.by_id("ask-state").text
@@ -152,6 +154,7 @@ def ask_each_mode(console):
         console.shot("ask-" + mode)
     console.check("asking a question and seeing streamed text arrive before done")
     console.check("the trace rendered for each mode")
+    console.check("the ask flow works from the keyboard")
 
 
 def status(console):
@@ -181,9 +184,9 @@ def phone_width(console):
 def delete(console):
     console.open("concepts")
     selector = "[data-delete='bo']"
-    console.wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, selector))).click()
+    console.wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, selector))).send_keys(Keys.ENTER)
     console.wait.until(lambda d: "Really" in d.find_element(By.CSS_SELECTOR, selector).text)
-    console.driver.find_element(By.CSS_SELECTOR, selector).click()
+    console.driver.find_element(By.CSS_SELECTOR, selector).send_keys(Keys.ENTER)
     console.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "li[data-concept='bo']"))
     assert "Deleted <bo>" in console.notice()
     console.shot("deleted")
