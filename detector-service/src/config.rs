@@ -112,9 +112,19 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
 
-    /// Largest request body in bytes (413 beyond it).
-    #[arg(long, env = "SLC_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    /// Largest request body in bytes (413 beyond it). The reasoner's default accepts this
+    /// plus what the edge adds around the image (`shared_types::limits`).
+    #[arg(long, env = "SLC_MAX_BODY_BYTES", default_value_t = shared_types::limits::EDGE_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Open connections at most; more wait in the listen backlog.
+    #[arg(long, env = "SLC_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds a client may take to send a request head, and again its whole body; a slower
+    /// one gets 408 (or its connection closed) before any work starts.
+    #[arg(long, env = "SLC_READ_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub read_timeout_secs: f64,
 
     /// Most concepts in one detect/ask request.
     #[arg(long, env = "SLC_MAX_CONCEPTS_PER_REQUEST", default_value_t = 16)]
@@ -178,6 +188,20 @@ pub struct ServeConfig {
 impl ServeConfig {
     pub fn request_deadline(&self) -> Duration {
         Duration::from_secs_f64(self.request_deadline_secs)
+    }
+
+    pub fn server_limits(&self) -> slc_serve::ServerLimits {
+        slc_serve::ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs_f64(self.read_timeout_secs),
+        }
+    }
+
+    pub fn body_limits(&self) -> slc_serve::BodyLimits {
+        slc_serve::BodyLimits {
+            max_bytes: self.max_body_bytes,
+            deadline: Duration::from_secs_f64(self.read_timeout_secs),
+        }
     }
 
     pub fn reasoner_timeout(&self) -> Duration {

@@ -85,6 +85,12 @@ pub fn app(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Innermost: a request reaches a handler (and so the model queue) only once its
+        // whole body has arrived, within the read deadline.
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.body,
+            slc_serve::read_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::record_request_metrics,
@@ -119,16 +125,15 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish (graceful shutdown).
+/// Serves the app on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (graceful shutdown), with the connection cap and read deadlines of `slc_serve`.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    router: Router,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.limits.server;
+    slc_serve::serve(listener, app(state), limits, shutdown).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +167,8 @@ pub async fn build_state(
                 max_pixels: config.max_image_pixels,
             },
             max_body_bytes: config.max_body_bytes,
+            body: config.body_limits(),
+            server: config.server_limits(),
             max_concepts_per_request: config.max_concepts_per_request,
             max_images_per_concept: config.max_images_per_concept,
             max_chat_images: config.max_chat_images,

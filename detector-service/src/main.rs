@@ -59,7 +59,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.bind))?;
     tracing::info!(address = %listener.local_addr()?, "slc-detector listening");
     let registry = state.registry.clone();
-    slc_detector::run(listener, slc_detector::app(state), shutdown_signal()).await?;
+    slc_detector::run(listener, state, shutdown_signal()).await?;
     registry.close().await;
     Ok(())
 }

@@ -15,6 +15,8 @@ use crate::workers::WorkerPool;
 pub struct Limits {
     pub image: ImageLimits,
     pub max_body_bytes: usize,
+    pub body: slc_serve::BodyLimits,
+    pub server: slc_serve::ServerLimits,
     pub max_concepts_per_request: usize,
     pub max_images_per_concept: usize,
     pub max_chat_images: usize,

@@ -101,9 +101,19 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_REASONER_MAX_CONCURRENT_TURNS", default_value_t = 256)]
     pub max_concurrent_turns: usize,
 
-    /// Largest request body (the image is in it), in bytes.
-    #[arg(long, env = "SLC_REASONER_MAX_BODY_BYTES", default_value_t = 20 * 1024 * 1024)]
+    /// Largest request body (the image is in it), in bytes; the default is the edge's default
+    /// plus room for what the edge adds (`shared_types::limits`).
+    #[arg(long, env = "SLC_REASONER_MAX_BODY_BYTES", default_value_t = shared_types::limits::REASONER_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Open connections at most; more wait in the listen backlog.
+    #[arg(long, env = "SLC_REASONER_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Seconds a client may take to send a request head, and again its whole body; a slower
+    /// one gets 408 (or its connection closed) before it holds a turn permit.
+    #[arg(long, env = "SLC_REASONER_READ_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub read_timeout_secs: f64,
 
     /// Append one JSON line per upstream call (kind and sizes only) to this file.
     #[arg(long, env = "SLC_REASONER_AUDIT_LOG")]
@@ -115,6 +125,20 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    pub fn server_limits(&self) -> slc_serve::ServerLimits {
+        slc_serve::ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs_f64(self.read_timeout_secs),
+        }
+    }
+
+    pub fn body_limits(&self) -> slc_serve::BodyLimits {
+        slc_serve::BodyLimits {
+            max_bytes: self.max_body_bytes,
+            deadline: Duration::from_secs_f64(self.read_timeout_secs),
+        }
+    }
+
     pub fn upstream_settings(&self) -> UpstreamSettings {
         UpstreamSettings {
             base_url: self.llm_base_url.clone(),

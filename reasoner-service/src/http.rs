@@ -41,6 +41,8 @@ pub struct AppState {
     pub turns: Arc<Semaphore>,
     pub max_concurrent_turns: usize,
     pub max_body_bytes: usize,
+    pub body_limits: slc_serve::BodyLimits,
+    pub server_limits: slc_serve::ServerLimits,
 }
 
 /// The service's router: the turn endpoints behind auth and the concurrency limit, the
@@ -50,6 +52,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/reason", post(reason))
         .route("/v1/identities", post(identities))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit_turn))
+        // The whole body is read before a turn permit is taken: a client trickling its body
+        // holds a connection, not one of the turns.
+        .route_layer(middleware::from_fn_with_state(
+            state.body_limits,
+            slc_serve::read_body,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_bearer,

@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod prompts;
 pub mod reflection;
-pub mod server;
 pub mod turn;
 pub mod upstream;
 pub mod validation;
@@ -78,16 +77,19 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         turns: Arc::new(Semaphore::new(config.max_concurrent_turns)),
         max_concurrent_turns: config.max_concurrent_turns,
         max_body_bytes: config.max_body_bytes,
+        body_limits: config.body_limits(),
+        server_limits: config.server_limits(),
     })
 }
 
-/// Serves until `shutdown` resolves, then finishes the turns in flight (see [`server`]).
+/// Serves until `shutdown` resolves, then finishes the turns in flight (see `slc_serve`).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, app(state), shutdown).await
+    let limits = state.server_limits;
+    slc_serve::serve(listener, app(state), limits, shutdown).await
 }
 
 /// A database URL without its password, for messages.

@@ -22,6 +22,14 @@ pub const MAX_ANSWER_TOKENS: u32 = 4_096;
 /// How much longer the reasoner lets question and description text be than the edge does.
 pub const WIRE_SLACK: usize = 2;
 
+/// The edge's default largest request body (`SLC_MAX_BODY_BYTES`).
+pub const EDGE_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The reasoner's default largest request body (`SLC_REASONER_MAX_BODY_BYTES`): what the edge
+/// accepts, plus room for the descriptions and cues it adds around the image, so a request the
+/// edge took is never refused by the cloud behind it.
+pub const REASONER_MAX_BODY_BYTES: usize = EDGE_MAX_BODY_BYTES + 8 * 1024 * 1024;
+
 /// `Err` with a client-facing message when `text` has more than `max` characters. Counts
 /// without collecting, and stops at `max + 1`.
 pub fn check_chars(what: &str, text: &str, max: usize) -> Result<(), String> {

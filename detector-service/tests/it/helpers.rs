@@ -245,13 +245,9 @@ pub async fn spawn_app_with_registry_options(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (shutdown, shutdown_received) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(slc_detector::run(
-        listener,
-        slc_detector::app(state.clone()),
-        async move {
-            let _ = shutdown_received.await;
-        },
-    ));
+    let server = tokio::spawn(slc_detector::run(listener, state.clone(), async move {
+        let _ = shutdown_received.await;
+    }));
     let app = TestApp {
         address,
         client: http_client(),

@@ -60,6 +60,38 @@ async fn turn_endpoints_need_a_configured_bearer_key() {
     }
 }
 
+/// Clients that trickle their bodies hold connections, not turns: with one turn allowed and
+/// five bodies stalled half-way, a real turn still runs, and each stalled client gets 408.
+#[tokio::test]
+async fn slow_bodies_take_no_turn_permit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = good_upstream().await;
+    let app = spawn_app_with(&upstream, |config| {
+        config.max_concurrent_turns = 1;
+        config.read_timeout_secs = 2.0;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        let head = "POST /v1/identities HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                    authorization: Bearer edge-key\r\ncontent-length: 500\r\n\r\n{\"concepts\": [";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = app.post("/v1/identities", &identities_request()).await;
+    assert_eq!(status, 200, "a stalled body held the only turn: {body}");
+    for mut stream in stalled {
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.contains("request_timeout"), "{reply}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn turns_over_the_concurrency_limit_get_429_at_once() {
     let upstream = ScriptedUpstream::start(|_, _| {

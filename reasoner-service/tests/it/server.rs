@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use slc_reasoner::server::READ_BUFFER_BYTES;
+use slc_serve::READ_BUFFER_BYTES;
 
 use crate::helpers::*;
 

@@ -9,10 +9,14 @@
 //! - **The router materialized once.** `axum::serve` turns every route into a service again for
 //!   each new connection (about 10 KB of maps and boxes per connection); here it happens once
 //!   and connections share it.
-//! - `TCP_NODELAY` on accepted sockets, and a timer so hyper enforces its 30 s limit on reading
-//!   a request head.
+//! - **A cap on open connections.** At the cap the loop stops accepting until one closes, so
+//!   new clients wait in the kernel's listen backlog instead of each costing a task and buffers.
+//! - **A deadline on each request head** (hyper's `header_read_timeout`, which also ends a
+//!   kept-alive connection that starts no next request): a client that opens connections and
+//!   sends nothing, or a byte at a time, holds a slot for that long at most.
+//! - `TCP_NODELAY` on accepted sockets.
 //!
-//! Graceful shutdown as with `axum::serve`: stop accepting, let the turns in flight finish.
+//! Graceful shutdown as with `axum::serve`: stop accepting, let the requests in flight finish.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,17 +28,21 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Largest read buffer of one connection, and so the largest request head (headers) accepted:
 /// hyper's minimum, 8 KiB, as nginx's default header buffer. The edges' request heads are a
 /// few hundred bytes; at 16 KiB the peak RSS of 1000 concurrent turns was 13 MiB higher.
 pub const READ_BUFFER_BYTES: usize = 8 * 1024;
 
+use crate::ServerLimits;
+
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for open connections
 /// to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Every route becomes a ready service here, once (what `axum::serve` redoes per connection).
@@ -43,11 +51,20 @@ pub async fn serve(
     builder
         .http1()
         .max_buf_size(READ_BUFFER_BYTES)
-        .timer(TokioTimer::new());
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Connections still waiting for their first byte are not requests in flight: at shutdown
+    // they close at once instead of holding it up for the read deadline.
+    let (stopping, stop_signal) = tokio::sync::watch::channel(false);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _remote)) => stream,
@@ -63,14 +80,34 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let first_byte_timeout = limits.header_read_timeout;
+        let mut stop_signal = stop_signal.clone();
         tokio::spawn(async move {
+            // hyper's head deadline starts once it knows the protocol, and telling HTTP/1 from
+            // HTTP/2 waits for the first bytes without one: a client that connects and sends
+            // nothing would hold its slot forever.
+            let mut first = [0u8; 1];
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => peeked,
+                _ = stop_signal.changed() => return,
+            };
+            match peeked {
+                Ok(Ok(read)) if read > 0 => {}
+                Ok(_) => return,
+                Err(_) => {
+                    tracing::debug!("a client sent nothing within the read deadline");
+                    return;
+                }
+            }
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::trace!(%error, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     graceful.shutdown().await;
     Ok(())
 }
