@@ -207,7 +207,8 @@ fn replace_mentions(
     while index < bytes.len() {
         let byte = bytes[index];
         let bracketed = byte == b'<';
-        if !bracketed && !(bare && is_id_byte(byte)) {
+        let starts_word = bare && is_id_byte(byte);
+        if !(bracketed || starts_word) {
             index += 1;
             continue;
         }
