@@ -5,6 +5,10 @@
 //! multipart body, a path segment of the wrong type) 400; well-formed but invalid (a wrong
 //! field type, an empty question, a bad id, an undecodable image) 422; over a limit 413, or 429
 //! with `Retry-After` for a full queue; wrong method 405 with `Allow`; unknown route 404.
+//!
+//! Internal detail (the reasoner's URL and messages, sqlx's error text) never reaches a body:
+//! the variants that carry it keep it in a `detail` field that only [`ApiError::log`] writes,
+//! inside the request's span, and their client-facing messages are fixed sentences.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
@@ -68,19 +72,32 @@ pub enum ApiError {
     #[error("the model's output is not a valid cue set: {0}")]
     InvalidModelOutput(String),
     /// The reasoner could not be reached, answered an error, or took too long. The local
-    /// detection, when it ran, still goes back to the client.
+    /// detection, when it ran, still goes back to the client. `message` is the fixed sentence
+    /// of [`ReasonerError::client_message`]; `detail` the full error, for the log only.
     #[error("{message}")]
     Upstream {
         timeout: bool,
         kind: &'static str,
         message: String,
+        detail: String,
         detection: Option<Box<DetectResponse>>,
     },
-    #[error("database error: {0}")]
+    /// The registry's database is busy, locked, full or unreachable: worth a retry (503).
+    /// The field is the database's own error, for the log only.
+    #[error(
+        "the concept registry is unavailable; retry after {} s",
+        DATABASE_RETRY_AFTER_SECS
+    )]
+    DatabaseUnavailable(String),
+    /// Any other database failure. The field is the database's own error, for the log only.
+    #[error("the concept registry failed; the edge's log has the details")]
     Database(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// The `Retry-After` of a 503 `database_unavailable`: a lock or a reconnect rarely lasts longer.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 1;
 
 fn join(ids: &[ConceptId]) -> String {
     let bracketed: Vec<String> = ids.iter().map(ConceptId::bracketed).collect();
@@ -107,7 +124,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ModelUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ModelUnavailable(_) | ApiError::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream { timeout: false, .. } => StatusCode::BAD_GATEWAY,
             ApiError::ModelFailed(_)
@@ -145,6 +164,7 @@ impl ApiError {
             ApiError::ModelFailed(_) => "model_error",
             ApiError::InvalidModelOutput(_) => "invalid_model_output",
             ApiError::Upstream { kind, .. } => kind,
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::Database(_) => "database_error",
             ApiError::Internal(_) => "internal_error",
         }
@@ -168,7 +188,8 @@ impl ApiError {
         ApiError::Upstream {
             timeout,
             kind,
-            message: error.to_string(),
+            message: error.client_message(),
+            detail: error.to_string(),
             detection: detection.map(Box::new),
         }
     }
@@ -205,8 +226,20 @@ impl ApiError {
             .map_err(|message| ApiError::TooLong { kind, message })
     }
 
+    /// What the log gets besides the client's message: the internal detail of the variants
+    /// that keep one.
+    fn internal_detail(&self) -> Option<&str> {
+        match self {
+            ApiError::Upstream { detail, .. } => Some(detail),
+            ApiError::DatabaseUnavailable(detail) | ApiError::Database(detail) => Some(detail),
+            _ => None,
+        }
+    }
+
     fn log(&self) {
-        if self.status().is_server_error() {
+        if let Some(detail) = self.internal_detail() {
+            tracing::error!(error = %self, detail, kind = self.kind(), "request failed");
+        } else if self.status().is_server_error() {
             tracing::error!(error = %self, kind = self.kind(), "request failed");
         } else {
             tracing::debug!(error = %self, kind = self.kind(), "request refused");
@@ -219,6 +252,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let retry_after = match &self {
             ApiError::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
             _ => None,
         };
         let unauthorized = matches!(self, ApiError::Unauthorized);
@@ -239,6 +273,7 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::AlreadyExists(id) => ApiError::ConceptExists(id),
             RegistryError::NotFound(id) => ApiError::UnknownConcepts(vec![id]),
+            other if other.is_unavailable() => ApiError::DatabaseUnavailable(other.to_string()),
             other => ApiError::Database(other.to_string()),
         }
     }

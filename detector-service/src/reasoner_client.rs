@@ -1,4 +1,8 @@
 //! The edge's client of the cloud reasoner's `POST /v1/reason`.
+//!
+//! A [`ReasonerError`]'s `Display` is the internal detail (the reasoner's URL, the transport
+//! error, the reasoner's own message) for the edge's log; [`ReasonerError::client_message`] is
+//! the fixed sentence a client sees, so none of that detail reaches a response body.
 
 use std::time::{Duration, Instant};
 
@@ -10,10 +14,45 @@ pub enum ReasonerError {
     Timeout(Duration),
     #[error("the reasoner at {url} is unreachable: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("the reasoner answered {status}: {message}")]
-    Upstream { status: u16, message: String },
+    /// `kind` is the `type` of the reasoner's error body, when it sent one.
+    #[error("the reasoner answered {status} ({}): {message}", kind.as_deref().unwrap_or("no error body"))]
+    Upstream {
+        status: u16,
+        kind: Option<String>,
+        message: String,
+    },
     #[error("the reasoner's response is not a ReasonResponse: {0}")]
     InvalidResponse(String),
+}
+
+impl ReasonerError {
+    /// The client-facing sentence: the failure's kind, the reasoner's status and its error
+    /// `type` (when it is a plain identifier), never its URL or its message text.
+    pub fn client_message(&self) -> String {
+        match self {
+            ReasonerError::Timeout(timeout) => {
+                format!("the reasoner did not answer within {timeout:?}")
+            }
+            ReasonerError::Unreachable { .. } => "the reasoner is unreachable".to_string(),
+            ReasonerError::Upstream { status, kind, .. } => match kind {
+                Some(kind) if is_error_type(kind) => {
+                    format!("the reasoner failed (HTTP {status}, {kind})")
+                }
+                _ => format!("the reasoner failed (HTTP {status})"),
+            },
+            ReasonerError::InvalidResponse(_) => {
+                "the reasoner's response is not a valid ReasonResponse".to_string()
+            }
+        }
+    }
+}
+
+/// An error `type` as both services write them (`upstream_unavailable`): safe to repeat.
+fn is_error_type(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte == b'_' || byte.is_ascii_digit())
 }
 
 #[derive(Debug, Clone)]
@@ -69,11 +108,16 @@ impl ReasonerClient {
             .await
             .map_err(|error| self.classify(error))?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|body| format!("{}: {}", body.error.kind, body.error.message))
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(500).collect());
+            let (kind, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => (Some(body.error.kind), body.error.message),
+                Err(_) => (
+                    None,
+                    String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                ),
+            };
             return Err(ReasonerError::Upstream {
                 status: status.as_u16(),
+                kind,
                 message,
             });
         }

@@ -6,6 +6,10 @@
 //! or well-formed but invalid, 422; not `application/json` 415; over a size or count limit
 //! 413; over the concurrency limit 429 with `Retry-After`; wrong method 405 with `Allow`;
 //! unknown route 404; missing or wrong key 401. Every error body has the shape above.
+//!
+//! A body's message never carries internal text: the large model's error messages and sqlx's
+//! errors go to the log (inside the request's span), the client gets a fixed sentence
+//! ([`ReasonerError::client_message`]).
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -61,6 +65,17 @@ impl ReasonerError {
         }
     }
 
+    /// The body's message: [`UpstreamError::client_message`] for the large model's failures,
+    /// a fixed sentence for the cache, and the `Display` (which holds no internal text) for the
+    /// rest.
+    pub fn client_message(&self) -> String {
+        match self {
+            ReasonerError::Upstream(error) => error.client_message(),
+            ReasonerError::Cache(_) => "the identity cache is unavailable".to_string(),
+            _ => self.to_string(),
+        }
+    }
+
     pub fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
             ReasonerError::Invalid { kind, .. } => (StatusCode::UNPROCESSABLE_ENTITY, kind),
@@ -102,7 +117,7 @@ impl IntoResponse for ReasonerError {
         let body = ErrorBody {
             error: ErrorDetail {
                 kind: kind.to_owned(),
-                message: self.to_string(),
+                message: self.client_message(),
             },
         };
         let mut response = (status, Json(body)).into_response();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use shared_types::{Concept, ConceptId, ConceptImage};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::error::DatabaseError as _;
 use sqlx::{AnyPool, Row};
 
 use crate::embedding::{embedding_from_bytes, embedding_to_bytes};
@@ -30,6 +31,55 @@ pub enum RegistryError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl RegistryError {
+    /// Whether the database is only unavailable for now, so the client should retry rather
+    /// than report a bug: SQLite busy, locked or full; PostgreSQL out of connections, out of
+    /// disk, shutting down or unreachable; the pool exhausted or closed; an I/O failure.
+    pub fn is_unavailable(&self) -> bool {
+        let RegistryError::Database(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(database) => {
+                if let Some(sqlite) = database.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    let primary = sqlite
+                        .code()
+                        .and_then(|code| code.parse::<i32>().ok())
+                        .map(|code| code & 0xff);
+                    matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED | SQLITE_FULL))
+                } else if let Some(postgres) =
+                    database.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                {
+                    is_transient_sqlstate(postgres.code())
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// SQLite's primary result codes (`sqlite3.h`) for a lock held too long and a full disk.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_FULL: i32 = 13;
+
+/// SQLSTATE classes and codes that say "not now" rather than "wrong": connection exceptions
+/// (08), insufficient resources such as a full disk or too many connections (53), operator
+/// intervention such as a shutdown (57P01–57P03), serialization failure and deadlock (40001,
+/// 40P01).
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +117,27 @@ pub struct ConceptRecord {
     pub clip_model: String,
 }
 
-#[derive(Debug, Clone, Default)]
+/// How long a SQLite statement waits for another connection's lock before it fails with
+/// `SQLITE_BUSY` (then a 503 `database_unavailable`, see [`RegistryError::is_unavailable`]).
+pub const DEFAULT_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Test hook for the crash-atomicity test: sleep inside the registration transaction
     /// after the concept row and the first image are written. Never set in production.
     pub pause_inside_registration: Option<Duration>,
+    /// SQLite's busy timeout on every connection of the pool, set explicitly rather than left
+    /// to the driver's default (tests shorten it to reach the 503 quickly).
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            pause_inside_registration: None,
+            sqlite_busy_timeout: DEFAULT_SQLITE_BUSY_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -92,10 +158,24 @@ impl Registry {
         } else {
             return Err(RegistryError::UnsupportedUrl(url.to_string()));
         };
-        let pool_options = AnyPoolOptions::new().max_connections(match backend {
+        let mut pool_options = AnyPoolOptions::new().max_connections(match backend {
             Backend::Sqlite => 4,
             Backend::Postgres => 8,
         });
+        if backend == Backend::Sqlite {
+            // The Any driver builds SQLite's options from the URL, which has no busy timeout,
+            // so each new connection sets it itself.
+            let busy_timeout_ms = options.sqlite_busy_timeout.as_millis();
+            pool_options = pool_options.after_connect(move |connection, _| {
+                Box::pin(async move {
+                    let pragma = format!("PRAGMA busy_timeout = {busy_timeout_ms}");
+                    sqlx::query(sqlx::AssertSqlSafe(pragma))
+                        .fetch_all(connection)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
         let pool = pool_options.connect(url).await?;
         match backend {
             Backend::Sqlite => {
@@ -315,6 +395,14 @@ impl Registry {
             concepts.push(record_from_row(&row, images)?);
         }
         Ok(concepts)
+    }
+
+    /// Every registered id, sorted: what pseudonymization must hide besides the turn's own.
+    pub async fn ids(&self) -> Result<Vec<ConceptId>, RegistryError> {
+        let rows = sqlx::query("SELECT id FROM concepts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stored_id).collect()
     }
 
     async fn image_metadata(&self, id: &ConceptId) -> Result<Vec<ConceptImage>, RegistryError> {

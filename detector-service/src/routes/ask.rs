@@ -16,6 +16,7 @@ use shared_types::{
     REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -58,14 +59,17 @@ pub async fn ask(
     let prepared = prepare(&state, request).await?;
     if prepared.stream {
         let (events, receiver) = mpsc::channel(8);
-        tokio::spawn(async move {
+        // The turn runs in the request's span, so its log lines (a failed reasoner call's
+        // detail among them) carry the request id like the non-streaming path's.
+        let turn = async move {
             let result = run_turn(&state, prepared, request_id.as_deref(), Some(&events)).await;
             let event = match result {
                 Ok(response) => json_event("done", &response),
                 Err(error) => error.into_event(),
             };
             let _ = events.send(event).await;
-        });
+        };
+        tokio::spawn(turn.instrument(tracing::Span::current()));
         let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::default())
@@ -152,7 +156,10 @@ async fn run_turn(
     }
 
     let names = if turn.pseudonymize {
-        Pseudonyms::new(turn.records.iter().map(|record| &record.id))
+        // Every registered id, not only the turn's: a description may mention another concept,
+        // and no real id may reach the cloud.
+        let registered = state.registry.ids().await?;
+        Pseudonyms::new(turn.records.iter().map(|record| &record.id)).also_hiding(&registered)
     } else {
         Pseudonyms::identity()
     };

@@ -41,6 +41,7 @@ use crate::state::AppState;
         (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
         (status = 422, description = "Invalid id, empty description, undecodable image or an aspect ratio over 200:1", body = ErrorBody),
         (status = 429, description = "Model queue full", body = ErrorBody),
+        (status = 503, description = "The registry database is busy, locked, full or unreachable; retry after `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn create_concept(
@@ -277,7 +278,8 @@ pub async fn get_concept(
         "description": "<bo> is a Shiba Inu with a black collar."
     })),
     responses((status = 200, body = Concept), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "The registry database is busy, locked, full or unreachable; retry after `Retry-After`", body = ErrorBody)))]
 pub async fn update_concept(
     State(state): State<AppState>,
     ApiPath(raw_id): ApiPath<String>,
@@ -300,7 +302,8 @@ pub async fn update_concept(
 #[utoipa::path(delete, path = "/v1/concepts/{id}", tag = "concepts",
     params(("id" = String, Path, example = "bo")),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody),
-        (status = 422, description = "Invalid concept id", body = ErrorBody)))]
+        (status = 422, description = "Invalid concept id", body = ErrorBody),
+        (status = 503, description = "The registry database is busy, locked, full or unreachable; retry after `Retry-After`", body = ErrorBody)))]
 pub async fn delete_concept(
     State(state): State<AppState>,
     ApiPath(raw_id): ApiPath<String>,

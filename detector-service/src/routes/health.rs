@@ -34,7 +34,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let verdict = match (state.workers.readiness(), database) {
         (Ok(()), Ok(_)) => Ok(()),
         (Err(why), _) => Err(why),
-        (_, Err(error)) => Err(format!("the registry database does not answer: {error}")),
+        (_, Err(error)) => {
+            // The database's own error is for the log; the probe's body says what, not why.
+            tracing::warn!(%error, "the registry database does not answer");
+            Err("the registry database does not answer".to_string())
+        }
     };
     match verdict {
         Ok(()) => (

@@ -116,7 +116,7 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
     register(
         &app,
         "bo",
-        "<bo> is a Shiba Inu; <mam> is his friend.",
+        "<bo> is a Shiba Inu; <Mam> is his friend and <lina> walks bo daily.",
         &[reference.clone(), reference_two.clone()],
     )
     .await;
@@ -125,6 +125,14 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
         "mam",
         "<mam> is a grey cat.",
         &[solid_png([128, 128, 128], 8, 8)],
+    )
+    .await;
+    // Registered, not in the turn, and mentioned in `<bo>`'s description.
+    register(
+        &app,
+        "lina",
+        "<lina> is a friend.",
+        &[solid_png([64, 64, 64], 8, 8)],
     )
     .await;
     *app.control.present_ids.lock().unwrap() = vec!["<bo>".into()];
@@ -136,7 +144,7 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
         .header("x-request-id", "turn-42")
         .json(&json!({
             "image": base64_of(&query),
-            "question": "What is <bo> doing next to <mam>?",
+            "question": "What is <Bo> doing next to <mam>? Is bo happy, and is MAM?",
             "concepts": ["bo", "mam"],
             "mode": "full",
             "pseudonymize": true,
@@ -174,18 +182,46 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
         );
     }
     assert!(!text.contains("embedding"), "{text}");
-    assert!(
-        !text.contains("<bo>") && !text.contains("<mam>"),
-        "real ids leaked: {text}"
-    );
+    let lowercase = text.to_ascii_lowercase();
+    for real in ["<bo>", "<mam>", "<lina>"] {
+        assert!(!lowercase.contains(real), "{real} leaked: {text}");
+    }
     let sent: ReasonRequest = serde_json::from_slice(raw).unwrap();
-    assert_eq!(sent.question, "What is <c1> doing next to <c2>?");
+    // No bracketed, case-varied or bare mention of a registered id in any text field (the raw
+    // body's base64 image could hold `bo` between `+` and `/` by chance, so fields, not bytes).
+    let mut fields = vec![sent.question.clone()];
+    for concept in &sent.concepts {
+        fields.push(concept.id.clone());
+        fields.push(concept.description.clone());
+    }
+    for (id, cue) in sent.cues.iter().flatten() {
+        fields.push(id.clone());
+        fields.extend(cue.location_absolute.clone());
+        fields.extend(cue.location_relative.clone());
+    }
+    for field in &fields {
+        for real in ["bo", "mam", "lina"] {
+            assert!(
+                !mentions_word(field, real),
+                "{real} reached the cloud in {field:?}"
+            );
+        }
+    }
+    assert_eq!(
+        sent.question,
+        "What is <c1> doing next to <c2>? Is <c1> happy, and is <c2>?"
+    );
     assert_eq!(sent.concepts[0].id, "<c1>");
     assert_eq!(
         sent.concepts[0].description,
-        "<c1> is a Shiba Inu; <c2> is his friend."
+        "<c1> is a Shiba Inu; <c2> is his friend and <c3> walks <c1> daily."
     );
     assert_eq!(sent.concepts[1].id, "<c2>");
+    assert_eq!(
+        sent.concepts.len(),
+        2,
+        "only the turn's concepts are described"
+    );
     assert_eq!(sent.mode, Mode::Full);
     assert!(sent.options.batched_verification);
     let cues = sent.cues.as_ref().unwrap();
@@ -219,6 +255,13 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
             >= body["timings"]["reason_ms"].as_f64().unwrap()
     );
     app.stop().await;
+}
+
+/// Whether `text` mentions `word` in any case as a whole word (no id character either side).
+fn mentions_word(text: &str, word: &str) -> bool {
+    let is_id = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    text.split(|c: char| !is_id(c))
+        .any(|piece| piece.eq_ignore_ascii_case(word))
 }
 
 #[tokio::test]
@@ -277,6 +320,13 @@ async fn unreachable_reasoner_gives_502_with_the_local_detection() {
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_unreachable");
+    assert_eq!(body["error"]["message"], "the reasoner is unreachable");
+    // The reasoner's address (the test config's http://127.0.0.1:9) stays in the edge's log.
+    let text = body.to_string();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains(":9/") && !text.contains("/v1/reason"),
+        "the reasoner's URL leaked: {text}"
+    );
     assert_eq!(
         body["detection"]["cues"]["<bo>"]["location-absolute"],
         "center"
@@ -310,7 +360,16 @@ async fn slow_reasoner_gives_504_and_failing_reasoner_502() {
     register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
     let response = app.post_json("/v1/ask", &body).await;
     let message = assert_error(response, 502, "upstream_error").await;
-    assert!(message.contains("GPT-4o is down"), "{message}");
+    // The reasoner's status and error type are the client's; its message text is not.
+    assert_eq!(message, "the reasoner failed (HTTP 500, upstream_error)");
+    assert!(!message.contains("GPT-4o is down"), "{message}");
+    let failing_address = failing.address.to_string();
+    let response = app.post_json("/v1/ask", &body).await;
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains("GPT-4o") && !text.contains(&failing_address),
+        "internal text leaked: {text}"
+    );
     app.stop().await;
 }
 
@@ -373,6 +432,7 @@ async fn a_streamed_ask_ends_with_the_failure_body() {
     let plain: Value = response.json().await.unwrap();
     assert_eq!(streamed["error"], plain["error"]);
     assert_eq!(streamed["error"]["type"], "upstream_error");
+    assert!(!text.contains("GPT-4o is down"), "{text}");
     assert!(
         streamed["detection"]["cues"]["<bo>"].is_object(),
         "{streamed}"

@@ -31,6 +31,7 @@ async fn child_server_process() {
         },
         RegistryOptions {
             pause_inside_registration: Some(Duration::from_secs(120)),
+            ..RegistryOptions::default()
         },
     )
     .await;

@@ -3,9 +3,11 @@
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
+use slc_detector::registry::RegistryOptions;
+
 use crate::helpers::{
     TestOptions, assert_error, base64_of, data_url, fixture, fresh_postgres_schema, postgres_url,
-    register, solid_png, spawn_app,
+    register, solid_png, spawn_app, spawn_app_with_registry_options,
 };
 
 async fn concept_lifecycle(options: TestOptions) {
@@ -235,5 +237,72 @@ async fn racing_registrations_of_one_id_leave_one_concept() {
     assert_eq!(statuses, [201, 409]);
     assert_eq!(app.state.registry.row_counts().await.unwrap(), (1, 1));
     register(&app, "mam", "<mam>", &[solid_png([5, 5, 5], 4, 4)]).await;
+    app.stop().await;
+}
+
+/// A registration that meets another connection's write lock past the busy timeout gets a 503
+/// `database_unavailable` with `Retry-After` and a fixed message (not sqlx's "database is
+/// locked"), and the service is ready and writable again once the lock goes.
+#[tokio::test]
+async fn a_locked_sqlite_file_is_a_503_with_retry_after() {
+    use sqlx::Connection as _;
+    let directory = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        directory.path().join("locked.db").display()
+    );
+    let app = spawn_app_with_registry_options(
+        TestOptions {
+            database_url: Some(url.clone()),
+            ..TestOptions::default()
+        },
+        RegistryOptions {
+            sqlite_busy_timeout: std::time::Duration::from_millis(200),
+            ..RegistryOptions::default()
+        },
+    )
+    .await;
+    let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let concept = |id: &str| json!({"id": id, "description": format!("<{id}> is a dog."), "images": [base64_of(&solid_png([1, 2, 3], 4, 4))]});
+
+    let started = std::time::Instant::now();
+    let response = app.post_json("/v1/concepts", &concept("bo")).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(200),
+        "the busy timeout was waited out: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["type"], "database_unavailable", "{text}");
+    let lowercase = text.to_ascii_lowercase();
+    for internal in ["locked", "busy", "code:", "sqlite", "(code"] {
+        assert!(
+            !lowercase.contains(internal),
+            "{internal:?} reached the client: {text}"
+        );
+    }
+    // Reads go on under the lock (WAL), so readiness holds, and nothing was half-written.
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(app.get_json("/v1/concepts").await["concepts"], json!([]));
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let response = app.post_json("/v1/concepts", &concept("bo")).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     app.stop().await;
 }

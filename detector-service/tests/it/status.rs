@@ -10,6 +10,7 @@ use shared_types::limits::{MAX_ANSWER_TOKENS, MAX_DESCRIPTION_CHARS, MAX_QUESTIO
 use shared_types::{ConceptId, DetectResponse};
 use slc_detector::error::ApiError;
 use slc_detector::reasoner_client::ReasonerError;
+use slc_detector::registry::RegistryError;
 use tower::ServiceExt;
 
 use crate::doubles::BASE_MODEL;
@@ -123,6 +124,7 @@ fn error_variants() -> Vec<(ApiError, u16, &'static str)> {
             ApiError::upstream(
                 ReasonerError::Upstream {
                     status: 500,
+                    kind: Some("upstream_unavailable".into()),
                     message: text(),
                 },
                 None,
@@ -136,6 +138,26 @@ fn error_variants() -> Vec<(ApiError, u16, &'static str)> {
             "upstream_invalid_response",
         ),
         (ApiError::Database(text()), 500, "database_error"),
+        (
+            ApiError::DatabaseUnavailable(text()),
+            503,
+            "database_unavailable",
+        ),
+        (
+            ApiError::from(RegistryError::Database(sqlx::Error::PoolTimedOut)),
+            503,
+            "database_unavailable",
+        ),
+        (
+            ApiError::from(RegistryError::Database(sqlx::Error::Protocol(text()))),
+            500,
+            "database_error",
+        ),
+        (
+            ApiError::from(RegistryError::Corrupt(text())),
+            500,
+            "database_error",
+        ),
         (ApiError::Internal(text()), 500, "internal_error"),
     ]
 }
@@ -204,8 +226,18 @@ async fn every_error_variant_and_request_gets_the_policy_status() {
         if status == 429 {
             assert_eq!(response.headers()["retry-after"], "2", "{name}");
         }
+        if status == 503 && kind == "database_unavailable" {
+            assert_eq!(response.headers()["retry-after"], "1", "{name}");
+        }
         let body = body_json(response).await;
         assert_eq!(body["error"]["type"], kind, "{name}");
+        // The reasoner's URL and messages and the database's errors stay in the log.
+        if kind.starts_with("upstream_") || kind.starts_with("database_") {
+            assert!(
+                !body.to_string().contains("scripted"),
+                "internal text reached the body of {name}: {body}"
+            );
+        }
         if kind == "upstream_timeout" {
             assert!(
                 body["detection"].is_object(),

@@ -30,6 +30,28 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The client-facing sentence: the failure's kind with the status and counts, never the
+    /// large model's own error text (which the `Display` above keeps for the log).
+    pub fn client_message(&self) -> String {
+        match self {
+            UpstreamError::Rejected { status, .. } => {
+                format!("the large model rejected the request (HTTP {status})")
+            }
+            UpstreamError::Unavailable {
+                status, attempts, ..
+            } => format!("the large model answered HTTP {status} on all {attempts} attempts"),
+            UpstreamError::Timeout { .. } | UpstreamError::DeadlineExceeded { .. } => {
+                self.to_string()
+            }
+            UpstreamError::Unreachable { attempts, .. } => {
+                format!("the large model could not be reached after {attempts} attempts")
+            }
+            UpstreamError::BadResponse { .. } => {
+                "the large model's response could not be read".to_string()
+            }
+        }
+    }
+
     /// The metrics label and audit field of a failed call.
     pub fn outcome(&self) -> &'static str {
         match self {

@@ -112,6 +112,11 @@ fn error_variants() -> Vec<(ReasonerError, u16, &'static str)> {
             503,
             "cache_unavailable",
         ),
+        (
+            ReasonerError::Cache(sqlx::Error::Protocol("scripted sqlx text".into())),
+            503,
+            "cache_unavailable",
+        ),
     ]
 }
 
@@ -156,7 +161,15 @@ async fn every_error_variant_and_request_gets_the_policy_status() {
         let name = format!("{error:?}");
         let response = error.into_response();
         assert_eq!(response.status().as_u16(), status, "{name}");
-        assert_eq!(error_type(&body_json(response).await), kind, "{name}");
+        let body = body_json(response).await;
+        assert_eq!(error_type(&body), kind, "{name}");
+        // The large model's messages and the database's errors stay in the log.
+        if status >= 500 {
+            assert!(
+                !body.to_string().contains("scripted"),
+                "internal text reached the body of {name}: {body}"
+            );
+        }
     }
 
     let (router, _directory) = router_with(|config| {
