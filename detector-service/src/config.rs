@@ -96,6 +96,20 @@ pub struct ServeConfig {
     )]
     pub api_keys: Vec<String>,
 
+    /// Serve without `SLC_API_KEYS` on an address other machines can reach (refused otherwise).
+    #[arg(long, env = "SLC_ALLOW_UNAUTHENTICATED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_unauthenticated: bool,
+
+    /// Bearer keys that may read `/metrics`, comma separated (Prometheus's scrape key). Empty:
+    /// `/metrics` is open, like the probes.
+    #[arg(
+        long,
+        env = "SLC_METRICS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub metrics_keys: Vec<String>,
+
     /// Requests waiting for the model beyond this many are refused with 429.
     #[arg(long, env = "SLC_QUEUE_SIZE", default_value_t = 16)]
     pub queue_size: usize,
@@ -190,6 +204,25 @@ impl ServeConfig {
         Duration::from_secs_f64(self.request_deadline_secs)
     }
 
+    /// The client keys, without empty entries (`SLC_API_KEYS=` is no key, not an empty one).
+    pub fn client_keys(&self) -> Vec<String> {
+        non_empty(&self.api_keys)
+    }
+
+    pub fn scrape_keys(&self) -> Vec<String> {
+        non_empty(&self.metrics_keys)
+    }
+
+    /// Refuses an open bind without keys unless `SLC_ALLOW_UNAUTHENTICATED` says so.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        slc_serve::refuse_open_bind(
+            self.bind,
+            !self.client_keys().is_empty(),
+            self.allow_unauthenticated,
+            "SLC_ALLOW_UNAUTHENTICATED",
+        )
+    }
+
     pub fn server_limits(&self) -> slc_serve::ServerLimits {
         slc_serve::ServerLimits {
             max_connections: self.max_connections,
@@ -229,4 +262,11 @@ impl ServeConfig {
             _ => unreachable!("parsed `serve`"),
         }
     }
+}
+
+fn non_empty(keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .map(|key| key.trim().to_string())
+        .filter(|key| !key.is_empty())
+        .collect()
 }

@@ -175,11 +175,7 @@ pub async fn build_state(
             request_deadline: config.request_deadline(),
             detect_max_tokens: config.detect_max_tokens,
         },
-        api_keys: config
-            .api_keys
-            .iter()
-            .map(|key| key.trim().to_string())
-            .filter(|key| !key.is_empty())
-            .collect(),
+        api_keys: config.client_keys(),
+        metrics_keys: config.scrape_keys(),
     }))
 }

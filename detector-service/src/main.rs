@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     init_tracing(config.log_json);
+    config.check_exposure().map_err(anyhow::Error::msg)?;
     if config.torch_threads > 0 {
         tch::set_num_threads(config.torch_threads);
     }

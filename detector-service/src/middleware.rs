@@ -11,13 +11,23 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Routes reachable without a key: probes, metrics, the API description and the console's
-/// static files (which carry no data; the console asks for a key and sends it itself).
+/// Routes reachable without a client key: probes, metrics (which have keys of their own), the
+/// API description and the console's static files (which carry no data; the console asks for
+/// a key and sends it itself).
 fn is_public(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
         || path.starts_with("/docs")
         || path == "/ui"
         || path.starts_with("/ui/")
+}
+
+fn presented_key(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Checks `Authorization: Bearer KEY` against every configured key in constant time (no early
@@ -35,16 +45,18 @@ pub async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Response {
+    if request.uri().path() == "/metrics" && !state.metrics_keys.is_empty() {
+        return match presented_key(&request) {
+            Some(key) if key_is_accepted(key.as_bytes(), &state.metrics_keys) => {
+                next.run(request).await
+            }
+            _ => ApiError::Unauthorized.into_response(),
+        };
+    }
     if state.api_keys.is_empty() || is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
+    match presented_key(&request) {
         Some(key) if key_is_accepted(key.as_bytes(), &state.api_keys) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
     }

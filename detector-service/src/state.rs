@@ -33,6 +33,8 @@ pub struct AppInner {
     pub limits: Limits,
     /// Accepted client bearer keys; empty means no authentication.
     pub api_keys: Vec<String>,
+    /// Keys that may read `/metrics`; empty leaves it open.
+    pub metrics_keys: Vec<String>,
 }
 
 #[derive(Clone)]

@@ -97,6 +97,21 @@ pub struct ServeConfig {
     )]
     pub api_keys: Vec<String>,
 
+    /// Serve without `SLC_REASONER_API_KEYS` on an address other machines can reach (refused
+    /// otherwise: anyone reaching the port would spend the large model's key).
+    #[arg(long, env = "SLC_REASONER_ALLOW_UNAUTHENTICATED", action = ArgAction::Set, default_value_t = false)]
+    pub allow_unauthenticated: bool,
+
+    /// Bearer keys that may read `/metrics`, comma-separated (Prometheus's scrape key). None:
+    /// `/metrics` is open, like the probes.
+    #[arg(
+        long,
+        env = "SLC_REASONER_METRICS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub metrics_keys: Vec<String>,
+
     /// Turns served at once; one more gets 429.
     #[arg(long, env = "SLC_REASONER_MAX_CONCURRENT_TURNS", default_value_t = 256)]
     pub max_concurrent_turns: usize,
@@ -125,6 +140,17 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Refuses an open bind without keys unless `SLC_REASONER_ALLOW_UNAUTHENTICATED` says so.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        let has_keys = self.api_keys.iter().any(|key| !key.trim().is_empty());
+        slc_serve::refuse_open_bind(
+            self.bind,
+            has_keys,
+            self.allow_unauthenticated,
+            "SLC_REASONER_ALLOW_UNAUTHENTICATED",
+        )
+    }
+
     pub fn server_limits(&self) -> slc_serve::ServerLimits {
         slc_serve::ServerLimits {
             max_connections: self.max_connections,

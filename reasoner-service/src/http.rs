@@ -38,6 +38,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// SHA-256 digests of the accepted bearer keys; empty means no authentication.
     pub api_key_digests: Arc<Vec<[u8; 32]>>,
+    /// Digests of the keys that may read `/metrics`; empty leaves it open.
+    pub metrics_key_digests: Arc<Vec<[u8; 32]>>,
     pub turns: Arc<Semaphore>,
     pub max_concurrent_turns: usize,
     pub max_body_bytes: usize,
@@ -69,7 +71,13 @@ pub fn app(state: AppState) -> Router {
         .merge(turn_routes)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_metrics_key,
+            )),
+        )
         .merge(swagger)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -243,8 +251,24 @@ async fn require_bearer(
     request: Request,
     next: Next,
 ) -> Result<Response, ReasonerError> {
-    if state.api_key_digests.is_empty() {
-        return Ok(next.run(request).await);
+    check_bearer(&request, &state.api_key_digests)?;
+    Ok(next.run(request).await)
+}
+
+/// `/metrics` behind its own keys when `SLC_REASONER_METRICS_KEYS` is set.
+async fn require_metrics_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ReasonerError> {
+    check_bearer(&request, &state.metrics_key_digests)?;
+    Ok(next.run(request).await)
+}
+
+/// `Ok` when `digests` is empty (no keys configured) or the bearer token matches one.
+fn check_bearer(request: &Request, digests: &[[u8; 32]]) -> Result<(), ReasonerError> {
+    if digests.is_empty() {
+        return Ok(());
     }
     let presented = request
         .headers()
@@ -256,11 +280,11 @@ async fn require_bearer(
         return Err(ReasonerError::Unauthorized);
     };
     let mut matched = subtle::Choice::from(0u8);
-    for digest in state.api_key_digests.iter() {
+    for digest in digests {
         matched |= digest.as_slice().ct_eq(presented.as_slice());
     }
     if bool::from(matched) {
-        Ok(next.run(request).await)
+        Ok(())
     } else {
         Err(ReasonerError::Unauthorized)
     }

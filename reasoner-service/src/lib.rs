@@ -56,13 +56,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
     };
     let upstream = UpstreamClient::new(config.upstream_settings(), metrics.clone(), audit)
         .context("could not build the large model's HTTP client")?;
-    let api_key_digests = config
-        .api_keys
-        .iter()
-        .map(|key| key.trim())
-        .filter(|key| !key.is_empty())
-        .map(|key| Sha256::digest(key.as_bytes()).into())
-        .collect();
+    let api_key_digests = key_digests(&config.api_keys);
     Ok(AppState {
         reasoner: Arc::new(Reasoner {
             upstream,
@@ -74,6 +68,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         }),
         metrics,
         api_key_digests: Arc::new(api_key_digests),
+        metrics_key_digests: Arc::new(key_digests(&config.metrics_keys)),
         turns: Arc::new(Semaphore::new(config.max_concurrent_turns)),
         max_concurrent_turns: config.max_concurrent_turns,
         max_body_bytes: config.max_body_bytes,
@@ -90,6 +85,15 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let limits = state.server_limits;
     slc_serve::serve(listener, app(state), limits, shutdown).await
+}
+
+/// SHA-256 digests of the non-empty keys (compared in constant time by `http.rs`).
+fn key_digests(keys: &[String]) -> Vec<[u8; 32]> {
+    keys.iter()
+        .map(|key| key.trim())
+        .filter(|key| !key.is_empty())
+        .map(|key| Sha256::digest(key.as_bytes()).into())
+        .collect()
 }
 
 /// A database URL without its password, for messages.

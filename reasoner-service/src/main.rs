@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 tracing_subscriber::fmt().with_env_filter(filter).init();
             }
+            config.check_exposure().map_err(anyhow::Error::msg)?;
             let state = slc_reasoner::build_state(&config).await?;
             let listener = tokio::net::TcpListener::bind(config.bind)
                 .await

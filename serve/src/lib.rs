@@ -25,3 +25,42 @@ pub struct ServerLimits {
     /// kept-alive connection).
     pub header_read_timeout: Duration,
 }
+
+/// Refuses an address other machines can reach when no client keys are configured: on such a
+/// bind anyone who reaches the port could use the service (and, for the reasoner, the
+/// operator's large-model key). `allow_flag` names the switch that overrides it.
+pub fn refuse_open_bind(
+    bind: std::net::SocketAddr,
+    has_keys: bool,
+    allow_unauthenticated: bool,
+    allow_flag: &str,
+) -> Result<(), String> {
+    if has_keys || allow_unauthenticated || bind.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to listen on {bind} without API keys: anyone who can reach it could use this \
+         service. Set keys, bind a loopback address, or set {allow_flag}=true to accept that"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_open_bind_without_keys_is_refused() {
+        let open = "0.0.0.0:8080".parse().unwrap();
+        let loopback = "127.0.0.1:8080".parse().unwrap();
+        let loopback_v6 = "[::1]:8080".parse().unwrap();
+        assert!(
+            refuse_open_bind(open, false, false, "X")
+                .unwrap_err()
+                .contains("X=true")
+        );
+        assert!(refuse_open_bind(open, true, false, "X").is_ok());
+        assert!(refuse_open_bind(open, false, true, "X").is_ok());
+        assert!(refuse_open_bind(loopback, false, false, "X").is_ok());
+        assert!(refuse_open_bind(loopback_v6, false, false, "X").is_ok());
+    }
+}

@@ -148,3 +148,79 @@ async fn the_status_endpoint_reports_models_and_needs_a_key() {
     assert_eq!(status["queue_capacity"], 8);
     assert_eq!(status["vision_cache_hits"], 0);
 }
+
+/// With `SLC_METRICS_KEYS`, `/metrics` wants that key (a client key is not one); without, it
+/// stays open like the probes.
+#[tokio::test]
+async fn metrics_keys_guard_metrics() {
+    let (router, _state, _directory) = router_with(|config| {
+        config.api_keys = vec!["app-key".into()];
+        config.metrics_keys = vec!["scrape-key".into()];
+    })
+    .await;
+    for (key, status) in [
+        (None, 401),
+        (Some("app-key"), 401),
+        (Some("scrape-key"), 200),
+    ] {
+        let mut request = Request::builder().uri("/metrics");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{key:?}");
+    }
+    let (open, _state, _directory) = router_with(|_| {}).await;
+    assert_eq!(get(&open, "/metrics", None).await.status(), 200);
+}
+
+/// An address other machines can reach, and no client keys: `serve` refuses to start and
+/// says why (nothing is bound), unless `SLC_ALLOW_UNAUTHENTICATED` accepts it.
+#[test]
+fn an_open_bind_without_keys_is_refused_at_start() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_slc-detector"))
+        .arg("serve")
+        .env("SLC_BIND", "0.0.0.0:0")
+        .env_remove("SLC_API_KEYS")
+        .env(
+            "SLC_DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                directory.path().join("e.db").display()
+            ),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without API keys")
+            && stderr.contains("SLC_ALLOW_UNAUTHENTICATED=true"),
+        "{stderr}"
+    );
+    assert!(
+        !directory.path().join("e.db").exists(),
+        "refused before any work"
+    );
+    let mut config = slc_detector::config::ServeConfig::defaults();
+    config.bind = "0.0.0.0:8080".parse().unwrap();
+    assert!(config.check_exposure().is_err());
+    config.api_keys = vec![" ".into()];
+    assert!(config.check_exposure().is_err(), "a blank key is no key");
+    config.allow_unauthenticated = true;
+    assert!(config.check_exposure().is_ok());
+    config.allow_unauthenticated = false;
+    config.api_keys = vec!["k".into()];
+    assert!(config.check_exposure().is_ok());
+    assert!(
+        slc_detector::config::ServeConfig::defaults()
+            .check_exposure()
+            .is_ok(),
+        "loopback"
+    );
+}

@@ -114,3 +114,78 @@ async fn log_lines_of_a_turn_carry_its_request_id() {
         "{retry_line}"
     );
 }
+
+/// An address other machines can reach, and no client keys: the binary refuses to start and
+/// says why, unless told to accept it. Nothing is bound, so no port is opened.
+#[test]
+fn an_open_bind_without_keys_is_refused_at_start() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_slc-reasoner"))
+        .arg("serve")
+        .env("SLC_REASONER_BIND", "0.0.0.0:0")
+        .env_remove("SLC_REASONER_API_KEYS")
+        .env("SLC_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+        .env("SLC_LLM_MODEL", "m")
+        .env(
+            "SLC_DATABASE_URL",
+            sqlite_url(&directory.path().join("r.db")),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without API keys")
+            && stderr.contains("SLC_REASONER_ALLOW_UNAUTHENTICATED=true"),
+        "{stderr}"
+    );
+    let config = |extra: &[&str]| {
+        let mut args = vec![
+            "slc-reasoner",
+            "--bind",
+            "0.0.0.0:8090",
+            "--llm-base-url",
+            "http://x/v1",
+            "--llm-model",
+            "m",
+        ];
+        args.extend_from_slice(extra);
+        <slc_reasoner::ServeConfig as clap::Parser>::parse_from(args)
+    };
+    assert!(config(&[]).check_exposure().is_err());
+    assert!(config(&["--api-keys", "k"]).check_exposure().is_ok());
+    assert!(
+        config(&["--allow-unauthenticated", "true"])
+            .check_exposure()
+            .is_ok()
+    );
+}
+
+/// With `SLC_REASONER_METRICS_KEYS`, `/metrics` wants that key (a client key is not one).
+#[tokio::test]
+async fn metrics_keys_guard_metrics() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let (router, _directory) = router_with(|config| {
+        config.api_keys = vec!["edge-key".into()];
+        config.metrics_keys = vec!["scrape-key".into()];
+    })
+    .await;
+    for (key, status) in [
+        (None, 401),
+        (Some("edge-key"), 401),
+        (Some("scrape-key"), 200),
+    ] {
+        let mut request = Request::builder().uri("/metrics");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{key:?}");
+    }
+}
