@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use shared_types::{ErrorBody, REQUEST_ID_HEADER, ReasonRequest, ReasonResponse};
+use shared_types::{
+    DEADLINE_MS_HEADER, ErrorBody, REQUEST_ID_HEADER, ReasonRequest, ReasonResponse,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReasonerError {
@@ -101,6 +103,10 @@ impl ReasonerClient {
         if let Some(id) = request_id {
             builder = builder.header(REQUEST_ID_HEADER, id);
         }
+        // The reasoner stops working on the turn when this edge stops waiting for it; a little
+        // earlier, so its 504 arrives rather than this edge's own timeout.
+        let deadline_ms = self.timeout.as_millis().saturating_sub(250).max(1);
+        builder = builder.header(DEADLINE_MS_HEADER, deadline_ms.to_string());
         let response = builder.send().await.map_err(|error| self.classify(error))?;
         let status = response.status();
         let bytes = response

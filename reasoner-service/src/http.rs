@@ -174,10 +174,33 @@ impl utoipa::IntoResponses for TurnErrors {
 pub async fn reason(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<ReasonRequest>,
 ) -> Result<Json<ReasonResponse>, ReasonerError> {
     let request_id = request_id.as_ref().map(|id| id.header_value());
-    state.reasoner.reason(request, request_id).await.map(Json)
+    within_caller_deadline(&headers, state.reasoner.reason(request, request_id))
+        .await
+        .map(Json)
+}
+
+/// Runs `turn` within the caller's `x-slc-deadline-ms`, when it sent one: past it the turn is
+/// dropped, which cancels its upstream calls, and the caller gets 504.
+async fn within_caller_deadline<T>(
+    headers: &axum::http::HeaderMap,
+    turn: impl std::future::Future<Output = Result<T, ReasonerError>>,
+) -> Result<T, ReasonerError> {
+    let deadline_ms = headers
+        .get(shared_types::DEADLINE_MS_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let Some(deadline_ms) = deadline_ms else {
+        return turn.await;
+    };
+    tokio::time::timeout(std::time::Duration::from_millis(deadline_ms), turn)
+        .await
+        .unwrap_or(Err(ReasonerError::Upstream(
+            crate::upstream::UpstreamError::DeadlineExceeded { deadline_ms },
+        )))
 }
 
 #[utoipa::path(
@@ -194,12 +217,11 @@ pub async fn reason(
 pub async fn identities(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<IdentitiesRequest>,
 ) -> Result<Json<IdentitiesResponse>, ReasonerError> {
     let request_id = request_id.as_ref().map(|id| id.header_value());
-    state
-        .reasoner
-        .identities(request, request_id)
+    within_caller_deadline(&headers, state.reasoner.identities(request, request_id))
         .await
         .map(Json)
 }

@@ -3,3 +3,8 @@
 /// Correlates a turn's log lines, audit records and upstream calls across edge and cloud.
 /// The edge sets it (or keeps the caller's), forwards it to the cloud, and both echo it.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How many milliseconds the caller will still wait for this request. The edge sends its own
+/// timeout for the reasoner call; the reasoner ends the turn (504, its upstream calls
+/// cancelled) when it runs out, instead of working on for a caller that has gone.
+pub const DEADLINE_MS_HEADER: &str = "x-slc-deadline-ms";

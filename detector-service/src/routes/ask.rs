@@ -183,7 +183,20 @@ async fn run_turn(
             max_answer_tokens: turn.max_answer_tokens,
         },
     };
-    let (reasoning, reason_ms) = match state.reasoner.reason(&reason_request, request_id).await {
+    let reasoned = state.reasoner.reason(&reason_request, request_id);
+    let reasoned = match events {
+        // A streaming client that leaves mid-turn cancels the cloud call: dropping it closes
+        // the connection, and the reasoner's turn with it.
+        Some(events) => tokio::select! {
+            reasoned = reasoned => reasoned,
+            () = events.closed() => {
+                tracing::debug!("the streaming client left; the reasoner call is cancelled");
+                return Err(ApiError::Internal("the client went away".into()));
+            }
+        },
+        None => reasoned.await,
+    };
+    let (reasoning, reason_ms) = match reasoned {
         Ok(ok) => ok,
         Err(error) => return Err(ApiError::upstream(error, detection)),
     };

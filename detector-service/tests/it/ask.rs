@@ -165,6 +165,8 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
         "the request id reaches the reasoner"
     );
     assert_eq!(headers["authorization"], "Bearer edge-key");
+    // The reasoner is told how long this edge waits (SLC_REASONER_TIMEOUT_SECS, 10 s here).
+    assert_eq!(headers[shared_types::DEADLINE_MS_HEADER], "9750");
     let text = String::from_utf8(raw.clone()).unwrap();
     // Privacy: no reference image in any encoding, no embedding, no real id.
     for reference_bytes in [&reference, &reference_two] {
@@ -436,6 +438,69 @@ async fn a_streamed_ask_ends_with_the_failure_body() {
     assert!(
         streamed["detection"]["cues"]["<bo>"].is_object(),
         "{streamed}"
+    );
+    app.stop().await;
+}
+
+/// A streaming client that leaves while the reasoner works cancels the reasoner call: the
+/// reasoner sees its connection close (its handler is dropped) instead of the edge waiting
+/// for an answer nobody will read.
+#[tokio::test]
+async fn a_client_that_leaves_a_streamed_ask_cancels_the_reasoner_call() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct DroppedWhenCancelled(Arc<AtomicBool>);
+    impl Drop for DroppedWhenCancelled {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let (called, cancelled) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (called_flag, cancelled_flag) = (called.clone(), cancelled.clone());
+    let router = Router::new().route(
+        "/v1/reason",
+        post(move || {
+            let (called, cancelled) = (called_flag.clone(), cancelled_flag.clone());
+            async move {
+                called.store(true, Ordering::SeqCst);
+                let _guard = DroppedWhenCancelled(cancelled);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "too late"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reasoner = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let app = spawn_app(TestOptions::tweak(move |config| {
+        config.reasoner_url = format!("http://{reasoner}");
+        config.reasoner_timeout_secs = 120.0;
+    }))
+    .await;
+    register(&app, "bo", "<bo> is a dog.", &[solid_png([1, 2, 3], 4, 4)]).await;
+    let body = json!({"image": base64_of(&solid_png([9, 9, 9], 4, 4)), "question": "Where is <bo>?", "concepts": ["bo"], "stream": true});
+    let mut response = app.post_json("/v1/ask", &body).await;
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: detection"));
+    for _ in 0..500 {
+        if called.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(called.load(Ordering::SeqCst), "the reasoner was called");
+    drop(response);
+    for _ in 0..500 {
+        if cancelled.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        cancelled.load(Ordering::SeqCst),
+        "the reasoner's handler was still running 5 s after the client left"
     );
     app.stop().await;
 }

@@ -60,6 +60,36 @@ async fn turn_endpoints_need_a_configured_bearer_key() {
     }
 }
 
+/// The edge's `x-slc-deadline-ms` ends a turn whose large model is slower: 504 at the
+/// deadline, not after the model's own timeouts.
+#[tokio::test]
+async fn a_turn_ends_at_the_callers_deadline() {
+    let upstream = ScriptedUpstream::start(|_, _| {
+        Reply::content(r#"{"<bo>": {"category": "a dog", "attributes": "x"}}"#)
+            .delayed(Duration::from_secs(5))
+    })
+    .await;
+    let app = spawn_app(&upstream).await;
+    let started = std::time::Instant::now();
+    let response = app
+        .client
+        .post(app.url("/v1/identities"))
+        .header(shared_types::DEADLINE_MS_HEADER, "300")
+        .json(&identities_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_type(&body), "upstream_deadline_exceeded");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+}
+
 /// Clients that trickle their bodies hold connections, not turns: with one turn allowed and
 /// five bodies stalled half-way, a real turn still runs, and each stalled client gets 408.
 #[tokio::test]
