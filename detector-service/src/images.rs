@@ -6,6 +6,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use image::codecs::jpeg::JpegEncoder;
 use image::{ImageFormat, ImageReader, RgbImage};
 use sha2::{Digest, Sha256};
 
@@ -25,13 +26,24 @@ pub struct DecodedImage {
 }
 
 impl DecodedImage {
-    /// A `data:` URL of the original bytes, the form the reasoner receives.
-    pub fn data_url(&self) -> String {
-        format!(
-            "data:{};base64,{}",
-            self.content_type,
-            base64::engine::general_purpose::STANDARD.encode(self.bytes.as_slice())
-        )
+    /// The image as it may leave the edge, as a `data:` URL: the decoded pixels (orientation
+    /// applied) encoded afresh, so no EXIF, XMP, GPS, ICC profile or comment of the original
+    /// goes with it. Lossless sources stay lossless (PNG); photos are JPEG at quality 95.
+    pub fn cloud_data_url(&self) -> Result<String, ApiError> {
+        let mut encoded = Vec::new();
+        let lossless = matches!(self.content_type, "image/png" | "image/gif" | "image/bmp");
+        let written = if lossless {
+            self.rgb
+                .write_to(&mut Cursor::new(&mut encoded), ImageFormat::Png)
+        } else {
+            JpegEncoder::new_with_quality(&mut encoded, 95).encode_image(self.rgb.as_ref())
+        };
+        written.map_err(|error| ApiError::Internal(format!("re-encoding the image: {error}")))?;
+        let content_type = if lossless { "image/png" } else { "image/jpeg" };
+        Ok(format!(
+            "data:{content_type};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&encoded)
+        ))
     }
 }
 
@@ -127,17 +139,17 @@ pub fn decode_image_bytes(
     // From the header too: resizing a very thin image is what allocates, not decoding it.
     slc_engine::preprocess::check_aspect_ratio(width, height)
         .map_err(|error| ApiError::InvalidImage(format!("{what}: {error}")))?;
-    let mut reader = ImageReader::with_format(Cursor::new(bytes.as_slice()), format);
-    let mut decode_limits = image::Limits::default();
-    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
-    decode_limits.max_image_width = Some(side);
-    decode_limits.max_image_height = Some(side);
-    // RGBA at 16 bits per channel is the largest buffer a decoder may ask for.
-    decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 * 1024 * 1024));
-    reader.limits(decode_limits);
-    let decoded = reader
-        .decode()
-        .map_err(|error| ApiError::InvalidImage(format!("{what}: cannot decode ({error})")))?;
+    // The engine's decoder, as transformers' `load_image` decodes: EXIF orientation applied
+    // (so the small model sees the photo as the cloud and the user do) and Pillow's colour
+    // conversion; bounded by the same pixel cap.
+    let rgb = slc_engine::preprocess::decode_rgb(
+        &bytes,
+        slc_engine::preprocess::DecodeLimits {
+            max_pixels: limits.max_pixels,
+        },
+    )
+    .map_err(|error| ApiError::InvalidImage(format!("{what}: cannot decode ({error})")))?;
+    let (width, height) = rgb.dimensions();
     let sha256 = hex::encode(Sha256::digest(&bytes));
     Ok(DecodedImage {
         bytes: Arc::new(bytes),
@@ -145,6 +157,6 @@ pub fn decode_image_bytes(
         width,
         height,
         sha256,
-        rgb: Arc::new(decoded.to_rgb8()),
+        rgb: Arc::new(rgb),
     })
 }

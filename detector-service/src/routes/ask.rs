@@ -164,7 +164,11 @@ async fn run_turn(
         Pseudonyms::identity()
     };
     let reason_request = ReasonRequest {
-        image: turn.image.as_ref().map(|image| image.data_url()),
+        image: turn
+            .image
+            .as_ref()
+            .map(|image| image.cloud_data_url())
+            .transpose()?,
         question: names.hide(&turn.question),
         concepts: turn
             .records

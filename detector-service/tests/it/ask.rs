@@ -228,10 +228,22 @@ async fn ask_sends_only_what_may_cross_and_maps_pseudonyms_back() {
     assert!(sent.options.batched_verification);
     let cues = sent.cues.as_ref().unwrap();
     assert!(cues["<c1>"].present && !cues["<c2>"].present);
-    // The query image does cross, byte for byte.
+    // The query image crosses, re-encoded from its pixels (no metadata can go with it).
+    let payload = sent
+        .image
+        .as_deref()
+        .unwrap()
+        .strip_prefix("data:image/jpeg;base64,")
+        .unwrap();
+    let crossed =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload).unwrap();
+    let (crossed, original) = (
+        image::load_from_memory(&crossed).unwrap(),
+        image::load_from_memory(&query).unwrap(),
+    );
     assert_eq!(
-        sent.image.as_deref(),
-        Some(format!("data:image/jpeg;base64,{}", base64_of(&query)).as_str())
+        (crossed.width(), crossed.height()),
+        (original.width(), original.height())
     );
 
     // Everything comes back under the real names.
@@ -501,6 +513,89 @@ async fn a_client_that_leaves_a_streamed_ask_cancels_the_reasoner_call() {
     assert!(
         cancelled.load(Ordering::SeqCst),
         "the reasoner's handler was still running 5 s after the client left"
+    );
+    app.stop().await;
+}
+
+/// A 16×8 JPEG whose EXIF says "rotate 90° clockwise" (orientation 6) and carries a marker
+/// string where GPS and camera details would be.
+fn jpeg_with_exif(marker: &str) -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    image::RgbImage::from_fn(16, 8, |x, _| image::Rgb([(x * 16) as u8, 40, 200]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let text = format!("{marker}\0");
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+    tiff.extend_from_slice(&2u16.to_le_bytes());
+    // ImageDescription (ASCII) pointing past the IFD, then Orientation = 6.
+    tiff.extend_from_slice(&0x010Eu16.to_le_bytes());
+    tiff.extend_from_slice(&2u16.to_le_bytes());
+    tiff.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    tiff.extend_from_slice(&38u32.to_le_bytes());
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+    tiff.extend_from_slice(&3u16.to_le_bytes());
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&[6, 0, 0, 0]);
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(text.as_bytes());
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// What leaves the edge carries no metadata, and edge and cloud see the same orientation:
+/// the photo is decoded with its EXIF rotation applied, and re-encoded without EXIF.
+#[tokio::test]
+async fn images_leave_the_edge_without_metadata_and_upright() {
+    let reasoner = scripted_reasoner(Behaviour::Answer).await;
+    let app = spawn_app(TestOptions::reasoner(reasoner.address)).await;
+    let photo = jpeg_with_exif("GPS 48.8584N 2.2945E secret-marker");
+    register(&app, "bo", "<bo> is a dog.", std::slice::from_ref(&photo)).await;
+    let concept = app.get_json("/v1/concepts/bo").await;
+    assert_eq!(
+        (
+            concept["images"][0]["width"].as_u64(),
+            concept["images"][0]["height"].as_u64()
+        ),
+        (Some(8), Some(16)),
+        "stored with the orientation applied: {concept}"
+    );
+    let response = app
+        .post_json(
+            "/v1/ask",
+            &json!({"image": base64_of(&photo), "question": "Where is <bo>?", "concepts": ["bo"]}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let (_, body) = reasoner.received.lock().unwrap().last().cloned().unwrap();
+    let sent: ReasonRequest = serde_json::from_slice(&body).unwrap();
+    let url = sent.image.expect("the image went to the reasoner");
+    let payload = url
+        .strip_prefix("data:image/jpeg;base64,")
+        .expect("a JPEG data URL");
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload).unwrap();
+    assert!(
+        !bytes.windows(4).any(|w| w == b"Exif"),
+        "EXIF left the edge"
+    );
+    assert!(
+        !bytes.windows(13).any(|w| w == b"secret-marker"),
+        "metadata left the edge"
+    );
+    let decoded = image::load_from_memory(&bytes).unwrap();
+    assert_eq!(
+        (decoded.width(), decoded.height()),
+        (8, 16),
+        "upright, as the edge saw it"
     );
     app.stop().await;
 }

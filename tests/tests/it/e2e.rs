@@ -201,14 +201,23 @@ async fn every_mode_with_and_without_an_image_through_both_binaries() {
     }
 
     // Privacy: no reference-image bytes and no embeddings ever left the edge; the query
-    // image did (the check can see images).
+    // image did (the check can see images), re-encoded by the edge without its metadata, so
+    // its original bytes never did.
     let samples = sample_concepts().unwrap();
     let references: Vec<String> = samples
         .iter()
         .filter(|s| CONCEPTS.contains(&s.id.as_str()))
         .map(|s| base64_file(&s.image))
         .collect();
-    let query = image.split_once(",").unwrap().1.to_string();
+    let original = image.split_once(",").unwrap().1.to_string();
+    let sent_by_edge = recorded(&stack.to_reasoner)
+        .iter()
+        .find_map(|call| {
+            let body: Value = serde_json::from_str(&call.body_text()).ok()?;
+            Some(body["image"].as_str()?.split_once(",")?.1.to_string())
+        })
+        .expect("a turn with the query image reached the reasoner");
+    let query = sent_by_edge;
     let mut query_seen = 0;
     for call in recorded(&stack.to_reasoner)
         .iter()
@@ -227,6 +236,11 @@ async fn every_mode_with_and_without_an_image_through_both_binaries() {
         if text.contains(fingerprint(&query)) {
             query_seen += 1;
         }
+        assert!(
+            !text.contains(fingerprint(&original)),
+            "the original query bytes in {}",
+            call.path
+        );
     }
     assert!(
         query_seen >= 4,
