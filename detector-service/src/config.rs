@@ -144,6 +144,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_MAX_CONCEPTS_PER_REQUEST", default_value_t = 16)]
     pub max_concepts_per_request: usize,
 
+    /// Memory for decoded images alive at once, in MiB (each costs about 6 bytes a pixel while
+    /// it decodes); a request that would go over gets 429 at once.
+    #[arg(long, env = "SLC_DECODE_BUDGET_MIB", default_value_t = 1024)]
+    pub decode_budget_mib: u64,
+
     /// Most reference images per concept.
     #[arg(long, env = "SLC_MAX_IMAGES_PER_CONCEPT", default_value_t = 10)]
     pub max_images_per_concept: usize,

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use image::codecs::jpeg::JpegEncoder;
 use image::{ImageFormat, ImageReader, RgbImage};
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -23,6 +24,8 @@ pub struct DecodedImage {
     /// Hex SHA-256 of `bytes`: the registry's content address and the vision cache's key.
     pub sha256: String,
     pub rgb: Arc<RgbImage>,
+    /// This image's share of the decode budget, given back when the last clone is dropped.
+    _reservation: Arc<OwnedSemaphorePermit>,
 }
 
 impl DecodedImage {
@@ -52,23 +55,84 @@ pub struct ImageLimits {
     pub max_pixels: u64,
 }
 
-/// Decodes `data:image/...;base64,...` or bare base64. `what` names the field in errors.
-pub fn decode_base64_image(
-    input: &str,
-    limits: ImageLimits,
-    what: &str,
-) -> Result<DecodedImage, ApiError> {
+/// Where client images come in: header checks first, then a share of one memory budget for
+/// every decoded image alive at once, then the decode itself on a blocking thread (never on
+/// the async runtime, where ten large photos would stall every other request, `/healthz`
+/// included). Over the budget is 429 with `Retry-After`, at once: nothing waits holding memory.
+#[derive(Debug, Clone)]
+pub struct ImageIntake {
+    pub limits: ImageLimits,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+}
+
+impl ImageIntake {
+    pub fn new(limits: ImageLimits, budget_bytes: u64) -> Self {
+        let budget_kib = u32::try_from(budget_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        ImageIntake {
+            limits,
+            budget: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+        }
+    }
+
+    /// `data:image/...;base64,...` or bare base64. `what` names the field in errors.
+    pub async fn base64(&self, input: &str, what: &str) -> Result<DecodedImage, ApiError> {
+        self.bytes(base64_payload(input, what)?, what).await
+    }
+
+    /// Raw image bytes (a multipart file).
+    pub async fn bytes(&self, bytes: Vec<u8>, what: &str) -> Result<DecodedImage, ApiError> {
+        let header = inspect(&bytes, self.limits, what)?;
+        let reservation = self.reserve(&header, what)?;
+        let (limits, what) = (self.limits, what.to_owned());
+        tokio::task::spawn_blocking(move || decode(bytes, header, limits, &what, reservation))
+            .await
+            .map_err(|error| ApiError::Internal(format!("the image decoder stopped: {error}")))?
+    }
+
+    /// The decoded RGB buffer's size, twice over for the decoder's own working memory.
+    fn reserve(&self, header: &Header, what: &str) -> Result<OwnedSemaphorePermit, ApiError> {
+        let bytes = u64::from(header.width) * u64::from(header.height) * 3 * 2;
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        if kib > self.budget_kib {
+            return Err(ApiError::ImageTooLarge(format!(
+                "{what}: decoding {}x{} needs {} MiB, more than the decode budget of {} MiB",
+                header.width,
+                header.height,
+                kib / 1024,
+                self.budget_kib / 1024
+            )));
+        }
+        self.budget
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| ApiError::Overloaded {
+                retry_after_secs: 1,
+            })
+    }
+}
+
+/// What the header says, checked: format, size within the caps.
+struct Header {
+    content_type: &'static str,
+    width: u32,
+    height: u32,
+}
+
+fn base64_payload(input: &str, what: &str) -> Result<Vec<u8>, ApiError> {
     let payload = strip_data_url(input, what)?;
     let compact: String = payload
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(compact.as_bytes()))
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(compact.as_bytes()))
-        .map_err(|error| ApiError::InvalidImage(format!("{what}: invalid base64 ({error})")))?;
-    decode_image_bytes(bytes, limits, what)
+        .map_err(|error| ApiError::InvalidImage(format!("{what}: invalid base64 ({error})")))
 }
 
 fn strip_data_url<'a>(input: &'a str, what: &str) -> Result<&'a str, ApiError> {
@@ -100,14 +164,10 @@ fn strip_data_url<'a>(input: &'a str, what: &str) -> Result<&'a str, ApiError> {
     Ok(data)
 }
 
-/// Sniffs the format from the bytes (never trusting a declared type), checks the pixel count
-/// from the header, and only then decodes, under `image::Limits` as a second fence.
-pub fn decode_image_bytes(
-    bytes: Vec<u8>,
-    limits: ImageLimits,
-    what: &str,
-) -> Result<DecodedImage, ApiError> {
-    let format = image::guess_format(&bytes)
+/// Sniffs the format from the bytes (never trusting a declared type) and checks the pixel
+/// count and aspect ratio from the header, before anything is decoded.
+fn inspect(bytes: &[u8], limits: ImageLimits, what: &str) -> Result<Header, ApiError> {
+    let format = image::guess_format(bytes)
         .map_err(|_| ApiError::InvalidImage(format!("{what}: the bytes are not an image")))?;
     let content_type = match format {
         ImageFormat::Png => "image/png",
@@ -121,7 +181,7 @@ pub fn decode_image_bytes(
             )));
         }
     };
-    let (width, height) = ImageReader::with_format(Cursor::new(bytes.as_slice()), format)
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|error| ApiError::InvalidImage(format!("{what}: unreadable image ({error})")))?;
     let pixels = u64::from(width) * u64::from(height);
@@ -139,6 +199,21 @@ pub fn decode_image_bytes(
     // From the header too: resizing a very thin image is what allocates, not decoding it.
     slc_engine::preprocess::check_aspect_ratio(width, height)
         .map_err(|error| ApiError::InvalidImage(format!("{what}: {error}")))?;
+    Ok(Header {
+        content_type,
+        width,
+        height,
+    })
+}
+
+/// Decodes (blocking) with the engine's decoder, within the pixel cap.
+fn decode(
+    bytes: Vec<u8>,
+    header: Header,
+    limits: ImageLimits,
+    what: &str,
+    reservation: OwnedSemaphorePermit,
+) -> Result<DecodedImage, ApiError> {
     // The engine's decoder, as transformers' `load_image` decodes: EXIF orientation applied
     // (so the small model sees the photo as the cloud and the user do) and Pillow's colour
     // conversion; bounded by the same pixel cap.
@@ -153,10 +228,11 @@ pub fn decode_image_bytes(
     let sha256 = hex::encode(Sha256::digest(&bytes));
     Ok(DecodedImage {
         bytes: Arc::new(bytes),
-        content_type,
+        content_type: header.content_type,
         width,
         height,
         sha256,
         rgb: Arc::new(rgb),
+        _reservation: Arc::new(reservation),
     })
 }

@@ -39,7 +39,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ServeConfig;
 use crate::error::ApiError;
-use crate::images::ImageLimits;
+use crate::images::{ImageIntake, ImageLimits};
 use crate::metrics::Metrics;
 use crate::model::{AdapterChooser, ModelLoader};
 use crate::reasoner_client::ReasonerClient;
@@ -152,8 +152,12 @@ pub async fn build_state(
     let registry = Registry::connect(&config.database_url, registry_options).await?;
     let metrics = Metrics::new();
     let workers = WorkerPool::start(loader, config.workers, config.queue_size, metrics.clone());
+    let image_limits = ImageLimits {
+        max_pixels: config.max_image_pixels,
+    };
     Ok(AppState::new(AppInner {
         registry,
+        images: ImageIntake::new(image_limits, config.decode_budget_mib * 1024 * 1024),
         workers,
         adapter_chooser,
         reasoner: ReasonerClient::new(
@@ -163,9 +167,7 @@ pub async fn build_state(
         ),
         metrics,
         limits: Limits {
-            image: ImageLimits {
-                max_pixels: config.max_image_pixels,
-            },
+            image: image_limits,
             max_body_bytes: config.max_body_bytes,
             body: config.body_limits(),
             server: config.server_limits(),

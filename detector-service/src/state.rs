@@ -26,6 +26,8 @@ pub struct Limits {
 
 pub struct AppInner {
     pub registry: Registry,
+    /// Client images in: header checks, the decode budget, decoding off the runtime.
+    pub images: crate::images::ImageIntake,
     pub workers: Arc<WorkerPool>,
     pub adapter_chooser: Arc<dyn AdapterChooser>,
     pub reasoner: ReasonerClient,

@@ -20,7 +20,6 @@ use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::images::decode_base64_image;
 use crate::pseudonyms::Pseudonyms;
 use crate::routes::detect::{resolve_concepts, run_detection};
 use crate::state::AppState;
@@ -110,7 +109,7 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
     }
     let records = resolve_concepts(state, &request.concepts, true).await?;
     let image = match &request.image {
-        Some(image) => Some(decode_base64_image(image, state.limits.image, "image")?),
+        Some(image) => Some(state.images.base64(image, "image").await?),
         None => None,
     };
     Ok(PreparedTurn {

@@ -14,7 +14,7 @@ use shared_types::{
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::images::{DecodedImage, decode_base64_image, decode_image_bytes};
+use crate::images::DecodedImage;
 use crate::model::PromptImage;
 use crate::registry::{ConceptRecord, EmbeddedImages, NewImage};
 use crate::routes::detect::eq1_adapter;
@@ -58,7 +58,7 @@ pub async fn create_concept(
         read_multipart(&state, request).await?
     } else if content_type.starts_with("application/json") {
         let ApiJson(body) = ApiJson::<CreateConcept>::from_request(request, &state).await?;
-        let images = decode_all(&state, &body.images)?;
+        let images = decode_all(&state, &body.images).await?;
         (body.id, body.description, images)
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
@@ -120,11 +120,7 @@ async fn read_multipart(
                 }
                 let bytes = field.bytes().await.map_err(multipart_error)?;
                 let what = format!("images[{}]", images.len());
-                images.push(decode_image_bytes(
-                    bytes.to_vec(),
-                    state.limits.image,
-                    &what,
-                )?);
+                images.push(state.images.bytes(bytes.to_vec(), &what).await?);
             }
             other => {
                 return Err(ApiError::InvalidRequest(format!(
@@ -150,15 +146,18 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     }
 }
 
-fn decode_all(state: &AppState, images: &[String]) -> Result<Vec<DecodedImage>, ApiError> {
+async fn decode_all(state: &AppState, images: &[String]) -> Result<Vec<DecodedImage>, ApiError> {
     check_image_count(state, images.len())?;
-    images
-        .iter()
-        .enumerate()
-        .map(|(index, image)| {
-            decode_base64_image(image, state.limits.image, &format!("images[{index}]"))
-        })
-        .collect()
+    let mut decoded = Vec::with_capacity(images.len());
+    for (index, image) in images.iter().enumerate() {
+        decoded.push(
+            state
+                .images
+                .base64(image, &format!("images[{index}]"))
+                .await?,
+        );
+    }
+    Ok(decoded)
 }
 
 fn check_image_count(state: &AppState, count: usize) -> Result<(), ApiError> {
@@ -291,7 +290,7 @@ pub async fn update_concept(
         return Err(ApiError::UnknownConcepts(vec![id]));
     }
     let embedded = match body.images {
-        Some(images) => Some(embed(&state, decode_all(&state, &images)?).await?),
+        Some(images) => Some(embed(&state, decode_all(&state, &images).await?).await?),
         None => None,
     };
     let record = state.registry.update(&id, &description, embedded).await?;

@@ -14,7 +14,7 @@ use crate::detection::{
 };
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::images::{DecodedImage, decode_base64_image};
+use crate::images::DecodedImage;
 use crate::model::{
     AdapterSelection, ContentPart, GenerationOutput, GenerationRequest, PromptImage, PromptMessage,
     Role, SamplingParams,
@@ -54,7 +54,7 @@ pub async fn detect(
     ApiJson(request): ApiJson<DetectRequest>,
 ) -> Result<axum::Json<DetectResponse>, ApiError> {
     let records = resolve_concepts(&state, &request.concepts, false).await?;
-    let image = decode_base64_image(&request.image, state.limits.image, "image")?;
+    let image = state.images.base64(&request.image, "image").await?;
     let detection = run_detection(&state, &image, &records).await?;
     Ok(axum::Json(detection))
 }

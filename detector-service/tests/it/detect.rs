@@ -296,3 +296,47 @@ async fn concepts_embedded_by_another_clip_get_no_adapter() {
     assert_eq!(app.control.seen()[0].adapter, None);
     app.stop().await;
 }
+
+/// Decoded images share one memory budget: an image that alone needs more is 413, and while
+/// the images of requests in flight hold it, the next image is 429 at once (it is not decoded
+/// at all); the budget comes back when those requests end.
+#[tokio::test]
+async fn decoded_images_share_one_memory_budget() {
+    // 1 MiB: a 300x300 photo needs 300*300*6 bytes = 527 KiB while it decodes.
+    let app = spawn_app(TestOptions::tweak(|config| config.decode_budget_mib = 1)).await;
+    register(&app, "bo", "<bo>", &[solid_png([1, 2, 3], 4, 4)]).await;
+    let body = |side: u32| json!({"image": base64_of(&solid_png([9, 9, 9], side, side)), "concepts": ["bo"]});
+    let message = assert_error(
+        app.post_json("/v1/detect", &body(500)).await,
+        413,
+        "image_too_large",
+    )
+    .await;
+    assert!(message.contains("decode budget"), "{message}");
+
+    app.control.close_gate();
+    let url = app.url("/v1/detect");
+    let held = tokio::spawn(app.client.post(&url).json(&body(300)).send());
+    for _ in 0..200 {
+        if !app.control.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.control.seen().len(),
+        1,
+        "the first request reached the model"
+    );
+    let refused = app.post_json("/v1/detect", &body(300)).await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_error(refused, 429, "overloaded").await;
+    app.control.open_gate();
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        app.post_json("/v1/detect", &body(300)).await.status(),
+        200,
+        "the budget came back"
+    );
+    app.stop().await;
+}

@@ -87,12 +87,13 @@ pub async fn chat_completions(
         .workers
         .readiness()
         .map_err(ApiError::ModelUnavailable)?;
-    let generation = request::to_generation_request(&state, &request)?;
+    let (generation, images) = request::to_generation_request(&state, &request).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let model = request.model.clone();
     if !request.stream {
         let output = state.workers.generate(generation, state.deadline()).await?;
+        drop(images);
         return Ok(axum::Json(ChatCompletion {
             id,
             object: "chat.completion".into(),
@@ -119,7 +120,7 @@ pub async fn chat_completions(
         .generate_streaming(generation, state.deadline())?;
     let chunks = stream::ChunkMaker { id, created, model };
     Ok(
-        stream::completion_events(chunks, streaming, state.deadline(), include_usage)
+        stream::completion_events(chunks, streaming, state.deadline(), include_usage, images)
             .into_response(),
     )
 }

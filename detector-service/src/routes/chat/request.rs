@@ -6,14 +6,14 @@
 use slc_engine::lora::{AdapterMix, AdapterNameError};
 
 use crate::error::ApiError;
-use crate::images::decode_base64_image;
+use crate::images::DecodedImage;
 use crate::model::{
     ContentPart, GenerationRequest, PromptImage, PromptMessage, Role, SamplingParams,
 };
 use crate::openai_types::{
     ChatCompletionRequest, ContentPartWire, MessageContent, ResponseFormat, StopSequences,
 };
-use crate::state::{AppState, Limits};
+use crate::state::AppState;
 use crate::workers::ModelCatalog;
 
 const DEFAULT_MAX_TOKENS: u32 = 512;
@@ -22,19 +22,22 @@ const MAX_STOP_SEQUENCES: usize = 4;
 /// Every decoded piece is checked against each stop string; OpenAI allows no more either.
 const MAX_STOP_CHARS: usize = 64;
 
-pub fn to_generation_request(
+/// The request for a worker, and its decoded images: keep them until the generation ends,
+/// since they hold their share of the decode budget.
+pub async fn to_generation_request(
     state: &AppState,
     request: &ChatCompletionRequest,
-) -> Result<GenerationRequest, ApiError> {
+) -> Result<(GenerationRequest, Vec<DecodedImage>), ApiError> {
     let (sampling, json_schema) = validate(request)?;
     let adapter = resolve_model(&state.workers.catalog(), &request.model)?;
-    let messages = decode_messages(request, &state.limits)?;
-    Ok(GenerationRequest {
+    let (messages, images) = decode_messages(request, state).await?;
+    let generation = GenerationRequest {
         messages,
         sampling,
         json_schema,
         adapter,
-    })
+    };
+    Ok((generation, images))
 }
 
 /// The sampling options and the response schema, checked.
@@ -108,10 +111,11 @@ fn resolve_model(catalog: &ModelCatalog, model: &str) -> Result<Option<String>, 
 }
 
 /// The messages with their images decoded, after the image count is checked.
-fn decode_messages(
+async fn decode_messages(
     request: &ChatCompletionRequest,
-    limits: &Limits,
-) -> Result<Vec<PromptMessage>, ApiError> {
+    state: &AppState,
+) -> Result<(Vec<PromptMessage>, Vec<DecodedImage>), ApiError> {
+    let limits = &state.limits;
     let images = request
         .messages
         .iter()
@@ -129,25 +133,38 @@ fn decode_messages(
             max: limits.max_chat_images,
         });
     }
-    request
-        .messages
-        .iter()
-        .enumerate()
-        .map(|(index, message)| {
-            let content = match &message.content {
-                MessageContent::Text(text) => vec![ContentPart::Text(text.clone())],
-                MessageContent::Parts(parts) => parts
-                    .iter()
-                    .enumerate()
-                    .map(|(part_index, part)| decode_part(part, limits, index, part_index))
-                    .collect::<Result<_, _>>()?,
-            };
-            Ok(PromptMessage {
-                role: role_of(&message.role, index)?,
-                content,
-            })
-        })
-        .collect()
+    let mut messages = Vec::with_capacity(request.messages.len());
+    let mut decoded = Vec::with_capacity(images);
+    for (index, message) in request.messages.iter().enumerate() {
+        let role = role_of(&message.role, index)?;
+        let parts = match &message.content {
+            MessageContent::Text(text) => vec![ContentPart::Text(text.clone())],
+            MessageContent::Parts(parts) => {
+                let mut content = Vec::with_capacity(parts.len());
+                for (part_index, part) in parts.iter().enumerate() {
+                    content.push(match part {
+                        ContentPartWire::Text { text } => ContentPart::Text(text.clone()),
+                        ContentPartWire::ImageUrl { image_url } => {
+                            let what = format!("messages[{index}].content[{part_index}].image_url");
+                            let image = state.images.base64(&image_url.url, &what).await?;
+                            let part = ContentPart::Image(PromptImage {
+                                sha256: image.sha256.clone(),
+                                rgb: image.rgb.clone(),
+                            });
+                            decoded.push(image);
+                            part
+                        }
+                    });
+                }
+                content
+            }
+        };
+        messages.push(PromptMessage {
+            role,
+            content: parts,
+        });
+    }
+    Ok((messages, decoded))
 }
 
 fn role_of(role: &str, index: usize) -> Result<Role, ApiError> {
@@ -159,26 +176,4 @@ fn role_of(role: &str, index: usize) -> Result<Role, ApiError> {
             "messages[{index}].role {other:?} is not supported"
         ))),
     }
-}
-
-fn decode_part(
-    part: &ContentPartWire,
-    limits: &Limits,
-    index: usize,
-    part_index: usize,
-) -> Result<ContentPart, ApiError> {
-    Ok(match part {
-        ContentPartWire::Text { text } => ContentPart::Text(text.clone()),
-        ContentPartWire::ImageUrl { image_url } => {
-            let image = decode_base64_image(
-                &image_url.url,
-                limits.image,
-                &format!("messages[{index}].content[{part_index}].image_url"),
-            )?;
-            ContentPart::Image(PromptImage {
-                sha256: image.sha256,
-                rgb: image.rgb,
-            })
-        }
-    })
 }

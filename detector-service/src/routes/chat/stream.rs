@@ -10,6 +10,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 
 use super::{finish_reason, usage_of};
 use crate::error::ApiError;
+use crate::images::DecodedImage;
 use crate::openai_types::{ChatCompletionChunk, ChunkChoice, ChunkDelta, CompletionUsage};
 use crate::workers::{StreamingGeneration, await_reply};
 
@@ -64,6 +65,7 @@ pub fn completion_events(
     streaming: StreamingGeneration,
     deadline: Instant,
     include_usage: bool,
+    images: Vec<DecodedImage>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let first = chunks.chunk(
         ChunkDelta {
@@ -78,6 +80,8 @@ pub fn completion_events(
         .map(move |piece| text_chunks.text(piece));
     let finished = streaming.finished;
     let tail = stream::once(async move {
+        // The images hold their decode budget until the generation is over.
+        let _images = images;
         let mut events = Vec::new();
         match await_reply(finished, deadline).await {
             Ok(output) => {
