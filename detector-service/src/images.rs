@@ -80,7 +80,7 @@ impl ImageIntake {
 
     /// `data:image/...;base64,...` or bare base64. `what` names the field in errors.
     pub async fn base64(&self, input: &str, what: &str) -> Result<DecodedImage, ApiError> {
-        self.bytes(base64_payload(input, what)?, what).await
+        self.bytes(decode_payload(input, what)?, what).await
     }
 
     /// Raw image bytes (a multipart file).
@@ -122,7 +122,8 @@ struct Header {
     height: u32,
 }
 
-fn base64_payload(input: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+/// The bytes of `data:image/...;base64,...` or bare base64 (standard, unpadded or URL-safe).
+pub fn decode_payload(input: &str, what: &str) -> Result<Vec<u8>, ApiError> {
     let payload = strip_data_url(input, what)?;
     let compact: String = payload
         .chars()

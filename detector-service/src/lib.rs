@@ -24,6 +24,9 @@ pub mod routes;
 pub mod state;
 pub mod workers;
 
+#[cfg(test)]
+mod proptests;
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -20,6 +20,9 @@ pub mod turn;
 pub mod upstream;
 pub mod validation;
 
+#[cfg(test)]
+mod proptests;
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -177,3 +177,86 @@ fn role_of(role: &str, index: usize) -> Result<Role, ApiError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! The chat validator on arbitrary options: never panics, and accepts exactly the requests
+    //! inside every documented range. `SLC_PROPTEST_CASES` sets the case count (10,000).
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::openai_types::ChatMessage;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("SLC_PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(10_000);
+        ProptestConfig::with_cases(cases)
+    }
+
+    fn float() -> impl Strategy<Value = Option<f32>> {
+        proptest::option::of(prop_oneof![
+            -3.0f32..3.0,
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+            Just(0.0),
+            Just(1.0),
+            Just(2.0),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn the_validator_accepts_exactly_the_documented_ranges(
+            max_tokens in proptest::option::of(0u32..10_000),
+            temperature in float(),
+            top_p in float(),
+            n in proptest::option::of(0u32..3),
+            stop in proptest::option::of(proptest::collection::vec("\\PC{0,70}", 0..6)),
+            empty in any::<bool>(),
+        ) {
+            let messages = if empty {
+                Vec::new()
+            } else {
+                vec![ChatMessage { role: "user".into(), content: MessageContent::Text("hi".into()), name: None }]
+            };
+            let request = ChatCompletionRequest {
+                model: "m".into(),
+                messages,
+                max_tokens,
+                max_completion_tokens: None,
+                temperature,
+                top_p,
+                seed: None,
+                stop: stop.clone().map(StopSequences::Many),
+                response_format: None,
+                stream: false,
+                stream_options: None,
+                n,
+            };
+            let valid = !empty
+                && n.unwrap_or(1) == 1
+                && (1..=MAX_MAX_TOKENS).contains(&max_tokens.unwrap_or(DEFAULT_MAX_TOKENS))
+                && (0.0..=2.0).contains(&temperature.unwrap_or(1.0))
+                && top_p.is_none_or(|p| p > 0.0 && p <= 1.0)
+                && stop.as_ref().is_none_or(|stop| {
+                    stop.len() <= MAX_STOP_SEQUENCES
+                        && stop.iter().all(|s| !s.is_empty() && s.chars().count() <= MAX_STOP_CHARS)
+                });
+            match validate(&request) {
+                Ok((sampling, _)) => {
+                    prop_assert!(valid, "accepted {request:?}");
+                    prop_assert!((1..=MAX_MAX_TOKENS).contains(&sampling.max_new_tokens));
+                    prop_assert!(sampling.stop.len() <= MAX_STOP_SEQUENCES);
+                }
+                Err(error) => {
+                    prop_assert!(!valid, "refused {request:?}: {error}");
+                    prop_assert_eq!(error.status().as_u16(), 422);
+                }
+            }
+        }
+    }
+}
