@@ -64,8 +64,8 @@ fn refuse(status: StatusCode, kind: &str, message: String) -> Response {
         },
     };
     let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::REQUEST_TIMEOUT {
-        // The connection is in an unknown state half-way through a body: do not reuse it.
+    if status != StatusCode::BAD_REQUEST {
+        // The body was not read to its end: the connection cannot carry another request.
         response
             .headers_mut()
             .insert(axum::http::header::CONNECTION, "close".parse().unwrap());

@@ -1,5 +1,6 @@
 //! The end-to-end crate's one integration test binary.
 
+mod bad_input_corpus;
 mod console;
 mod deploy_checks;
 mod deploy_drift;
