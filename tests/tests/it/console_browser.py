@@ -67,7 +67,10 @@ class Console:
         return self.wait.until(EC.visibility_of_element_located((By.ID, element_id)))
 
     def open(self, page):
+        """A full load of the page: a hash change alone would re-render lists asynchronously
+        under the test's hands."""
         self.driver.get(self.args.base + "/ui/#" + page)
+        self.driver.refresh()
 
     def notice(self):
         self.wait.until(lambda d: d.find_element(By.ID, "notice").is_displayed())
@@ -171,8 +174,6 @@ def phone_width(console):
     for page in ["concepts", "ask"]:
         console.open(page)
         console.wait.until(lambda d: d.find_element(By.ID, "page-" + page).is_displayed())
-        console.driver.refresh()
-        console.wait.until(lambda d: d.find_element(By.ID, "page-" + page).is_displayed())
         width = console.driver.execute_script("return document.documentElement.scrollWidth")
         viewport = console.driver.execute_script("return window.innerWidth")
         assert width <= viewport, (page, width, viewport)
@@ -183,6 +184,7 @@ def phone_width(console):
 
 def delete(console):
     console.open("concepts")
+    console.wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li[data-concept='bo'] img.cover"))
     selector = "[data-delete='bo']"
     console.wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, selector))).send_keys(Keys.ENTER)
     console.wait.until(lambda d: "Really" in d.find_element(By.CSS_SELECTOR, selector).text)
