@@ -170,7 +170,6 @@ pub async fn build_state(
         ),
         metrics,
         limits: Limits {
-            image: image_limits,
             max_body_bytes: config.max_body_bytes,
             body: config.body_limits(),
             server: config.server_limits(),

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::images::ImageLimits;
 use crate::metrics::Metrics;
 use crate::model::AdapterChooser;
 use crate::reasoner_client::ReasonerClient;
@@ -13,7 +12,6 @@ use crate::workers::WorkerPool;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
-    pub image: ImageLimits,
     pub max_body_bytes: usize,
     pub body: slc_serve::BodyLimits,
     pub server: slc_serve::ServerLimits,

@@ -81,27 +81,13 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte_timeout = limits.header_read_timeout;
-        let mut stop_signal = stop_signal.clone();
+        let stop_signal = stop_signal.clone();
         tokio::spawn(async move {
-            // hyper's head deadline starts once it knows the protocol, and telling HTTP/1 from
-            // HTTP/2 waits for the first bytes without one: a client that connects and sends
-            // nothing would hold its slot forever.
-            let mut first = [0u8; 1];
-            let peeked = tokio::select! {
-                peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => peeked,
-                _ = stop_signal.changed() => return,
-            };
-            match peeked {
-                Ok(Ok(read)) if read > 0 => {}
-                Ok(_) => return,
-                Err(_) => {
-                    tracing::debug!("a client sent nothing within the read deadline");
-                    return;
+            if first_byte_arrives(&stream, first_byte_timeout, stop_signal).await {
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::trace!(%error, "connection ended with an error");
                 }
-            }
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::trace!(%error, "connection ended with an error");
             }
             drop(permit);
         });
@@ -110,6 +96,30 @@ pub async fn serve(
     let _ = stopping.send(true);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Whether the client sends a byte within `timeout` (and before shutdown). hyper's head
+/// deadline starts once it knows the protocol, and telling HTTP/1 from HTTP/2 waits for the
+/// first bytes without one: a client that connects and sends nothing would hold its slot
+/// forever. (`readable()` can report a fresh socket ready with nothing to read; a peek cannot.)
+async fn first_byte_arrives(
+    stream: &tokio::net::TcpStream,
+    timeout: Duration,
+    mut stop_signal: tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(timeout, stream.peek(&mut first)) => peeked,
+        _ = stop_signal.changed() => return false,
+    };
+    match peeked {
+        Ok(Ok(read)) => read > 0,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::debug!("a client sent nothing within the read deadline");
+            false
+        }
+    }
 }
 
 /// As `axum::serve` and hyper 0.14 did: a peer's reset is nothing; anything else (usually

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use shared_types::limits::{MAX_ANSWER_TOKENS, MAX_QUESTION_CHARS};
 use shared_types::{
-    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, ErrorBody, Mode,
-    REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
+    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, DetectResponse, ErrorBody,
+    Mode, REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
 };
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -162,42 +162,18 @@ async fn run_turn(
     } else {
         Pseudonyms::identity()
     };
-    let reason_request = ReasonRequest {
-        image: turn
-            .image
-            .as_ref()
-            .map(|image| image.cloud_data_url())
-            .transpose()?,
-        question: names.hide(&turn.question),
-        concepts: turn
-            .records
-            .iter()
-            .map(|record| ConceptDescription {
-                id: names.hide(&record.id.bracketed()),
-                description: names.hide(&record.concept.description),
-            })
-            .collect(),
-        cues: detection
-            .as_ref()
-            .map(|detection| names.hide_cues(&detection.cues)),
-        mode: turn.mode,
-        options: ReasonOptions {
-            batched_verification: turn.batched_verification,
-            max_answer_tokens: turn.max_answer_tokens,
-        },
-    };
-    let reasoned = state.reasoner.reason(&reason_request, request_id);
+    let reason_request = reason_request(&turn, &names, detection.as_ref())?;
     let reasoned = match events {
         // A streaming client that leaves mid-turn cancels the cloud call: dropping it closes
         // the connection, and the reasoner's turn with it.
         Some(events) => tokio::select! {
-            reasoned = reasoned => reasoned,
+            reasoned = state.reasoner.reason(&reason_request, request_id) => reasoned,
             () = events.closed() => {
                 tracing::debug!("the streaming client left; the reasoner call is cancelled");
                 return Err(ApiError::Internal("the client went away".into()));
             }
         },
-        None => reasoned.await,
+        None => state.reasoner.reason(&reason_request, request_id).await,
     };
     let (reasoning, reason_ms) = match reasoned {
         Ok(ok) => ok,
@@ -220,6 +196,37 @@ async fn run_turn(
             detect_ms,
             reason_ms,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
+        },
+    })
+}
+
+/// What crosses to the cloud: the re-encoded image, the question, the turn's ids and
+/// descriptions and the cues, all under the pseudonyms.
+fn reason_request(
+    turn: &PreparedTurn,
+    names: &Pseudonyms,
+    detection: Option<&DetectResponse>,
+) -> Result<ReasonRequest, ApiError> {
+    Ok(ReasonRequest {
+        image: turn
+            .image
+            .as_ref()
+            .map(|image| image.cloud_data_url())
+            .transpose()?,
+        question: names.hide(&turn.question),
+        concepts: turn
+            .records
+            .iter()
+            .map(|record| ConceptDescription {
+                id: names.hide(&record.id.bracketed()),
+                description: names.hide(&record.concept.description),
+            })
+            .collect(),
+        cues: detection.map(|detection| names.hide_cues(&detection.cues)),
+        mode: turn.mode,
+        options: ReasonOptions {
+            batched_verification: turn.batched_verification,
+            max_answer_tokens: turn.max_answer_tokens,
         },
     })
 }
