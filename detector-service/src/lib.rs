@@ -171,8 +171,8 @@ pub async fn build_state(
         metrics,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
-            body: config.body_limits(),
-            server: config.server_limits(),
+            server: config.serve_limits().0,
+            body: config.serve_limits().1,
             max_concepts_per_request: config.max_concepts_per_request,
             max_images_per_concept: config.max_images_per_concept,
             max_chat_images: config.max_chat_images,

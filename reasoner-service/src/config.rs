@@ -151,18 +151,13 @@ impl ServeConfig {
         )
     }
 
-    pub fn server_limits(&self) -> slc_serve::ServerLimits {
-        slc_serve::ServerLimits {
-            max_connections: self.max_connections,
-            header_read_timeout: Duration::from_secs_f64(self.read_timeout_secs),
-        }
-    }
-
-    pub fn body_limits(&self) -> slc_serve::BodyLimits {
-        slc_serve::BodyLimits {
-            max_bytes: self.max_body_bytes,
-            deadline: Duration::from_secs_f64(self.read_timeout_secs),
-        }
+    /// The connection cap and read deadlines of `slc_serve`.
+    pub fn serve_limits(&self) -> (slc_serve::ServerLimits, slc_serve::BodyLimits) {
+        slc_serve::limits(
+            self.max_connections,
+            self.max_body_bytes,
+            self.read_timeout_secs,
+        )
     }
 
     pub fn upstream_settings(&self) -> UpstreamSettings {

@@ -75,8 +75,8 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         turns: Arc::new(Semaphore::new(config.max_concurrent_turns)),
         max_concurrent_turns: config.max_concurrent_turns,
         max_body_bytes: config.max_body_bytes,
-        body_limits: config.body_limits(),
-        server_limits: config.server_limits(),
+        server_limits: config.serve_limits().0,
+        body_limits: config.serve_limits().1,
     })
 }
 

@@ -16,6 +16,25 @@ use std::time::Duration;
 pub use accept::{READ_BUFFER_BYTES, serve};
 pub use body::{BodyLimits, read_body};
 
+/// Both limits from a service's flags: its connection cap, its body limit and the one read
+/// deadline that applies to the first byte, each request head and each body.
+pub fn limits(
+    max_connections: usize,
+    max_body_bytes: usize,
+    read_timeout_secs: f64,
+) -> (ServerLimits, BodyLimits) {
+    let deadline = Duration::from_secs_f64(read_timeout_secs);
+    let server = ServerLimits {
+        max_connections,
+        header_read_timeout: deadline,
+    };
+    let body = BodyLimits {
+        max_bytes: max_body_bytes,
+        deadline,
+    };
+    (server, body)
+}
+
 /// What one server accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
