@@ -1,5 +1,12 @@
-//! The identity cache: (model, description hash) → identity, in SQLite or PostgreSQL through
-//! one sqlx code path (the Any driver, `$n` placeholders, one set of migrations).
+//! The identity cache: (model, scoped description hash) → identity, in SQLite or PostgreSQL
+//! through one sqlx code path (the Any driver, `$n` placeholders, one set of migrations).
+//!
+//! Whose turns share a row is the [`IdentityCacheScope`]. Under `caller` (the default) the key
+//! is SHA-256 over a domain tag, the caller's 32-byte digest and the description, so one caller
+//! never reads another's rows and `identity_cache_hits` says nothing about what anyone else has
+//! sent. Under `global` the key is the plain description SHA-256, as before scopes existed. The
+//! scope is folded into the existing `description_sha256` column, so the schema is unchanged:
+//! rows written under one scope are simply never looked up under the other.
 //!
 //! Only identities the model actually produced are stored; the authors' fallback is not, so a
 //! later turn asks again. Query images never come here: the table has no column for them.
@@ -21,10 +28,54 @@ use sqlx::any::AnyPoolOptions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The cache key's second half: SHA-256 of the description's UTF-8 bytes, lowercase hex.
+/// Whose turns share cached identities (`--identity-cache-scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IdentityCacheScope {
+    /// Each caller (bearer key) has its own cache; one caller's hits and misses say nothing
+    /// about another's descriptions. Without authentication every request is the same caller.
+    #[default]
+    Caller,
+    /// One cache for everybody: fewer Table 7 calls, but `identity_cache_hits` tells a caller
+    /// whether someone else sent the same description before.
+    Global,
+}
+
+/// Who is asking, as far as the cache is concerned: the SHA-256 of the bearer key presented
+/// (and accepted), or [`Caller::ANONYMOUS`] when authentication is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller(pub [u8; 32]);
+
+impl Caller {
+    /// Every request when no keys are configured. No key hashes to all zeros in practice.
+    pub const ANONYMOUS: Caller = Caller([0; 32]);
+}
+
+/// Domain tag of the caller-scoped key, so that its digests can never equal a plain
+/// description hash (the `global` scope's key) computed over some other text.
+const CALLER_SCOPE_TAG: &[u8] = b"slc-identity-cache/caller/v1\0";
+
+/// The cache key's second half for `description` as seen by `caller` under `scope`, lowercase
+/// hex. The caller digest has a fixed length, so tag ‖ digest ‖ description is unambiguous.
+pub fn identity_cache_key(scope: IdentityCacheScope, caller: Caller, description: &str) -> String {
+    match scope {
+        IdentityCacheScope::Global => description_sha256(description),
+        IdentityCacheScope::Caller => {
+            let mut hasher = Sha256::new();
+            hasher.update(CALLER_SCOPE_TAG);
+            hasher.update(caller.0);
+            hasher.update(description.as_bytes());
+            lowercase_hex(&hasher.finalize())
+        }
+    }
+}
+
+/// SHA-256 of the description's UTF-8 bytes, lowercase hex: the `global` scope's key.
 pub fn description_sha256(description: &str) -> String {
+    lowercase_hex(&Sha256::digest(description.as_bytes()))
+}
+
+fn lowercase_hex(digest: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(description.as_bytes());
     // Once per concept per turn: one allocation, not one per byte.
     let mut hex = String::with_capacity(2 * digest.len());
     for byte in digest {
@@ -40,7 +91,7 @@ const MEMO_CAPACITY: usize = 100_000;
 #[derive(Clone)]
 pub struct IdentityCache {
     pool: AnyPool,
-    /// (model, description hash) → identity, for rows this replica has read or written.
+    /// (model, scoped description hash) → identity, for rows this replica has read or written.
     memo: Arc<RwLock<HashMap<(String, String), Identity>>>,
 }
 
@@ -203,5 +254,30 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(description_sha256("").len(), 64);
+    }
+
+    #[test]
+    fn caller_scoped_keys_differ_per_caller_and_from_the_global_key() {
+        let description = "<bo> is a puppy.";
+        let alice = Caller(Sha256::digest(b"alice-key").into());
+        let bob = Caller(Sha256::digest(b"bob-key").into());
+        let global = identity_cache_key(IdentityCacheScope::Global, alice, description);
+        assert_eq!(global, description_sha256(description));
+        assert_eq!(
+            global,
+            identity_cache_key(IdentityCacheScope::Global, bob, description)
+        );
+        let for_alice = identity_cache_key(IdentityCacheScope::Caller, alice, description);
+        let for_bob = identity_cache_key(IdentityCacheScope::Caller, bob, description);
+        let anonymous =
+            identity_cache_key(IdentityCacheScope::Caller, Caller::ANONYMOUS, description);
+        assert_ne!(for_alice, for_bob);
+        assert_ne!(for_alice, global);
+        assert_ne!(anonymous, global);
+        assert_eq!(for_alice.len(), 64);
+        assert_eq!(
+            for_alice,
+            identity_cache_key(IdentityCacheScope::Caller, alice, description)
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
+use crate::cache::IdentityCacheScope;
 use crate::upstream::{RetryPolicy, UpstreamSettings};
 
 #[derive(Debug, Clone, Parser)]
@@ -35,6 +36,17 @@ pub struct ServeConfig {
     /// Ask for `response_format: json_schema` on identity extraction (OpenAI, vLLM).
     #[arg(long, env = "SLC_LLM_JSON_SCHEMA", action = ArgAction::Set, default_value_t = false)]
     pub llm_json_schema: bool,
+
+    /// Whose turns share cached identities: `caller` (each bearer key its own cache, so a
+    /// caller never learns whether another sent a description; one shared partition when
+    /// authentication is off) or `global` (one cache for all, fewer large-model calls).
+    #[arg(
+        long,
+        env = "SLC_IDENTITY_CACHE_SCOPE",
+        value_enum,
+        default_value_t = IdentityCacheScope::Caller
+    )]
+    pub identity_cache_scope: IdentityCacheScope,
 
     /// Seconds before asking again for an identity whose extraction fell back (the fallback is
     /// never stored in the database); 0 asks on every turn.
@@ -190,5 +202,16 @@ mod tests {
         assert!(!config.upstream_settings().http1_only);
         let config = ServeConfig::parse_from(["serve", "--llm-http1-only", "true"]);
         assert!(config.upstream_settings().http1_only);
+    }
+
+    #[test]
+    fn the_identity_cache_is_per_caller_unless_told_global() {
+        let config = ServeConfig::parse_from(["serve"]);
+        assert_eq!(config.identity_cache_scope, IdentityCacheScope::Caller);
+        let config = ServeConfig::parse_from(["serve", "--identity-cache-scope", "global"]);
+        assert_eq!(config.identity_cache_scope, IdentityCacheScope::Global);
+        assert!(
+            ServeConfig::try_parse_from(["serve", "--identity-cache-scope", "nobody"]).is_err()
+        );
     }
 }

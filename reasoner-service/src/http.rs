@@ -26,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::cache::Caller;
 use crate::error::{ApiJson, ReasonerError};
 use crate::metrics::Metrics;
 use crate::turn::Reasoner;
@@ -174,11 +175,13 @@ impl utoipa::IntoResponses for TurnErrors {
 pub async fn reason(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
+    caller: Option<Extension<Caller>>,
     headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<ReasonRequest>,
 ) -> Result<Json<ReasonResponse>, ReasonerError> {
     let request_id = request_id.as_ref().map(|id| id.header_value());
-    within_caller_deadline(&headers, state.reasoner.reason(request, request_id))
+    let caller = caller.map_or(Caller::ANONYMOUS, |Extension(caller)| caller);
+    within_caller_deadline(&headers, state.reasoner.reason(request, caller, request_id))
         .await
         .map(Json)
 }
@@ -217,13 +220,18 @@ async fn within_caller_deadline<T>(
 pub async fn identities(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
+    caller: Option<Extension<Caller>>,
     headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<IdentitiesRequest>,
 ) -> Result<Json<IdentitiesResponse>, ReasonerError> {
     let request_id = request_id.as_ref().map(|id| id.header_value());
-    within_caller_deadline(&headers, state.reasoner.identities(request, request_id))
-        .await
-        .map(Json)
+    let caller = caller.map_or(Caller::ANONYMOUS, |Extension(caller)| caller);
+    within_caller_deadline(
+        &headers,
+        state.reasoner.identities(request, caller, request_id),
+    )
+    .await
+    .map(Json)
 }
 
 /// Liveness: the process serves HTTP.
@@ -267,13 +275,15 @@ async fn method_not_allowed() -> ReasonerError {
 }
 
 /// Bearer keys are compared as SHA-256 digests in constant time, against every configured key,
-/// so neither the length nor the matching key leaks through timing.
+/// so neither the length nor the matching key leaks through timing. The accepted key's digest
+/// goes on as the request's [`Caller`], the identity cache's partition.
 async fn require_bearer(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ReasonerError> {
-    check_bearer(&request, &state.api_key_digests)?;
+    let caller = check_bearer(&request, &state.api_key_digests)?.map_or(Caller::ANONYMOUS, Caller);
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
 
@@ -287,10 +297,14 @@ async fn require_metrics_key(
     Ok(next.run(request).await)
 }
 
-/// `Ok` when `digests` is empty (no keys configured) or the bearer token matches one.
-fn check_bearer(request: &Request, digests: &[[u8; 32]]) -> Result<(), ReasonerError> {
+/// `Ok(None)` when `digests` is empty (no keys configured); `Ok(Some(digest))` of the bearer
+/// token when it matches one.
+fn check_bearer(
+    request: &Request,
+    digests: &[[u8; 32]],
+) -> Result<Option<[u8; 32]>, ReasonerError> {
     if digests.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let presented = request
         .headers()
@@ -306,7 +320,7 @@ fn check_bearer(request: &Request, digests: &[[u8; 32]]) -> Result<(), ReasonerE
         matched |= digest.as_slice().ct_eq(presented.as_slice());
     }
     if bool::from(matched) {
-        Ok(())
+        Ok(Some(presented.into()))
     } else {
         Err(ReasonerError::Unauthorized)
     }

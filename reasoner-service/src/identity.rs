@@ -1,5 +1,6 @@
 //! Identity extraction (paper Table 7): each concept's `{category, attributes}` from its
-//! description, read from the cache when this model has seen the description before.
+//! description, read from the cache when this model has seen the description before (for
+//! this caller, under the default scope; see `cache.rs`).
 //!
 //! The model's output is validated per concept. Where it cannot be used (not JSON, concept
 //! missing, a field missing or empty), the authors' fallback applies: category
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use shared_types::{ConceptDescription, Identity};
 
-use crate::cache::description_sha256;
+use crate::cache::{Caller, IdentityCacheScope, identity_cache_key};
 use crate::prompts::FALLBACK_CATEGORY;
 
 /// The identity step's result for a set of concepts.
@@ -154,11 +155,15 @@ fn outermost_json_object(reply: &str) -> Option<serde_json::Map<String, Value>> 
     }
 }
 
-/// The description hashes of a request's concepts, in order.
-pub fn hashes_of(concepts: &[ConceptDescription]) -> Vec<String> {
+/// The cache keys of a request's concepts for `caller` under `scope`, in order.
+pub fn cache_keys_of(
+    scope: IdentityCacheScope,
+    caller: Caller,
+    concepts: &[ConceptDescription],
+) -> Vec<String> {
     concepts
         .iter()
-        .map(|concept| description_sha256(&concept.description))
+        .map(|concept| identity_cache_key(scope, caller, &concept.description))
         .collect()
 }
 

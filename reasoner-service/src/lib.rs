@@ -64,6 +64,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         reasoner: Arc::new(Reasoner {
             upstream,
             cache,
+            cache_scope: config.identity_cache_scope,
             metrics: metrics.clone(),
             recent_fallbacks: crate::identity::RecentFallbacks::new(
                 std::time::Duration::from_secs(config.identity_fallback_retry_secs),

@@ -103,7 +103,7 @@ pub struct UpstreamStats {
     /// Calls made to the large model, retries not counted.
     pub calls: u32,
     pub retries: u32,
-    /// Whether the identities came from the cache, per concept.
+    /// Concepts whose identity came from the cache: under the default `caller` scope, this caller's only.
     pub identity_cache_hits: u32,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

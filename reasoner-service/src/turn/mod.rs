@@ -10,6 +10,9 @@
 //! | `pure`          | any   | answer with the raw descriptions                       |
 //! | other modes     | no    | identity (cache misses) + answer (appendix D)          |
 //!
+//! Identity is one call per concept the cache lacks, made concurrently (`identities.rs` says
+//! why not one batched call).
+//!
 //! Verification is one call per concept reported present (the paper's way) or, with
 //! `batched_verification`, one call for all of the turn's questions.
 
@@ -28,7 +31,7 @@ use shared_types::{
 
 pub use calls::VERIFY_MAX_TOKENS_PER_QUESTION;
 
-use crate::cache::IdentityCache;
+use crate::cache::{Caller, IdentityCache, IdentityCacheScope};
 use crate::error::ReasonerError;
 use crate::identity::RecentFallbacks;
 use crate::image::DataUri;
@@ -41,6 +44,8 @@ use reflect::{detection_report, unverified_actions};
 pub struct Reasoner {
     pub upstream: UpstreamClient,
     pub cache: IdentityCache,
+    /// Whose turns share cached identities.
+    pub cache_scope: IdentityCacheScope,
     pub metrics: Metrics,
     pub recent_fallbacks: RecentFallbacks,
 }
@@ -77,6 +82,7 @@ impl Tally {
 /// A turn in progress: the response as it fills, with its usage and cache hits.
 struct Turn<'a> {
     request: &'a ValidReasonRequest,
+    caller: Caller,
     request_id: Option<&'a HeaderValue>,
     tally: Tally,
     cache_hits: u32,
@@ -84,16 +90,18 @@ struct Turn<'a> {
 }
 
 impl Reasoner {
-    /// `POST /v1/identities`: the identity step alone.
+    /// `POST /v1/identities`: the identity step alone. `caller` picks the cache scope's
+    /// partition (see `cache.rs`).
     pub async fn identities(
         &self,
         request: IdentitiesRequest,
+        caller: Caller,
         request_id: Option<&HeaderValue>,
     ) -> Result<IdentitiesResponse, ReasonerError> {
         let concepts = validate_identities(request)?;
         let mut tally = Tally::default();
         let resolved = self
-            .resolve_identities(&concepts, request_id, &mut tally)
+            .resolve_identities(&concepts, caller, request_id, &mut tally)
             .await?;
         Ok(IdentitiesResponse {
             identities: resolved.identities,
@@ -103,15 +111,17 @@ impl Reasoner {
     }
 
     /// `POST /v1/reason`: one turn, per mode (see the table above), then the answer call.
-    /// `request_id` is forwarded on every upstream call.
+    /// `request_id` is forwarded on every upstream call; `caller` picks the identity cache's
+    /// partition.
     pub async fn reason(
         &self,
         request: ReasonRequest,
+        caller: Caller,
         request_id: Option<&HeaderValue>,
     ) -> Result<ReasonResponse, ReasonerError> {
         let started = Instant::now();
         let request = validate_reason(request)?;
-        let mut turn = Turn::new(&request, request_id);
+        let mut turn = Turn::new(&request, caller, request_id);
         let answer_call = match &request.plan {
             TurnPlan::Pure { image } => ChatCall::raw_answer(
                 &request.concepts,
@@ -141,7 +151,12 @@ impl Reasoner {
     async fn identify(&self, turn: &mut Turn<'_>) -> Result<(), ReasonerError> {
         let started = Instant::now();
         let resolved = self
-            .resolve_identities(&turn.request.concepts, turn.request_id, &mut turn.tally)
+            .resolve_identities(
+                &turn.request.concepts,
+                turn.caller,
+                turn.request_id,
+                &mut turn.tally,
+            )
             .await?;
         turn.response.timings.identity_ms = elapsed_ms(started);
         turn.cache_hits = resolved.cache_hits;
@@ -202,9 +217,14 @@ impl Reasoner {
 }
 
 impl<'a> Turn<'a> {
-    fn new(request: &'a ValidReasonRequest, request_id: Option<&'a HeaderValue>) -> Self {
+    fn new(
+        request: &'a ValidReasonRequest,
+        caller: Caller,
+        request_id: Option<&'a HeaderValue>,
+    ) -> Self {
         Self {
             request,
+            caller,
             request_id,
             tally: Tally::default(),
             cache_hits: 0,

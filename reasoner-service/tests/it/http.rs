@@ -52,8 +52,9 @@ async fn turn_endpoints_need_a_configured_bearer_key() {
             assert_eq!(error_type(&body), "unauthorized");
         }
     }
-    // Only the two authorized requests reached the model (the second from the cache).
-    assert_eq!(upstream.requests().len(), 1);
+    // Only the two authorized requests reached the model. Each key is its own identity cache
+    // scope, so the second key's request with the same description is a miss as well.
+    assert_eq!(upstream.requests().len(), 2);
     for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         let (status, _) = app.get_text(open).await;
         assert_eq!(status, 200, "{open}");
@@ -440,7 +441,8 @@ async fn metrics_count_calls_cache_hits_and_reflection_outcomes() {
     let (status, metrics) = app.get_text("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        "slc_reasoner_upstream_calls_total{kind=\"identity\",outcome=\"ok\"} 1",
+        // One single-concept identity call per concept on the first turn, none on the second.
+        "slc_reasoner_upstream_calls_total{kind=\"identity\",outcome=\"ok\"} 2",
         "slc_reasoner_upstream_calls_total{kind=\"verify\",outcome=\"ok\"} 4",
         "slc_reasoner_upstream_calls_total{kind=\"answer\",outcome=\"ok\"} 2",
         "slc_reasoner_identity_cache_hits_total 2",

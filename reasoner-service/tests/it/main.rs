@@ -5,6 +5,7 @@ mod cache;
 mod faults;
 mod helpers;
 mod http;
+mod identity_isolation;
 mod modes;
 mod no_libtorch;
 mod openapi;

@@ -33,28 +33,41 @@ async fn a_full_turn_sends_the_papers_prompts_verbatim() {
     assert_eq!(body["answer"], "Yes.");
 
     let requests = upstream.requests();
-    // Identity (both concepts in one call), one verification per detected concept, answer.
-    assert_eq!(requests.len(), 4, "{requests:#?}");
-    assert_eq!(body["upstream"]["calls"], 4);
+    // Identity (one call per concept, so no description can speak for another), one
+    // verification per detected concept, answer.
+    assert_eq!(requests.len(), 5, "{requests:#?}");
+    assert_eq!(body["upstream"]["calls"], 5);
     assert_eq!(body["upstream"]["retries"], 0);
-    assert_eq!(body["upstream"]["prompt_tokens"], 400);
-    assert_eq!(body["upstream"]["completion_tokens"], 28);
+    assert_eq!(body["upstream"]["prompt_tokens"], 500);
+    assert_eq!(body["upstream"]["completion_tokens"], 35);
     assert_eq!(body["upstream"]["model"], "test-vlm");
 
-    let identity = &upstream.requests_of("identity")[0];
-    assert_eq!(identity.system(), Some(TABLE_7_SYSTEM));
+    // The identity calls run concurrently, so their order is not fixed.
+    let mut identity_prompts: Vec<String> = upstream
+        .requests_of("identity")
+        .iter()
+        .map(|identity| {
+            assert_eq!(identity.system(), Some(TABLE_7_SYSTEM));
+            assert!(
+                identity.image_urls().is_empty(),
+                "the identity step is text-only"
+            );
+            assert_eq!(identity.body["model"], "test-vlm");
+            assert_eq!(identity.body["max_tokens"], 128);
+            assert_eq!(
+                identity.authorization.as_deref(),
+                Some("Bearer upstream-secret")
+            );
+            identity.user_text()
+        })
+        .collect();
+    identity_prompts.sort();
     assert_eq!(
-        identity.user_text(),
-        format!("Concept List\n<by>: {FIGURE_7_BY}\n<hy>: {FIGURE_7_HY}")
-    );
-    assert!(
-        identity.image_urls().is_empty(),
-        "the identity step is text-only"
-    );
-    assert_eq!(identity.body["model"], "test-vlm");
-    assert_eq!(
-        identity.authorization.as_deref(),
-        Some("Bearer upstream-secret")
+        identity_prompts,
+        vec![
+            format!("Concept List\n<by>: {FIGURE_7_BY}"),
+            format!("Concept List\n<hy>: {FIGURE_7_HY}"),
+        ]
     );
 
     let mut verifications: Vec<String> = upstream
@@ -150,7 +163,7 @@ async fn batched_verification_asks_all_questions_in_one_call_numbered_across_con
          Q3. Do you see a young female anime character at top-left quadrant of the image? (yes or no)\n\
          Q4. Is a young female anime character to the left of <hy>? (yes or no)"
     );
-    assert_eq!(upstream.requests().len(), 3);
+    assert_eq!(upstream.requests().len(), 4);
     assert_eq!(upstream.requests_of("answer")[0].body["max_tokens"], 16);
 }
 
@@ -169,7 +182,11 @@ async fn identities_are_extracted_once_per_description_then_read_from_the_cache(
         second["upstream"]["calls"], 3,
         "no identity call on the second turn"
     );
-    assert_eq!(upstream.requests_of("identity").len(), 1);
+    assert_eq!(
+        upstream.requests_of("identity").len(),
+        2,
+        "one call per concept on the first turn"
+    );
     assert_eq!(second["identities"], first["identities"]);
 
     // A new concept alongside cached ones: only the new one is asked about.
@@ -184,9 +201,9 @@ async fn identities_are_extracted_once_per_description_then_read_from_the_cache(
         .await;
     assert_eq!(status, 200, "{third}");
     let identity_calls = upstream.requests_of("identity");
-    assert_eq!(identity_calls.len(), 2);
+    assert_eq!(identity_calls.len(), 3);
     assert_eq!(
-        identity_calls[1].user_text(),
+        identity_calls[2].user_text(),
         format!("Concept List\n<ys>: {}", crate::paper::FIGURE_8_YS)
     );
     assert_eq!(third["upstream"]["identity_cache_hits"], 1);
