@@ -7,6 +7,7 @@ use serde_json::json;
 use shared_types::{ConceptDescription, YesNo};
 
 use crate::identity::parse_identity_reply;
+use crate::prompts::{location_absolute_question, location_relative_question};
 use crate::reflection::parse_yes_no_answers;
 
 fn config() -> ProptestConfig {
@@ -112,6 +113,23 @@ proptest! {
             let identity = &parsed.identities[&format!("<{id}>")];
             prop_assert_eq!(&identity.category, category);
             prop_assert_eq!(&identity.attributes, attributes);
+        }
+    }
+
+    /// Whatever a description or a cue says, a verification question is one line with one
+    /// question marker: injected `Qn.` lines cannot shift the answers.
+    #[test]
+    fn interpolated_text_cannot_add_a_question(identity in "\\PC{0,60}", location in "\\PC{0,60}", number in 1usize..20) {
+        for question in [
+            location_absolute_question(number, &identity, &location),
+            location_relative_question(number, &identity, &location),
+        ] {
+            prop_assert!(!question.contains(['\n', '\r']), "{question:?}");
+            let markers = question
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.len() > 1 && w.starts_with(['Q', 'q']) && w[1..].chars().all(|c| c.is_ascii_digit()))
+                .count();
+            prop_assert_eq!(markers, 1, "{:?}", question);
         }
     }
 }
