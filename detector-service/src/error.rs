@@ -63,13 +63,16 @@ pub enum ApiError {
     Overloaded { retry_after_secs: u64 },
     #[error("the request deadline passed before the model finished")]
     DeadlineExceeded,
-    #[error("the model is not ready: {0}")]
+    /// The models are loading, or their load failed. The field is the reason, for the log
+    /// (and `/readyz`, the operator's view) only.
+    #[error("the model is not ready; /readyz says why")]
     ModelUnavailable(String),
-    #[error("the model failed: {0}")]
+    /// A model job failed or panicked. The field is the engine's error, for the log only.
+    #[error("the model failed on this request; the edge's log has the details")]
     ModelFailed(String),
     /// The small model's output did not fit the cue-set schema (should never happen with
     /// constrained decoding; counted in `/metrics`).
-    #[error("the model's output is not a valid cue set: {0}")]
+    #[error("the model's output is not a valid cue set; the edge's log has it")]
     InvalidModelOutput(String),
     /// The reasoner could not be reached, answered an error, or took too long. The local
     /// detection, when it ran, still goes back to the client. `message` is the fixed sentence
@@ -92,7 +95,8 @@ pub enum ApiError {
     /// Any other database failure. The field is the database's own error, for the log only.
     #[error("the concept registry failed; the edge's log has the details")]
     Database(String),
-    #[error("internal error: {0}")]
+    /// The field is the cause, for the log only.
+    #[error("internal error; the edge's log has the details")]
     Internal(String),
 }
 
@@ -231,7 +235,12 @@ impl ApiError {
     fn internal_detail(&self) -> Option<&str> {
         match self {
             ApiError::Upstream { detail, .. } => Some(detail),
-            ApiError::DatabaseUnavailable(detail) | ApiError::Database(detail) => Some(detail),
+            ApiError::DatabaseUnavailable(detail)
+            | ApiError::Database(detail)
+            | ApiError::ModelUnavailable(detail)
+            | ApiError::ModelFailed(detail)
+            | ApiError::InvalidModelOutput(detail)
+            | ApiError::Internal(detail) => Some(detail),
             _ => None,
         }
     }
