@@ -149,6 +149,15 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_DECODE_BUDGET_MIB", default_value_t = 1024)]
     pub decode_budget_mib: u64,
 
+    /// Most concepts the registry holds; one more registration is 413 (`concept_quota_exceeded`).
+    #[arg(long, env = "SLC_MAX_CONCEPTS", default_value_t = 1000)]
+    pub max_concepts: usize,
+
+    /// Most bytes of reference images the registry holds, in MiB; a write over it is 413
+    /// (`storage_quota_exceeded`).
+    #[arg(long, env = "SLC_MAX_STORED_MIB", default_value_t = 2048)]
+    pub max_stored_mib: u64,
+
     /// Most reference images per concept.
     #[arg(long, env = "SLC_MAX_IMAGES_PER_CONCEPT", default_value_t = 10)]
     pub max_images_per_concept: usize,
@@ -252,6 +261,7 @@ impl ServeConfig {
             vision_cache_bytes: self.vision_cache_mib * 1024 * 1024,
             prefix_cache_bytes: self.prefix_cache_mib * 1024 * 1024,
             jump_forward: self.jump_forward,
+            fail_on_prompt: None,
         }
     }
 

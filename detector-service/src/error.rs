@@ -41,6 +41,9 @@ pub enum ApiError {
     /// A text over its cap in `shared_types::limits` (`kind` names it).
     #[error("{message}")]
     TooLong { kind: &'static str, message: String },
+    /// The registry is at a quota (`concept_quota_exceeded`, `storage_quota_exceeded`).
+    #[error("{message}")]
+    OverQuota { kind: &'static str, message: String },
     #[error("too many {what}: {count} given, at most {max} allowed")]
     TooMany {
         what: &'static str,
@@ -118,6 +121,7 @@ impl ApiError {
             ApiError::ImageTooLarge(_)
             | ApiError::PayloadTooLarge(_)
             | ApiError::TooLong { .. }
+            | ApiError::OverQuota { .. }
             | ApiError::TooMany { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownConcepts(_) | ApiError::NotFound(_) | ApiError::UnknownModel(_) => {
@@ -150,7 +154,7 @@ impl ApiError {
             ApiError::ImageTooLarge(_) => "image_too_large",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::TooLong { kind, .. } => kind,
+            ApiError::TooLong { kind, .. } | ApiError::OverQuota { kind, .. } => kind,
             ApiError::TooMany { what, .. } => match *what {
                 "concepts" => "too_many_concepts",
                 "images" => "too_many_images",

@@ -175,6 +175,8 @@ pub async fn build_state(
             body: config.serve_limits().1,
             max_concepts_per_request: config.max_concepts_per_request,
             max_images_per_concept: config.max_images_per_concept,
+            max_concepts: config.max_concepts,
+            max_stored_bytes: config.max_stored_mib * 1024 * 1024,
             max_chat_images: config.max_chat_images,
             request_deadline: config.request_deadline(),
             detect_max_tokens: config.detect_max_tokens,

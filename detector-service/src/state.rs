@@ -17,6 +17,8 @@ pub struct Limits {
     pub server: slc_serve::ServerLimits,
     pub max_concepts_per_request: usize,
     pub max_images_per_concept: usize,
+    pub max_concepts: usize,
+    pub max_stored_bytes: u64,
     pub max_chat_images: usize,
     pub request_deadline: Duration,
     pub detect_max_tokens: u32,

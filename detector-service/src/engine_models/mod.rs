@@ -37,6 +37,10 @@ pub struct EngineOptions {
     pub prefix_cache_bytes: usize,
     /// Feed schema-forced runs of tokens in one forward pass (off: one pass per token).
     pub jump_forward: bool,
+    /// Test hook, never set by the binary: a prompt containing this text runs a libtorch
+    /// operation that fails (a shape mismatch), which tch turns into a panic, as it does for
+    /// out-of-memory on a real device. Lets a test prove the worker survives one.
+    pub fail_on_prompt: Option<String>,
 }
 
 pub struct EngineLoader {
@@ -73,6 +77,7 @@ impl ModelLoader for EngineLoader {
                 model: ServingModel::new(pipeline, adapters, bounds),
                 base_name,
                 jump_forward: options.jump_forward,
+                fail_on_prompt: options.fail_on_prompt.clone(),
             }),
             embedder: Box::new(EngineClip(embedder)),
         })
@@ -148,6 +153,7 @@ mod tests {
                 vision_cache_bytes: 1 << 20,
                 prefix_cache_bytes: 1 << 20,
                 jump_forward: true,
+                fail_on_prompt: None,
             },
         };
         let mut vlm = loader.load().unwrap().vlm;

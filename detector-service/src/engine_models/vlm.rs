@@ -19,6 +19,8 @@ pub(super) struct EngineVlm {
     pub(super) base_name: String,
     /// The deployment's jump-forward switch, put into every request's decoding settings.
     pub(super) jump_forward: bool,
+    /// See `EngineOptions::fail_on_prompt`.
+    pub(super) fail_on_prompt: Option<String>,
 }
 
 impl VisionLanguageModel for EngineVlm {
@@ -39,6 +41,17 @@ impl VisionLanguageModel for EngineVlm {
         request: &GenerationRequest,
         on_text: &mut dyn FnMut(&str) -> TokenControl,
     ) -> Result<GenerationOutput, ModelError> {
+        if let Some(marker) = &self.fail_on_prompt
+            && request
+                .messages
+                .iter()
+                .any(|message| message.text().contains(marker.as_str()))
+        {
+            // A real libtorch error: tch panics with libtorch's message.
+            let _ = tch::Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu)).matmul(
+                &tch::Tensor::zeros([4, 5], (tch::Kind::Float, tch::Device::Cpu)),
+            );
+        }
         let messages: Vec<ChatMessage> = request.messages.iter().map(engine_message).collect();
         let images: Vec<ServedImage> = request
             .messages

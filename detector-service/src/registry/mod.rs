@@ -381,6 +381,18 @@ impl Registry {
         }
     }
 
+    /// Bytes of stored reference images, leaving out those of `except` (a concept whose images
+    /// a write is about to replace).
+    pub async fn stored_bytes(&self, except: Option<&ConceptId>) -> Result<i64, RegistryError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(LENGTH(bytes)), 0) AS n FROM concept_images WHERE concept_id <> $1",
+        )
+        .bind(except.map_or("", ConceptId::bare))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Row counts of both tables, for tests and diagnostics.
     pub async fn row_counts(&self) -> Result<(i64, i64), RegistryError> {
         let concepts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM concepts")

@@ -68,6 +68,7 @@ pub async fn create_concept(
     let id = ConceptId::parse(&id)?;
     let description = validate_description(&description)?;
     check_image_count(&state, images.len())?;
+    check_quotas(&state, &images, None).await?;
     let embedded = embed(&state, images).await?;
     let record = state.registry.insert(&id, &description, embedded).await?;
     tracing::info!(concept = %id, images = record.concept.images.len(), "registered a concept");
@@ -158,6 +159,42 @@ async fn decode_all(state: &AppState, images: &[String]) -> Result<Vec<DecodedIm
         );
     }
     Ok(decoded)
+}
+
+/// The registry's quotas, before any embedding or write: the number of concepts (for a new
+/// one, `replacing` is `None`) and the bytes of stored images (a replacement's old images do
+/// not count). Two registrations racing at the edge of a quota can both pass; the bound is
+/// what a device's disk should hold, not an exact ledger.
+async fn check_quotas(
+    state: &AppState,
+    images: &[DecodedImage],
+    replacing: Option<&ConceptId>,
+) -> Result<(), ApiError> {
+    let too_large = |kind, message| Err(ApiError::OverQuota { kind, message });
+    if replacing.is_none() {
+        let (concepts, _) = state.registry.row_counts().await?;
+        if concepts as usize >= state.limits.max_concepts {
+            return too_large(
+                "concept_quota_exceeded",
+                format!(
+                    "the registry holds its quota of {} concepts; delete one first",
+                    state.limits.max_concepts
+                ),
+            );
+        }
+    }
+    let adding: u64 = images.iter().map(|image| image.bytes.len() as u64).sum();
+    let stored = state.registry.stored_bytes(replacing).await? as u64;
+    if stored + adding > state.limits.max_stored_bytes {
+        return too_large(
+            "storage_quota_exceeded",
+            format!(
+                "{adding} more bytes of photos would pass the registry's quota of {} MiB",
+                state.limits.max_stored_bytes / (1024 * 1024)
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn check_image_count(state: &AppState, count: usize) -> Result<(), ApiError> {
@@ -290,7 +327,11 @@ pub async fn update_concept(
         return Err(ApiError::UnknownConcepts(vec![id]));
     }
     let embedded = match body.images {
-        Some(images) => Some(embed(&state, decode_all(&state, &images).await?).await?),
+        Some(images) => {
+            let images = decode_all(&state, &images).await?;
+            check_quotas(&state, &images, Some(&id)).await?;
+            Some(embed(&state, images).await?)
+        }
         None => None,
     };
     let record = state.registry.update(&id, &description, embedded).await?;

@@ -306,3 +306,61 @@ async fn a_locked_sqlite_file_is_a_503_with_retry_after() {
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     app.stop().await;
 }
+
+/// The registry's quotas hold before any embedding or write: one concept more than
+/// `SLC_MAX_CONCEPTS` is 413, and so are photos that would pass `SLC_MAX_STORED_MIB`; a
+/// replacement's old photos do not count against it.
+#[tokio::test]
+async fn the_registrys_quotas_are_enforced_before_any_work() {
+    let app = spawn_app(TestOptions::tweak(|config| {
+        config.max_concepts = 2;
+        config.max_stored_mib = 1;
+    }))
+    .await;
+    let small = solid_png([1, 2, 3], 4, 4);
+    register(&app, "a", "<a>", std::slice::from_ref(&small)).await;
+    register(&app, "b", "<b>", std::slice::from_ref(&small)).await;
+    let body = json!({"id": "c", "description": "<c>", "images": [base64_of(&small)]});
+    let message = assert_error(
+        app.post_json("/v1/concepts", &body).await,
+        413,
+        "concept_quota_exceeded",
+    )
+    .await;
+    assert!(message.contains("2 concepts"), "{message}");
+    // Noise does not compress: a 700x700 PNG of it is over 1 MiB.
+    let noisy = image::RgbImage::from_fn(700, 700, |x, y| {
+        image::Rgb([(x * 31 + y * 17) as u8, (x * y) as u8, (x ^ y) as u8])
+    });
+    let mut big = Vec::new();
+    noisy
+        .write_to(&mut std::io::Cursor::new(&mut big), image::ImageFormat::Png)
+        .unwrap();
+    assert!(big.len() > 1024 * 1024, "{} bytes", big.len());
+    let embedded_before = *app.control.embedded_images.lock().unwrap();
+    let replace = json!({"description": "<a>", "images": [base64_of(&big)]});
+    let response = app
+        .client
+        .put(app.url("/v1/concepts/a"))
+        .json(&replace)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 413, "storage_quota_exceeded").await;
+    assert_eq!(
+        *app.control.embedded_images.lock().unwrap(),
+        embedded_before,
+        "nothing embedded"
+    );
+    // Replacing a concept's photo with one of the same size fits: the old one does not count.
+    let replace = json!({"description": "<a>", "images": [base64_of(&small)]});
+    let response = app
+        .client
+        .put(app.url("/v1/concepts/a"))
+        .json(&replace)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}

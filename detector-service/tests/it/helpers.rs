@@ -29,6 +29,8 @@ pub struct TestOptions {
     /// The real engine: tiny Qwen2.5-VL, tiny CLIP and the fixture adapter bank (another
     /// bank through `tweak`).
     pub real_engine: bool,
+    /// The real engine's test hook: a prompt containing this text makes libtorch fail.
+    pub fail_on_prompt: Option<String>,
     /// Everything else is the config itself: the test defaults of [`serve_config`], then this.
     pub tweak: Tweak,
 }
@@ -41,6 +43,7 @@ impl Default for TestOptions {
             control: DoubleControl::default(),
             wait_ready: true,
             real_engine: false,
+            fail_on_prompt: None,
             tweak: Box::new(|_| {}),
         }
     }
@@ -226,7 +229,10 @@ pub async fn spawn_app_with_registry_options(
             .expect("the real engine has a bank");
         (
             Arc::new(EngineLoader {
-                options: config.engine_options(),
+                options: slc_detector::engine_models::EngineOptions {
+                    fail_on_prompt: options.fail_on_prompt.clone(),
+                    ..config.engine_options()
+                },
             }),
             bank_chooser(&bank, config.adapter_top_k).unwrap(),
         )

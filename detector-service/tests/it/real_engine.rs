@@ -373,3 +373,35 @@ async fn descriptions_that_spell_control_tokens_stay_text() {
     );
     app.stop().await;
 }
+
+/// A libtorch error inside a generation (a shape mismatch here; out-of-memory on a device)
+/// panics in tch: the request gets a typed 500, the worker reloads the models and serves the
+/// next request, and the edge stays ready.
+#[tokio::test]
+async fn a_libtorch_failure_fails_one_request_and_the_edge_serves_on() {
+    let app = spawn_app(TestOptions {
+        real_engine: true,
+        fail_on_prompt: Some("MAKE-LIBTORCH-FAIL".into()),
+        ..TestOptions::default()
+    })
+    .await;
+    let chat = |text: &str| json!({"model": BASE_MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 4});
+    let failed = app
+        .post_json(
+            "/v1/chat/completions",
+            &chat("please MAKE-LIBTORCH-FAIL now"),
+        )
+        .await;
+    let message = assert_error(failed, 500, "model_error").await;
+    assert!(
+        !message.contains("mat1"),
+        "libtorch's text stays in the log: {message}"
+    );
+    let served = app.post_json("/v1/chat/completions", &chat("hello")).await;
+    assert_eq!(served.status(), 200, "{}", served.text().await.unwrap());
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = app.get_text("/metrics").await;
+    assert_eq!(metric(&metrics, "slc_detector_model_panics_total"), 1.0);
+    app.stop().await;
+}

@@ -52,6 +52,22 @@ fn error_variants() -> Vec<(ApiError, u16, &'static str)> {
         ),
         (ApiError::InvalidImage(text()), 422, "invalid_image"),
         (ApiError::ImageTooLarge(text()), 413, "image_too_large"),
+        (
+            ApiError::TooLong {
+                kind: "question_too_long",
+                message: text(),
+            },
+            413,
+            "question_too_long",
+        ),
+        (
+            ApiError::OverQuota {
+                kind: "storage_quota_exceeded",
+                message: text(),
+            },
+            413,
+            "storage_quota_exceeded",
+        ),
         (ApiError::PayloadTooLarge(text()), 413, "payload_too_large"),
         (
             ApiError::TooMany {

@@ -5,3 +5,4 @@ mod console;
 mod deploy_checks;
 mod deploy_drift;
 mod e2e;
+mod slow_clients;
