@@ -32,22 +32,29 @@ impl DecodedImage {
     /// The image as it may leave the edge, as a `data:` URL: the decoded pixels (orientation
     /// applied) encoded afresh, so no EXIF, XMP, GPS, ICC profile or comment of the original
     /// goes with it. Lossless sources stay lossless (PNG); photos are JPEG at quality 95.
-    pub fn cloud_data_url(&self) -> Result<String, ApiError> {
-        let mut encoded = Vec::new();
-        let lossless = matches!(self.content_type, "image/png" | "image/gif" | "image/bmp");
-        let written = if lossless {
-            self.rgb
-                .write_to(&mut Cursor::new(&mut encoded), ImageFormat::Png)
-        } else {
-            JpegEncoder::new_with_quality(&mut encoded, 95).encode_image(self.rgb.as_ref())
-        };
-        written.map_err(|error| ApiError::Internal(format!("re-encoding the image: {error}")))?;
-        let content_type = if lossless { "image/png" } else { "image/jpeg" };
-        Ok(format!(
-            "data:{content_type};base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(&encoded)
-        ))
+    /// Encoding a photo takes about as long as decoding it, so it runs on a blocking thread.
+    pub async fn cloud_data_url(&self) -> Result<String, ApiError> {
+        let (rgb, content_type) = (self.rgb.clone(), self.content_type);
+        tokio::task::spawn_blocking(move || encode_for_cloud(&rgb, content_type))
+            .await
+            .map_err(|error| ApiError::Internal(format!("the image encoder stopped: {error}")))?
     }
+}
+
+fn encode_for_cloud(rgb: &RgbImage, content_type: &str) -> Result<String, ApiError> {
+    let mut encoded = Vec::new();
+    let lossless = matches!(content_type, "image/png" | "image/gif" | "image/bmp");
+    let written = if lossless {
+        rgb.write_to(&mut Cursor::new(&mut encoded), ImageFormat::Png)
+    } else {
+        JpegEncoder::new_with_quality(&mut encoded, 95).encode_image(rgb)
+    };
+    written.map_err(|error| ApiError::Internal(format!("re-encoding the image: {error}")))?;
+    let content_type = if lossless { "image/png" } else { "image/jpeg" };
+    Ok(format!(
+        "data:{content_type};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&encoded)
+    ))
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,8 @@ use crate::detection::normalize_cue_set;
 use crate::images::decode_payload;
 use crate::pseudonyms::Pseudonyms;
 
-fn config() -> ProptestConfig {
+/// 10,000 cases, or `SLC_PROPTEST_CASES`; shared by the crate's property tests.
+pub(crate) fn config() -> ProptestConfig {
     let cases = std::env::var("SLC_PROPTEST_CASES")
         .ok()
         .and_then(|cases| cases.parse().ok())

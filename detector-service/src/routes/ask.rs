@@ -162,7 +162,11 @@ async fn run_turn(
     } else {
         Pseudonyms::identity()
     };
-    let reason_request = reason_request(&turn, &names, detection.as_ref())?;
+    let image = match &turn.image {
+        Some(image) => Some(image.cloud_data_url().await?),
+        None => None,
+    };
+    let reason_request = reason_request(&turn, image, &names, detection.as_ref());
     let reasoned = match events {
         // A streaming client that leaves mid-turn cancels the cloud call: dropping it closes
         // the connection, and the reasoner's turn with it.
@@ -200,19 +204,16 @@ async fn run_turn(
     })
 }
 
-/// What crosses to the cloud: the re-encoded image, the question, the turn's ids and
+/// What crosses to the cloud: the re-encoded image (`image`), the question, the turn's ids and
 /// descriptions and the cues, all under the pseudonyms.
 fn reason_request(
     turn: &PreparedTurn,
+    image: Option<String>,
     names: &Pseudonyms,
     detection: Option<&DetectResponse>,
-) -> Result<ReasonRequest, ApiError> {
-    Ok(ReasonRequest {
-        image: turn
-            .image
-            .as_ref()
-            .map(|image| image.cloud_data_url())
-            .transpose()?,
+) -> ReasonRequest {
+    ReasonRequest {
+        image,
         question: names.hide(&turn.question),
         concepts: turn
             .records
@@ -228,5 +229,5 @@ fn reason_request(
             batched_verification: turn.batched_verification,
             max_answer_tokens: turn.max_answer_tokens,
         },
-    })
+    }
 }

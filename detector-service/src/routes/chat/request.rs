@@ -186,14 +186,7 @@ mod proptests {
 
     use super::*;
     use crate::openai_types::ChatMessage;
-
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("SLC_PROPTEST_CASES")
-            .ok()
-            .and_then(|cases| cases.parse().ok())
-            .unwrap_or(10_000);
-        ProptestConfig::with_cases(cases)
-    }
+    use crate::proptests::config;
 
     fn float() -> impl Strategy<Value = Option<f32>> {
         proptest::option::of(prop_oneof![
