@@ -123,6 +123,8 @@ async fn the_console_works_in_a_real_browser() {
         "an invalid upload shows the API's error message",
         "registering a concept from a file input",
         "the concept is listed with its thumbnail",
+        "the concept shows its Eq. 1 adapter and similarity",
+        "editing a description, adding and removing a photo",
         "asking a question and seeing streamed text arrive before done",
         "the trace rendered for each mode",
         "the ask flow works from the keyboard",

@@ -18,6 +18,8 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 MODES = ["full", "no_reflection", "no_detector", "pure"]
+# Every mode, then full again with pseudonymization ticked.
+TURNS = [(mode, False) for mode in MODES] + [("full", True)]
 
 
 def parse_args():
@@ -123,7 +125,27 @@ def register_and_list(console):
     console.check("the concept is listed with its thumbnail")
     text = console.driver.find_element(By.CSS_SELECTOR, "li[data-concept='bo']").text
     assert "<bo>" in text, text
+    badge = console.driver.find_element(By.CSS_SELECTOR, "li[data-concept='bo'] .badge").text
+    assert badge.startswith("bo · "), badge
+    console.check("the concept shows its Eq. 1 adapter and similarity")
     console.shot("concepts")
+
+
+def edit_concept(console, photo):
+    item = "li[data-concept='bo']"
+    description = console.by_id("description-bo")
+    description.clear()
+    description.send_keys("<bo> wears a red collar.")
+    console.driver.find_element(By.XPATH, "//li[@data-concept='bo']//button[text()='Save description']").click()
+    console.wait.until(lambda d: "Saved the description of <bo>" in d.find_element(By.ID, "notice").text)
+    console.open("concepts")
+    console.wait.until(lambda d: d.find_elements(By.ID, "description-bo")
+                       and d.find_element(By.ID, "description-bo").get_attribute("value") == "<bo> wears a red collar.")
+    console.by_id("add-bo").send_keys(photo)
+    console.wait.until(lambda d: "2 photos" in d.find_element(By.CSS_SELECTOR, item).text)
+    console.driver.find_element(By.CSS_SELECTOR, "button[aria-label='Remove photo 2 of <bo>']").click()
+    console.wait.until(lambda d: "1 photo ·" in d.find_element(By.CSS_SELECTOR, item).text)
+    console.check("editing a description, adding and removing a photo")
 
 
 def ask_each_mode(console):
@@ -135,7 +157,9 @@ def ask_each_mode(console):
     console.wait.until(EC.element_to_be_clickable((By.ID, "ask-concept-bo"))).send_keys(Keys.SPACE)
     assert console.by_id("ask-concept-bo").is_selected()
     console.type_into("ask-question", "Where is <bo> in this photo?")
-    for mode in MODES:
+    for mode, pseudonymize in TURNS:
+        if console.by_id("ask-pseudonymize").is_selected() != pseudonymize:
+            console.by_id("ask-pseudonymize").send_keys(Keys.SPACE)
         Select(console.by_id("ask-mode")).select_by_value(mode)
         # The previous turn re-enables the button only after its last event.
         turn = str(int(console.by_id("answer").get_attribute("data-turn") or 0) + 1)
@@ -154,7 +178,8 @@ def ask_each_mode(console):
         assert ("Cues from the edge" in headings) == (mode in ("full", "no_reflection")), (mode, headings)
         assert ("Identities" in headings) == (mode != "pure"), (mode, headings)
         assert "Timings" in headings and "Large-model calls" in trace, (headings, trace)
-        console.shot("ask-" + mode)
+        if not pseudonymize:
+            console.shot("ask-" + mode)
     console.check("asking a question and seeing streamed text arrive before done")
     console.check("the trace rendered for each mode")
     console.check("the ask flow works from the keyboard")
@@ -203,6 +228,7 @@ def main():
         key_prompt(console)
         invalid_upload(console)
         register_and_list(console)
+        edit_concept(console, args.query)
         ask_each_mode(console)
         status(console)
         phone_width(console)
