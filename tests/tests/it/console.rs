@@ -120,6 +120,7 @@ async fn the_console_works_in_a_real_browser() {
         .clone();
     for expected in [
         "the key prompt when auth is on",
+        "the <id> rule is checked before submitting",
         "an invalid upload shows the API's error message",
         "registering a concept from a file input",
         "the concept is listed with its thumbnail",

@@ -106,6 +106,15 @@ def register(console, concept_id, description, photo):
     console.type_into("register-id", concept_id).send_keys(Keys.ENTER)
 
 
+def id_rule(console):
+    register(console, "zz", "A cup without its id.", console.args.photo)
+    message = console.notice()
+    assert "must name the concept as <zz>" in message, message
+    assert not console.driver.find_elements(By.CSS_SELECTOR, "li[data-concept='zz']")
+    console.check("the <id> rule is checked before submitting")
+    console.driver.execute_script("document.getElementById('register-form').reset()")
+
+
 def invalid_upload(console):
     register(console, "notaphoto", "<notaphoto> is a text file.", console.args.not_image)
     message = console.notice()
@@ -226,6 +235,7 @@ def main():
     console = Console(args)
     try:
         key_prompt(console)
+        id_rule(console)
         invalid_upload(console)
         register_and_list(console)
         edit_concept(console, args.query)
