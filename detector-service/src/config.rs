@@ -36,6 +36,19 @@ pub enum Command {
     Embed(crate::cli::embed::EmbedArgs),
     /// Print `{"cuda_available": bool}`: whether libtorch sees a GPU from this binary.
     DeviceInfo,
+    /// Print a keys-file line (`SLC_KEYS_FILE`) for a tenant's key read from stdin, or for a
+    /// fresh random key (printed first, on its own line, to hand to the tenant).
+    HashKey(HashKeyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HashKeyArgs {
+    /// The tenant the key acts for, or `@operator`.
+    #[arg(long)]
+    pub tenant: String,
+    /// Make a random key instead of reading one from stdin.
+    #[arg(long, default_value_t = false)]
+    pub generate: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -89,7 +102,9 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_REASONER_TIMEOUT_SECS", default_value_t = 120.0)]
     pub reasoner_timeout_secs: f64,
 
-    /// Bearer keys accepted from clients, comma separated. Empty: no authentication.
+    /// Bearer keys accepted from clients, comma separated, each `tenant:key` (a key without
+    /// `tenant:` belongs to the tenant `local`). Empty, with no keys file: no authentication,
+    /// one local tenant.
     #[arg(
         long,
         env = "SLC_API_KEYS",
@@ -97,6 +112,45 @@ pub struct ServeConfig {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+
+    /// A file of hashed keys, one `tenant:SALT_HEX:SHA256_HEX` a line (`@operator` for an
+    /// operator key; `slc-detector hash-key` prints lines). Re-read when it changes and on
+    /// SIGHUP.
+    #[arg(long, env = "SLC_KEYS_FILE")]
+    pub keys_file: Option<std::path::PathBuf>,
+
+    /// Operator keys, comma separated: manage tenants (`/v1/tenants`) and read `/metrics`,
+    /// but own no concepts and read no tenant's photos (see `SLC_OPERATOR_READS_PHOTOS`).
+    #[arg(
+        long,
+        env = "SLC_ADMIN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_keys: Vec<String>,
+
+    /// Let operator keys export a tenant's data, photos included
+    /// (`GET /v1/tenants/{id}/export`). Off: only the tenant's own key exports it.
+    #[arg(long, env = "SLC_OPERATOR_READS_PHOTOS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub operator_reads_photos: bool,
+
+    /// Most concepts one tenant holds (413 `concept_quota_exceeded` beyond it).
+    #[arg(long, env = "SLC_TENANT_MAX_CONCEPTS", default_value_t = 100)]
+    pub tenant_max_concepts: usize,
+
+    /// Most bytes of reference photos one tenant stores, in MiB (413 `storage_quota_exceeded`).
+    #[arg(long, env = "SLC_TENANT_MAX_STORED_MIB", default_value_t = 256)]
+    pub tenant_max_stored_mib: u64,
+
+    /// Requests a minute per tenant key (a burst of that many, then 429 with `Retry-After`);
+    /// 0 turns it off. Keyless mode's one local user is not limited.
+    #[arg(long, env = "SLC_TENANT_REQUESTS_PER_MINUTE", default_value_t = 120)]
+    pub tenant_requests_per_minute: u32,
+
+    /// Add a `tenant` label to the per-tenant request counter
+    /// (`slc_detector_tenant_requests_total`); off by default to bound the metrics' cardinality.
+    #[arg(long, env = "SLC_METRICS_TENANT_LABELS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_tenant_labels: bool,
 
     /// Serve without `SLC_API_KEYS` on an address other machines can reach (refused otherwise).
     #[arg(long, env = "SLC_ALLOW_UNAUTHENTICATED", default_value_t = false, action = clap::ArgAction::Set)]
@@ -235,11 +289,24 @@ impl ServeConfig {
         non_empty(&self.metrics_keys)
     }
 
+    pub fn operator_keys(&self) -> Vec<String> {
+        non_empty(&self.admin_keys)
+    }
+
+    /// The keys of every kind, hashed, with the keys file (`Err` when one does not parse).
+    pub fn key_store(&self) -> Result<crate::tenants::keys::KeyStore, String> {
+        crate::tenants::keys::KeyStore::new(
+            &self.client_keys(),
+            &self.operator_keys(),
+            self.keys_file.clone(),
+        )
+    }
+
     /// Refuses an open bind without keys unless `SLC_ALLOW_UNAUTHENTICATED` says so.
     pub fn check_exposure(&self) -> Result<(), String> {
         slc_serve::refuse_open_bind(
             self.bind,
-            !self.client_keys().is_empty(),
+            !self.client_keys().is_empty() || self.keys_file.is_some(),
             self.allow_unauthenticated,
             "SLC_ALLOW_UNAUTHENTICATED",
         )

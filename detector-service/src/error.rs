@@ -60,6 +60,10 @@ pub enum ApiError {
     ConceptExists(ConceptId),
     #[error("missing or invalid bearer API key")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this tenant's request budget is spent; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("method not allowed on this route; see the Allow header")]
     MethodNotAllowed,
     #[error("the model queue is full; retry after {retry_after_secs} s")]
@@ -129,6 +133,8 @@ impl ApiError {
             }
             ApiError::ConceptExists(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -165,6 +171,8 @@ impl ApiError {
             ApiError::UnknownModel(_) => "model_not_found",
             ApiError::ConceptExists(_) => "concept_exists",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::DeadlineExceeded => "deadline_exceeded",
@@ -264,7 +272,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = match &self {
-            ApiError::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Overloaded { retry_after_secs }
+            | ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             ApiError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
             _ => None,
         };

@@ -22,6 +22,7 @@ pub mod reasoner_client;
 pub mod registry;
 pub mod routes;
 pub mod state;
+pub mod tenants;
 pub mod workers;
 
 #[cfg(test)]
@@ -47,7 +48,9 @@ use crate::metrics::Metrics;
 use crate::model::{AdapterChooser, ModelLoader};
 use crate::reasoner_client::ReasonerClient;
 use crate::registry::{Registry, RegistryError, RegistryOptions};
-pub use crate::state::{AppInner, AppState, Limits};
+pub use crate::state::{AppInner, AppState, Limits, TenantPolicy};
+use crate::tenants::TenantQuotas;
+use crate::tenants::rate::RateLimiter;
 use crate::workers::WorkerPool;
 
 pub mod cli;
@@ -84,6 +87,16 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
         .route("/v1/status", get(routes::health::status))
+        .route("/v1/export", get(routes::tenants::export))
+        .route("/v1/tenants", get(routes::tenants::list_tenants))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(routes::tenants::get_tenant).delete(routes::tenants::delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{tenant}/export",
+            get(routes::tenants::export_tenant),
+        )
         .merge(console::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -143,6 +156,8 @@ pub async fn run(
 pub enum StartupError {
     #[error("opening the concept registry: {0}")]
     Registry(#[from] RegistryError),
+    #[error("loading the keys: {0}")]
+    Keys(String),
 }
 
 /// Everything that is not the models themselves, built from the config.
@@ -152,8 +167,10 @@ pub async fn build_state(
     adapter_chooser: Arc<dyn AdapterChooser>,
     registry_options: RegistryOptions,
 ) -> Result<AppState, StartupError> {
+    let keys = Arc::new(config.key_store().map_err(StartupError::Keys)?);
+    keys.spawn_watcher();
     let registry = Registry::connect(&config.database_url, registry_options).await?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_tenant_labels(config.metrics_tenant_labels);
     let workers = WorkerPool::start(loader, config.workers, config.queue_size, metrics.clone());
     let image_limits = ImageLimits {
         max_pixels: config.max_image_pixels,
@@ -181,8 +198,17 @@ pub async fn build_state(
             request_deadline: config.request_deadline(),
             detect_max_tokens: config.detect_max_tokens,
         },
-        api_keys: config.client_keys(),
+        keys,
         metrics_keys: config.scrape_keys(),
         concept_isolation: config.concept_isolation,
+        tenants: TenantPolicy {
+            quotas: TenantQuotas {
+                max_concepts: config.tenant_max_concepts,
+                max_stored_bytes: config.tenant_max_stored_mib * 1024 * 1024,
+                requests_per_minute: config.tenant_requests_per_minute,
+            },
+            rate: RateLimiter::new(config.tenant_requests_per_minute),
+            operator_reads_photos: config.operator_reads_photos,
+        },
     }))
 }

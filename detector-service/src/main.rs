@@ -29,7 +29,27 @@ async fn main() -> anyhow::Result<()> {
         Command::DeviceInfo => print_json(&serde_json::json!({
             "cuda_available": slc_detector::cuda_available()
         })),
+        Command::HashKey(args) => hash_key(&args),
     }
+}
+
+fn hash_key(args: &slc_detector::config::HashKeyArgs) -> anyhow::Result<()> {
+    use slc_detector::tenants::{TenantId, keys};
+    if args.tenant != keys::OPERATOR_MARK {
+        TenantId::parse(&args.tenant).map_err(anyhow::Error::msg)?;
+    }
+    let key = if args.generate {
+        let key = format!("slc_{}", uuid::Uuid::new_v4().simple());
+        println!("{key}");
+        key
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim().to_string()
+    };
+    anyhow::ensure!(!key.is_empty(), "no key on stdin");
+    println!("{}", keys::keys_file_line(&args.tenant, &key));
+    Ok(())
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {

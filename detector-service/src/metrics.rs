@@ -26,10 +26,17 @@ pub struct Metrics {
     pub vision_cache_misses: IntCounter,
     pub prefill_tokens: IntCounter,
     pub prefix_reused_tokens: IntCounter,
+    /// Requests per tenant and status; only with `SLC_METRICS_TENANT_LABELS` (a label per
+    /// tenant is unbounded cardinality, and names who uses the edge).
+    pub tenant_requests: Option<IntCounterVec>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_tenant_labels(false)
+    }
+
+    pub fn with_tenant_labels(tenant_labels: bool) -> Self {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -154,7 +161,20 @@ impl Metrics {
         ] {
             registry.register(collector).unwrap();
         }
+        let tenant_requests = tenant_labels.then(|| {
+            let counter = IntCounterVec::new(
+                Opts::new(
+                    "slc_detector_tenant_requests_total",
+                    "HTTP requests by tenant and status (SLC_METRICS_TENANT_LABELS)",
+                ),
+                &["tenant", "status"],
+            )
+            .unwrap();
+            registry.register(Box::new(counter.clone())).unwrap();
+            counter
+        });
         Metrics {
+            tenant_requests,
             registry,
             http_requests,
             http_request_duration,

@@ -1,4 +1,5 @@
-//! Cross-cutting layers: bearer authentication and per-route request metrics.
+//! Cross-cutting layers: bearer authentication (key → tenant or operator, the per-tenant
+//! request budget) and per-route request metrics.
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenants::{Principal, TenantId};
 
 /// Routes reachable without a client key: probes, metrics (which have keys of their own), the
 /// API description and the console's static files (which carry no data; the console asks for
@@ -40,26 +42,61 @@ pub fn key_is_accepted(presented: &[u8], keys: &[String]) -> bool {
     bool::from(accepted)
 }
 
+/// Authenticates the request and puts its [`Principal`] in the extensions: the tenant its key
+/// belongs to, the operator, or in keyless mode the one local tenant. A tenant key's request
+/// also takes one from its tenant's per-minute budget (429 with `Retry-After` when spent).
 pub async fn require_api_key(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path() == "/metrics" && !state.metrics_keys.is_empty() {
-        return match presented_key(&request) {
-            Some(key) if key_is_accepted(key.as_bytes(), &state.metrics_keys) => {
-                next.run(request).await
-            }
-            _ => ApiError::Unauthorized.into_response(),
+    let path = request.uri().path();
+    if path == "/metrics" {
+        let guarded = !state.metrics_keys.is_empty() || state.keys.has_operator_keys();
+        let allowed = !guarded
+            || presented_key(&request).is_some_and(|key| {
+                let scrape = key_is_accepted(key.as_bytes(), &state.metrics_keys);
+                let operator = state.keys.authenticate(key.as_bytes()) == Some(Principal::Operator);
+                scrape | operator
+            });
+        return if allowed {
+            next.run(request).await
+        } else {
+            ApiError::Unauthorized.into_response()
         };
     }
-    if state.api_keys.is_empty() || is_public(request.uri().path()) {
+    if is_public(path) {
         return next.run(request).await;
     }
-    match presented_key(&request) {
-        Some(key) if key_is_accepted(key.as_bytes(), &state.api_keys) => next.run(request).await,
-        _ => ApiError::Unauthorized.into_response(),
+    let principal = if state.keys.is_keyless() {
+        Principal::Tenant {
+            tenant: TenantId::local(),
+            keyed: false,
+        }
+    } else {
+        match presented_key(&request).and_then(|key| state.keys.authenticate(key.as_bytes())) {
+            Some(principal) => principal,
+            None => return ApiError::Unauthorized.into_response(),
+        }
+    };
+    let tenant = match &principal {
+        Principal::Tenant { tenant, keyed } => {
+            if *keyed && let Err(retry_after_secs) = state.tenants.rate.check(tenant) {
+                return ApiError::RateLimited { retry_after_secs }.into_response();
+            }
+            Some(tenant.clone())
+        }
+        Principal::Operator => None,
+    };
+    request.extensions_mut().insert(principal);
+    let response = next.run(request).await;
+    if let (Some(counter), Some(tenant)) = (&state.metrics.tenant_requests, tenant) {
+        let status = response.status().as_u16().to_string();
+        counter
+            .with_label_values(&[tenant.as_str(), status.as_str()])
+            .inc();
     }
+    response
 }
 
 pub async fn record_request_metrics(

@@ -27,6 +27,11 @@ use crate::routes;
         routes::health::readyz,
         routes::health::metrics,
         routes::health::status,
+        routes::tenants::export,
+        routes::tenants::list_tenants,
+        routes::tenants::get_tenant,
+        routes::tenants::delete_tenant,
+        routes::tenants::export_tenant,
     ),
     components(schemas(
         shared_types::ErrorBody,
@@ -42,6 +47,7 @@ use crate::routes;
         (name = "ask", description = "The app's entry point: detect, reason in the cloud, answer"),
         (name = "openai", description = "OpenAI-compatible chat completions with the edge model"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "tenants", description = "Data rights (a tenant's export) and the operator's tenant management"),
     )
 )]
 pub struct ApiDoc;

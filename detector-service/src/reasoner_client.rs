@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use shared_types::{
-    DEADLINE_MS_HEADER, ErrorBody, REQUEST_ID_HEADER, ReasonRequest, ReasonResponse,
+    CACHE_PARTITION_HEADER, DEADLINE_MS_HEADER, ErrorBody, REQUEST_ID_HEADER, ReasonRequest,
+    ReasonResponse,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +87,13 @@ impl ReasonerClient {
     }
 
     /// Sends one turn and returns the reasoner's answer with the wall time it took.
+    /// `cache_partition` is the tenant's opaque identity-cache partition
+    /// (`shared_types::CACHE_PARTITION_HEADER`), the only trace of the tenant the cloud gets.
     pub async fn reason(
         &self,
         request: &ReasonRequest,
         request_id: Option<&str>,
+        cache_partition: Option<&str>,
     ) -> Result<(ReasonResponse, f64), ReasonerError> {
         let started = Instant::now();
         let mut builder = self
@@ -102,6 +106,9 @@ impl ReasonerClient {
         }
         if let Some(id) = request_id {
             builder = builder.header(REQUEST_ID_HEADER, id);
+        }
+        if let Some(partition) = cache_partition {
+            builder = builder.header(CACHE_PARTITION_HEADER, partition);
         }
         // The reasoner stops working on the turn when this edge stops waiting for it; a little
         // earlier, so its 504 arrives rather than this edge's own timeout.

@@ -33,12 +33,21 @@ pub struct AppInner {
     pub reasoner: ReasonerClient,
     pub metrics: Metrics,
     pub limits: Limits,
-    /// Accepted client bearer keys; empty means no authentication.
-    pub api_keys: Vec<String>,
-    /// Keys that may read `/metrics`; empty leaves it open.
+    /// Tenant and operator keys (hashed), reloaded from the keys file when it changes.
+    pub keys: Arc<crate::tenants::keys::KeyStore>,
+    /// Keys that may read `/metrics` besides the operator's; none of either leaves it open.
     pub metrics_keys: Vec<String>,
     /// Whether a turn's concepts are detected (and verified) together or each on its own.
     pub concept_isolation: crate::detection::ConceptIsolation,
+    pub tenants: TenantPolicy,
+}
+
+/// What tenants may do, besides the registry-wide limits.
+pub struct TenantPolicy {
+    pub quotas: crate::tenants::TenantQuotas,
+    pub rate: crate::tenants::rate::RateLimiter,
+    /// `SLC_OPERATOR_READS_PHOTOS`: operator keys may export a tenant's data.
+    pub operator_reads_photos: bool,
 }
 
 #[derive(Clone)]

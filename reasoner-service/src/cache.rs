@@ -31,9 +31,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Whose turns share cached identities (`--identity-cache-scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum IdentityCacheScope {
+    /// Each tenant of each caller has its own cache: the caller's key partitioned further by
+    /// the edge's opaque per-tenant value (`x-slc-cache-partition`), so one tenant's
+    /// descriptions never influence or reveal another's behind the same edge. A request
+    /// without that header is partitioned by its caller alone, as under `caller`.
+    #[default]
+    Tenant,
     /// Each caller (bearer key) has its own cache; one caller's hits and misses say nothing
     /// about another's descriptions. Without authentication every request is the same caller.
-    #[default]
     Caller,
     /// One cache for everybody: fewer Table 7 calls, but `identity_cache_hits` tells a caller
     /// whether someone else sent the same description before.
@@ -48,7 +53,20 @@ pub struct Caller(pub [u8; 32]);
 impl Caller {
     /// Every request when no keys are configured. No key hashes to all zeros in practice.
     pub const ANONYMOUS: Caller = Caller([0; 32]);
+
+    /// This caller narrowed to one of its tenants (the edge's opaque partition value): a
+    /// digest of both, domain-separated so it equals no plain caller's digest.
+    pub fn within_partition(self, partition: &str) -> Caller {
+        let mut hasher = Sha256::new();
+        hasher.update(b"slc-identity-cache/tenant/v1\0");
+        hasher.update(self.0);
+        hasher.update(partition.as_bytes());
+        Caller(hasher.finalize().into())
+    }
 }
+
+/// The longest `x-slc-cache-partition` taken (the edge sends 64 hex digits).
+pub const MAX_PARTITION_LEN: usize = 128;
 
 /// Domain tag of the caller-scoped key, so that its digests can never equal a plain
 /// description hash (the `global` scope's key) computed over some other text.
@@ -59,7 +77,8 @@ const CALLER_SCOPE_TAG: &[u8] = b"slc-identity-cache/caller/v1\0";
 pub fn identity_cache_key(scope: IdentityCacheScope, caller: Caller, description: &str) -> String {
     match scope {
         IdentityCacheScope::Global => description_sha256(description),
-        IdentityCacheScope::Caller => {
+        // Under `tenant` the caller was narrowed to its partition when the request came in.
+        IdentityCacheScope::Caller | IdentityCacheScope::Tenant => {
             let mut hasher = Sha256::new();
             hasher.update(CALLER_SCOPE_TAG);
             hasher.update(caller.0);

@@ -37,14 +37,16 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_LLM_JSON_SCHEMA", action = ArgAction::Set, default_value_t = false)]
     pub llm_json_schema: bool,
 
-    /// Whose turns share cached identities: `caller` (each bearer key its own cache, so a
-    /// caller never learns whether another sent a description; one shared partition when
-    /// authentication is off) or `global` (one cache for all, fewer large-model calls).
+    /// Whose turns share cached identities: `tenant` (each bearer key's each tenant, named
+    /// by the edge's opaque `x-slc-cache-partition`, its own cache), `caller` (each bearer
+    /// key its own cache, so a caller never learns whether another sent a description; one
+    /// shared partition when authentication is off) or `global` (one cache for all, fewer
+    /// large-model calls).
     #[arg(
         long,
         env = "SLC_IDENTITY_CACHE_SCOPE",
         value_enum,
-        default_value_t = IdentityCacheScope::Caller
+        default_value_t = IdentityCacheScope::Tenant
     )]
     pub identity_cache_scope: IdentityCacheScope,
 
@@ -207,6 +209,8 @@ mod tests {
     #[test]
     fn the_identity_cache_is_per_caller_unless_told_global() {
         let config = ServeConfig::parse_from(["serve"]);
+        assert_eq!(config.identity_cache_scope, IdentityCacheScope::Tenant);
+        let config = ServeConfig::parse_from(["serve", "--identity-cache-scope", "caller"]);
         assert_eq!(config.identity_cache_scope, IdentityCacheScope::Caller);
         let config = ServeConfig::parse_from(["serve", "--identity-cache-scope", "global"]);
         assert_eq!(config.identity_cache_scope, IdentityCacheScope::Global);

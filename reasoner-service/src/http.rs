@@ -15,7 +15,8 @@ use axum::{Extension, Json};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared_types::{
-    IdentitiesRequest, IdentitiesResponse, REQUEST_ID_HEADER, ReasonRequest, ReasonResponse,
+    CACHE_PARTITION_HEADER, IdentitiesRequest, IdentitiesResponse, REQUEST_ID_HEADER,
+    ReasonRequest, ReasonResponse,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -26,7 +27,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::cache::Caller;
+use crate::cache::{Caller, IdentityCacheScope, MAX_PARTITION_LEN};
 use crate::error::{ApiJson, ReasonerError};
 use crate::metrics::Metrics;
 use crate::turn::Reasoner;
@@ -282,7 +283,25 @@ async fn require_bearer(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ReasonerError> {
-    let caller = check_bearer(&request, &state.api_key_digests)?.map_or(Caller::ANONYMOUS, Caller);
+    let mut caller =
+        check_bearer(&request, &state.api_key_digests)?.map_or(Caller::ANONYMOUS, Caller);
+    if state.reasoner.cache_scope == IdentityCacheScope::Tenant
+        && let Some(partition) = request.headers().get(CACHE_PARTITION_HEADER)
+    {
+        let partition = partition
+            .to_str()
+            .ok()
+            .filter(|value| (1..=MAX_PARTITION_LEN).contains(&value.len()))
+            .ok_or_else(|| {
+                ReasonerError::Invalid {
+                    kind: "invalid_cache_partition",
+                    message: format!(
+                        "{CACHE_PARTITION_HEADER} must be 1 to {MAX_PARTITION_LEN} visible ASCII characters"
+                    ),
+                }
+            })?;
+        caller = caller.within_partition(partition);
+    }
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

@@ -8,3 +8,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// timeout for the reasoner call; the reasoner ends the turn (504, its upstream calls
 /// cancelled) when it runs out, instead of working on for a caller that has gone.
 pub const DEADLINE_MS_HEADER: &str = "x-slc-deadline-ms";
+
+/// The edge's opaque per-tenant value (64 hex digits) by which the reasoner partitions its
+/// identity cache under `SLC_IDENTITY_CACHE_SCOPE=tenant`: a hash of the tenant under a secret
+/// of the edge, so the cloud tells tenants apart without learning who they are.
+pub const CACHE_PARTITION_HEADER: &str = "x-slc-cache-partition";

@@ -21,5 +21,5 @@ pub use concepts::*;
 pub use cues::*;
 pub use detect::*;
 pub use error::*;
-pub use headers::{DEADLINE_MS_HEADER, REQUEST_ID_HEADER};
+pub use headers::{CACHE_PARTITION_HEADER, DEADLINE_MS_HEADER, REQUEST_ID_HEADER};
 pub use reason::*;

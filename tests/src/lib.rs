@@ -128,6 +128,8 @@ fn spawn_edge(
         .env("SLC_REASONER_URL", reasoner_url)
         .env("SLC_REASONER_API_KEY", EDGE_TO_REASONER_KEY)
         .env("SLC_API_KEYS", format!("{APP_KEY},{REASONER_TO_LLM_KEY}"))
+        // The corpus and load tests send hundreds of requests a second with one key.
+        .env("SLC_TENANT_REQUESTS_PER_MINUTE", "0")
         .env("SLC_WORKERS", "1")
         .envs(
             options

@@ -3,19 +3,28 @@
 //!
 //! Writes are one transaction each. Callers validate and embed everything first, so the only
 //! way a registration can stop half-way is a crash, and the transaction leaves nothing then.
+//!
+//! Every row carries its tenant and every tenant's query goes through [`ScopedRegistry`]
+//! (`concepts.rs`), which adds `tenant = $1` to each statement: the one place scoping lives.
+//! [`Registry`] itself only connects, counts registry-wide, and runs the operator's tenant
+//! operations (`tenants.rs`). SQLite runs with `secure_delete`, so deleted rows are zeroed
+//! in the file rather than left in free pages.
 
 use std::time::Duration;
 
-use shared_types::{Concept, ConceptId, ConceptImage};
+use shared_types::{Concept, ConceptId};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
-use crate::embedding::{embedding_from_bytes, embedding_to_bytes};
+use crate::tenants::TenantId;
 
+mod concepts;
 mod error;
+mod tenants;
 mod time_format;
+pub use concepts::{ExportedConcept, ScopedRegistry};
 pub use error::RegistryError;
-use error::is_unique_violation;
+pub use tenants::TenantUsage;
 pub use time_format::now_rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +90,18 @@ pub struct Registry {
     pool: AnyPool,
     backend: Backend,
     options: RegistryOptions,
+    /// This edge's random secret behind the tenants' cache partitions (`edge_secrets`).
+    edge_secret: EdgeSecret,
+}
+
+/// Kept out of `Debug` output, and so out of logs.
+#[derive(Clone)]
+struct EdgeSecret(std::sync::Arc<Vec<u8>>);
+
+impl std::fmt::Debug for EdgeSecret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("EdgeSecret(..)")
+    }
 }
 
 impl Registry {
@@ -106,7 +127,12 @@ impl Registry {
                 Box::pin(async move {
                     let pragma = format!("PRAGMA busy_timeout = {busy_timeout_ms}");
                     sqlx::query(sqlx::AssertSqlSafe(pragma))
-                        .fetch_all(connection)
+                        .fetch_all(&mut *connection)
+                        .await?;
+                    // Deleted photos and descriptions are overwritten, not left in free pages
+                    // (a tenant's deletion must leave nothing in the file).
+                    sqlx::query("PRAGMA secure_delete = ON")
+                        .fetch_all(&mut *connection)
                         .await?;
                     Ok(())
                 })
@@ -125,11 +151,26 @@ impl Registry {
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             }
         }
+        let edge_secret = EdgeSecret(std::sync::Arc::new(load_edge_secret(&pool).await?));
         Ok(Registry {
             pool,
             backend,
             options,
+            edge_secret,
         })
+    }
+
+    /// The registry as one tenant sees it: every query scoped to `tenant`.
+    pub fn scoped(&self, tenant: TenantId) -> ScopedRegistry {
+        ScopedRegistry::new(self.clone(), tenant)
+    }
+
+    pub fn edge_secret(&self) -> &[u8] {
+        &self.edge_secret.0
+    }
+
+    pub(crate) fn options(&self) -> &RegistryOptions {
+        &self.options
     }
 
     pub fn backend(&self) -> Backend {
@@ -144,256 +185,25 @@ impl Registry {
         self.pool.close().await;
     }
 
-    /// Writes a new concept and all its images in one transaction.
-    pub async fn insert(
+    /// Bytes of stored reference images of every tenant, leaving out those of concept
+    /// `except` of `tenant` (a concept whose images a write is about to replace).
+    pub async fn stored_bytes(
         &self,
-        id: &ConceptId,
-        description: &str,
-        embedded: EmbeddedImages,
-    ) -> Result<ConceptRecord, RegistryError> {
-        let now = now_rfc3339();
-        let mut transaction = self.pool.begin().await?;
-        // The insert comes first in the transaction (no read before it), so that on SQLite
-        // the transaction takes the write lock at once instead of upgrading a read snapshot,
-        // and a duplicate id is caught by the primary key on both databases.
-        let inserted = sqlx::query(
-            "INSERT INTO concepts (id, description, embedding, embedding_dim, clip_model, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id.bare())
-        .bind(description)
-        .bind(embedding_to_bytes(&embedded.embedding))
-        .bind(embedded.embedding.len() as i64)
-        .bind(embedded.clip_model.as_str())
-        .bind(now.as_str())
-        .bind(now.as_str())
-        .execute(&mut *transaction)
-        .await;
-        if let Err(error) = inserted {
-            if is_unique_violation(&error) {
-                return Err(RegistryError::AlreadyExists(id.clone()));
-            }
-            return Err(error.into());
-        }
-        self.write_images(&mut transaction, id, &embedded.images)
-            .await?;
-        self.commit_and_read(transaction, id).await
-    }
-
-    /// Commits a write and reads the concept back as stored.
-    async fn commit_and_read(
-        &self,
-        transaction: sqlx::Transaction<'_, sqlx::Any>,
-        id: &ConceptId,
-    ) -> Result<ConceptRecord, RegistryError> {
-        transaction.commit().await?;
-        self.get(id)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(id.clone()))
-    }
-
-    async fn write_images(
-        &self,
-        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
-        id: &ConceptId,
-        images: &[NewImage],
-    ) -> Result<(), RegistryError> {
-        for (position, image) in images.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO concept_images (concept_id, position, sha256, content_type, width, \
-                 height, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(id.bare())
-            .bind(position as i64)
-            .bind(image.sha256.as_str())
-            .bind(image.content_type.as_str())
-            .bind(i64::from(image.width))
-            .bind(i64::from(image.height))
-            .bind(image.bytes.clone())
-            .execute(&mut **transaction)
-            .await?;
-            if position == 0
-                && let Some(pause) = self.options.pause_inside_registration
-            {
-                tracing::warn!(
-                    ?pause,
-                    "test hook: pausing inside a registration transaction"
-                );
-                eprintln!("SLC-TEST-HOOK: paused inside registration");
-                tokio::time::sleep(pause).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Replaces the description, and the images with their embedding when given.
-    pub async fn update(
-        &self,
-        id: &ConceptId,
-        description: &str,
-        embedded: Option<EmbeddedImages>,
-    ) -> Result<ConceptRecord, RegistryError> {
-        let now = now_rfc3339();
-        let mut transaction = self.pool.begin().await?;
-        let updated =
-            sqlx::query("UPDATE concepts SET description = $1, updated_at = $2 WHERE id = $3")
-                .bind(description)
-                .bind(now.as_str())
-                .bind(id.bare())
-                .execute(&mut *transaction)
-                .await?;
-        if updated.rows_affected() == 0 {
-            return Err(RegistryError::NotFound(id.clone()));
-        }
-        if let Some(embedded) = embedded {
-            sqlx::query(
-                "UPDATE concepts SET embedding = $1, embedding_dim = $2, clip_model = $3 WHERE id = $4",
-            )
-            .bind(embedding_to_bytes(&embedded.embedding))
-            .bind(embedded.embedding.len() as i64)
-            .bind(embedded.clip_model.as_str())
-            .bind(id.bare())
-            .execute(&mut *transaction)
-            .await?;
-            sqlx::query("DELETE FROM concept_images WHERE concept_id = $1")
-                .bind(id.bare())
-                .execute(&mut *transaction)
-                .await?;
-            self.write_images(&mut transaction, id, &embedded.images)
-                .await?;
-        }
-        self.commit_and_read(transaction, id).await
-    }
-
-    pub async fn delete(&self, id: &ConceptId) -> Result<(), RegistryError> {
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("DELETE FROM concept_images WHERE concept_id = $1")
-            .bind(id.bare())
-            .execute(&mut *transaction)
-            .await?;
-        let deleted = sqlx::query("DELETE FROM concepts WHERE id = $1")
-            .bind(id.bare())
-            .execute(&mut *transaction)
-            .await?;
-        if deleted.rows_affected() == 0 {
-            return Err(RegistryError::NotFound(id.clone()));
-        }
-        transaction.commit().await?;
-        Ok(())
-    }
-
-    pub async fn get(&self, id: &ConceptId) -> Result<Option<ConceptRecord>, RegistryError> {
+        tenant: &TenantId,
+        except: Option<&ConceptId>,
+    ) -> Result<i64, RegistryError> {
         let row = sqlx::query(
-            "SELECT id, description, embedding, clip_model, created_at, updated_at FROM concepts \
-             WHERE id = $1",
+            "SELECT COALESCE(SUM(LENGTH(bytes)), 0) AS n FROM concept_images \
+             WHERE NOT (tenant = $1 AND concept_id = $2)",
         )
-        .bind(id.bare())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let images = self.image_metadata(id).await?;
-        Ok(Some(record_from_row(&row, images)?))
-    }
-
-    /// The records of `ids` in the given order, or the ids that are not registered.
-    pub async fn get_many(
-        &self,
-        ids: &[ConceptId],
-    ) -> Result<Result<Vec<ConceptRecord>, Vec<ConceptId>>, RegistryError> {
-        let mut records = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for id in ids {
-            match self.get(id).await? {
-                Some(record) => records.push(record),
-                None => missing.push(id.clone()),
-            }
-        }
-        Ok(if missing.is_empty() {
-            Ok(records)
-        } else {
-            Err(missing)
-        })
-    }
-
-    /// Every concept, by id.
-    pub async fn list(&self) -> Result<Vec<ConceptRecord>, RegistryError> {
-        let rows = sqlx::query(
-            "SELECT id, description, embedding, clip_model, created_at, updated_at FROM concepts \
-             ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut concepts = Vec::with_capacity(rows.len());
-        for row in rows {
-            let images = self.image_metadata(&stored_id(&row)?).await?;
-            concepts.push(record_from_row(&row, images)?);
-        }
-        Ok(concepts)
-    }
-
-    /// Every registered id, sorted: what pseudonymization must hide besides the turn's own.
-    pub async fn ids(&self) -> Result<Vec<ConceptId>, RegistryError> {
-        let rows = sqlx::query("SELECT id FROM concepts ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(stored_id).collect()
-    }
-
-    async fn image_metadata(&self, id: &ConceptId) -> Result<Vec<ConceptImage>, RegistryError> {
-        let rows = sqlx::query(
-            "SELECT position, sha256, content_type, width, height FROM concept_images \
-             WHERE concept_id = $1 ORDER BY position",
-        )
-        .bind(id.bare())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ConceptImage {
-                    index: row.try_get::<i64, _>("position")? as u32,
-                    sha256: row.try_get("sha256")?,
-                    width: row.try_get::<i64, _>("width")? as u32,
-                    height: row.try_get::<i64, _>("height")? as u32,
-                    content_type: row.try_get("content_type")?,
-                })
-            })
-            .collect()
-    }
-
-    /// The stored bytes and content type of image `position` of concept `id`.
-    pub async fn image(
-        &self,
-        id: &ConceptId,
-        position: u32,
-    ) -> Result<Option<(String, Vec<u8>)>, RegistryError> {
-        let row = sqlx::query(
-            "SELECT content_type, bytes FROM concept_images WHERE concept_id = $1 AND position = $2",
-        )
-        .bind(id.bare())
-        .bind(i64::from(position))
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(Some((row.try_get("content_type")?, row.try_get("bytes")?))),
-            None => Ok(None),
-        }
-    }
-
-    /// Bytes of stored reference images, leaving out those of `except` (a concept whose images
-    /// a write is about to replace).
-    pub async fn stored_bytes(&self, except: Option<&ConceptId>) -> Result<i64, RegistryError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(LENGTH(bytes)), 0) AS n FROM concept_images WHERE concept_id <> $1",
-        )
+        .bind(tenant.as_str())
         .bind(except.map_or("", ConceptId::bare))
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("n")?)
     }
 
-    /// Row counts of both tables, for tests and diagnostics.
+    /// Row counts of both tables over every tenant: the registry-wide quota, tests.
     pub async fn row_counts(&self) -> Result<(i64, i64), RegistryError> {
         let concepts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM concepts")
             .fetch_one(&self.pool)
@@ -407,28 +217,24 @@ impl Registry {
     }
 }
 
-fn record_from_row(
-    row: &sqlx::any::AnyRow,
-    images: Vec<ConceptImage>,
-) -> Result<ConceptRecord, RegistryError> {
-    let embedding: Vec<u8> = row.try_get("embedding")?;
-    let id = stored_id(row)?;
-    Ok(ConceptRecord {
-        concept: Concept {
-            id: id.bare().to_owned(),
-            description: row.try_get("description")?,
-            images,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            adapter: None,
-        },
-        embedding: embedding_from_bytes(&embedding),
-        clip_model: row.try_get("clip_model")?,
-        id,
-    })
-}
-
-fn stored_id(row: &sqlx::any::AnyRow) -> Result<ConceptId, RegistryError> {
-    let raw: String = row.try_get("id")?;
-    ConceptId::parse(&raw).map_err(|error| RegistryError::Corrupt(error.to_string()))
+/// Reads this edge's secret, making it on first start. Two uuid v4s give 244 random bits; the
+/// insert is a no-op when another replica made it first.
+async fn load_edge_secret(pool: &AnyPool) -> Result<Vec<u8>, RegistryError> {
+    let fresh = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    sqlx::query(
+        "INSERT INTO edge_secrets (name, value) VALUES ('cache_partition', $1) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(fresh.as_str())
+    .execute(pool)
+    .await?;
+    let row = sqlx::query("SELECT value FROM edge_secrets WHERE name = 'cache_partition'")
+        .fetch_one(pool)
+        .await?;
+    let value: String = row.try_get("value")?;
+    Ok(value.into_bytes())
 }

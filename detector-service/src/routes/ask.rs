@@ -23,6 +23,7 @@ use crate::extract::ApiJson;
 use crate::pseudonyms::Pseudonyms;
 use crate::routes::detect::{resolve_concepts, run_detection};
 use crate::state::AppState;
+use crate::tenants::Scope;
 
 /// Ask a question about a photo (or text only) with personal concepts.
 #[utoipa::path(
@@ -48,6 +49,7 @@ use crate::state::AppState;
 )]
 pub async fn ask(
     State(state): State<AppState>,
+    scope: Scope,
     headers: HeaderMap,
     ApiJson(request): ApiJson<AskRequest>,
 ) -> Result<Response, ApiError> {
@@ -55,7 +57,7 @@ pub async fn ask(
         .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let prepared = prepare(&state, request).await?;
+    let prepared = prepare(&state, scope, request).await?;
     if prepared.stream {
         let (events, receiver) = mpsc::channel(8);
         // The turn runs in the request's span, so its log lines (a failed reasoner call's
@@ -87,9 +89,16 @@ struct PreparedTurn {
     batched_verification: bool,
     stream: bool,
     max_answer_tokens: Option<u32>,
+    /// The tenant's registry, and the opaque value the reasoner's identity cache is
+    /// partitioned by (the tenant's name never leaves the edge).
+    scope: Scope,
 }
 
-async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, ApiError> {
+async fn prepare(
+    state: &AppState,
+    scope: Scope,
+    request: AskRequest,
+) -> Result<PreparedTurn, ApiError> {
     let question = request.question.trim().to_string();
     if question.is_empty() {
         return Err(ApiError::InvalidRequest("the question is empty".into()));
@@ -118,7 +127,7 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
                 .into(),
         ));
     }
-    let records = resolve_concepts(state, &request.concepts, true).await?;
+    let records = resolve_concepts(state, &scope.registry, &request.concepts, true).await?;
     let image = match &request.image {
         Some(image) => Some(state.images.base64(image, "image").await?),
         None => None,
@@ -132,6 +141,7 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
         batched_verification: request.batched_verification,
         stream: request.stream,
         max_answer_tokens: request.max_answer_tokens,
+        scope,
     })
 }
 
@@ -168,7 +178,7 @@ async fn run_turn(
     let names = if turn.pseudonymize {
         // Every registered id, not only the turn's: a description may mention another concept,
         // and no real id may reach the cloud.
-        let registered = state.registry.ids().await?;
+        let registered = turn.scope.registry.ids().await?;
         Pseudonyms::new(turn.records.iter().map(|record| &record.id)).also_hiding(&registered)
     } else {
         Pseudonyms::identity()
@@ -178,17 +188,23 @@ async fn run_turn(
         None => None,
     };
     let reason_request = reason_request(&turn, image, &names, detection.as_ref());
+    let partition = Some(turn.scope.cache_partition.as_str());
     let reasoned = match events {
         // A streaming client that leaves mid-turn cancels the cloud call: dropping it closes
         // the connection, and the reasoner's turn with it.
         Some(events) => tokio::select! {
-            reasoned = state.reasoner.reason(&reason_request, request_id) => reasoned,
+            reasoned = state.reasoner.reason(&reason_request, request_id, partition) => reasoned,
             () = events.closed() => {
                 tracing::debug!("the streaming client left; the reasoner call is cancelled");
                 return Err(ApiError::Internal("the client went away".into()));
             }
         },
-        None => state.reasoner.reason(&reason_request, request_id).await,
+        None => {
+            state
+                .reasoner
+                .reason(&reason_request, request_id, partition)
+                .await
+        }
     };
     let (reasoning, reason_ms) = match reasoned {
         Ok(ok) => ok,

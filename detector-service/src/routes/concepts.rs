@@ -19,6 +19,7 @@ use crate::model::PromptImage;
 use crate::registry::{ConceptRecord, EmbeddedImages, NewImage};
 use crate::routes::detect::eq1_adapter;
 use crate::state::AppState;
+use crate::tenants::Scope;
 
 /// Register a concept (JSON with base64 / data-URL images, or multipart with files).
 #[utoipa::path(
@@ -46,6 +47,7 @@ use crate::state::AppState;
 )]
 pub async fn create_concept(
     State(state): State<AppState>,
+    scope: Scope,
     request: Request,
 ) -> Result<Response, ApiError> {
     let content_type = request
@@ -68,9 +70,9 @@ pub async fn create_concept(
     let id = ConceptId::parse(&id)?;
     let description = validate_description(&description)?;
     check_image_count(&state, images.len())?;
-    check_quotas(&state, &images, None).await?;
+    check_quotas(&state, &scope, &images, None).await?;
     let embedded = embed(&state, images).await?;
-    let record = state.registry.insert(&id, &description, embedded).await?;
+    let record = scope.registry.insert(&id, &description, embedded).await?;
     tracing::info!(concept = %id, images = record.concept.images.len(), "registered a concept");
     Ok((
         StatusCode::CREATED,
@@ -161,16 +163,39 @@ async fn decode_all(state: &AppState, images: &[String]) -> Result<Vec<DecodedIm
     Ok(decoded)
 }
 
-/// The registry's quotas, before any embedding or write: the number of concepts (for a new
-/// one, `replacing` is `None`) and the bytes of stored images (a replacement's old images do
-/// not count). Two registrations racing at the edge of a quota can both pass; the bound is
-/// what a device's disk should hold, not an exact ledger.
+/// The quotas, the tenant's and then the registry-wide ones, before any embedding or write:
+/// the number of concepts (for a new one, `replacing` is `None`) and the bytes of stored
+/// images (a replacement's old images do not count). Two registrations racing at the edge of
+/// a quota can both pass; the bound is what a disk should hold, not an exact ledger.
 async fn check_quotas(
     state: &AppState,
+    scope: &Scope,
     images: &[DecodedImage],
     replacing: Option<&ConceptId>,
 ) -> Result<(), ApiError> {
     let too_large = |kind, message| Err(ApiError::OverQuota { kind, message });
+    let quotas = state.tenants.quotas;
+    let adding: u64 = images.iter().map(|image| image.bytes.len() as u64).sum();
+    if replacing.is_none() && scope.registry.concept_count().await? as usize >= quotas.max_concepts
+    {
+        return too_large(
+            "concept_quota_exceeded",
+            format!(
+                "this tenant holds its quota of {} concepts; delete one first",
+                quotas.max_concepts
+            ),
+        );
+    }
+    let tenant_stored = scope.registry.stored_bytes(replacing).await? as u64;
+    if tenant_stored + adding > quotas.max_stored_bytes {
+        return too_large(
+            "storage_quota_exceeded",
+            format!(
+                "{adding} more bytes of photos would pass this tenant's quota of {} MiB",
+                quotas.max_stored_bytes / (1024 * 1024)
+            ),
+        );
+    }
     if replacing.is_none() {
         let (concepts, _) = state.registry.row_counts().await?;
         if concepts as usize >= state.limits.max_concepts {
@@ -183,8 +208,10 @@ async fn check_quotas(
             );
         }
     }
-    let adding: u64 = images.iter().map(|image| image.bytes.len() as u64).sum();
-    let stored = state.registry.stored_bytes(replacing).await? as u64;
+    let stored = state
+        .registry
+        .stored_bytes(&scope.tenant, replacing)
+        .await? as u64;
     if stored + adding > state.limits.max_stored_bytes {
         return too_large(
             "storage_quota_exceeded",
@@ -281,8 +308,9 @@ fn concept_view(state: &AppState, record: ConceptRecord) -> Concept {
     responses((status = 200, body = ConceptList)))]
 pub async fn list_concepts(
     State(state): State<AppState>,
+    scope: Scope,
 ) -> Result<axum::Json<ConceptList>, ApiError> {
-    let records = state.registry.list().await?;
+    let records = scope.registry.list().await?;
     Ok(axum::Json(ConceptList {
         concepts: records
             .into_iter()
@@ -298,10 +326,11 @@ pub async fn list_concepts(
         (status = 422, description = "Invalid concept id", body = ErrorBody)))]
 pub async fn get_concept(
     State(state): State<AppState>,
+    scope: Scope,
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<axum::Json<Concept>, ApiError> {
     let id = ConceptId::parse(&raw_id)?;
-    match state.registry.get(&id).await? {
+    match scope.registry.get(&id).await? {
         Some(record) => Ok(axum::Json(concept_view(&state, record))),
         None => Err(ApiError::UnknownConcepts(vec![id])),
     }
@@ -318,23 +347,24 @@ pub async fn get_concept(
         (status = 503, description = "The registry database is busy, locked, full or unreachable; retry after `Retry-After`", body = ErrorBody)))]
 pub async fn update_concept(
     State(state): State<AppState>,
+    scope: Scope,
     ApiPath(raw_id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateConcept>,
 ) -> Result<axum::Json<Concept>, ApiError> {
     let id = ConceptId::parse(&raw_id)?;
     let description = validate_description(&body.description)?;
-    if state.registry.get(&id).await?.is_none() {
+    if scope.registry.get(&id).await?.is_none() {
         return Err(ApiError::UnknownConcepts(vec![id]));
     }
     let embedded = match body.images {
         Some(images) => {
             let images = decode_all(&state, &images).await?;
-            check_quotas(&state, &images, Some(&id)).await?;
+            check_quotas(&state, &scope, &images, Some(&id)).await?;
             Some(embed(&state, images).await?)
         }
         None => None,
     };
-    let record = state.registry.update(&id, &description, embedded).await?;
+    let record = scope.registry.update(&id, &description, embedded).await?;
     Ok(axum::Json(concept_view(&state, record)))
 }
 
@@ -345,11 +375,11 @@ pub async fn update_concept(
         (status = 422, description = "Invalid concept id", body = ErrorBody),
         (status = 503, description = "The registry database is busy, locked, full or unreachable; retry after `Retry-After`", body = ErrorBody)))]
 pub async fn delete_concept(
-    State(state): State<AppState>,
+    scope: Scope,
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = ConceptId::parse(&raw_id)?;
-    state.registry.delete(&id).await?;
+    scope.registry.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -362,11 +392,11 @@ pub async fn delete_concept(
         (status = 404, body = ErrorBody),
         (status = 422, description = "Invalid concept id", body = ErrorBody)))]
 pub async fn get_concept_image(
-    State(state): State<AppState>,
+    scope: Scope,
     ApiPath((raw_id, position)): ApiPath<(String, u32)>,
 ) -> Result<Response, ApiError> {
     let id = ConceptId::parse(&raw_id)?;
-    match state.registry.image(&id, position).await? {
+    match scope.registry.image(&id, position).await? {
         Some((content_type, bytes)) => Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)

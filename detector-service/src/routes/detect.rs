@@ -19,8 +19,9 @@ use crate::model::{
     AdapterSelection, ContentPart, GenerationOutput, GenerationRequest, PromptImage, PromptMessage,
     Role, SamplingParams,
 };
-use crate::registry::ConceptRecord;
+use crate::registry::{ConceptRecord, ScopedRegistry};
 use crate::state::AppState;
+use crate::tenants::Scope;
 
 /// Detect registered concepts in an image (paper Table 6).
 #[utoipa::path(
@@ -51,18 +52,20 @@ use crate::state::AppState;
 )]
 pub async fn detect(
     State(state): State<AppState>,
+    scope: Scope,
     ApiJson(request): ApiJson<DetectRequest>,
 ) -> Result<axum::Json<DetectResponse>, ApiError> {
-    let records = resolve_concepts(&state, &request.concepts, false).await?;
+    let records = resolve_concepts(&state, &scope.registry, &request.concepts, false).await?;
     let image = state.images.base64(&request.image, "image").await?;
     let detection = run_detection(&state, &image, &records).await?;
     Ok(axum::Json(detection))
 }
 
-/// Validates a request's concept list and loads the records in order; unknown ids → 404
-/// naming all of them.
+/// Validates a request's concept list and loads the records in order from the tenant's
+/// registry; unknown ids (another tenant's among them) → 404 naming all of them.
 pub async fn resolve_concepts(
     state: &AppState,
+    registry: &ScopedRegistry,
     raw_ids: &[String],
     allow_empty: bool,
 ) -> Result<Vec<ConceptRecord>, ApiError> {
@@ -88,8 +91,7 @@ pub async fn resolve_concepts(
         }
         ids.push(id);
     }
-    state
-        .registry
+    registry
         .get_many(&ids)
         .await?
         .map_err(ApiError::UnknownConcepts)

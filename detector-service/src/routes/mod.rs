@@ -6,3 +6,4 @@ pub mod concepts;
 pub mod detect;
 pub mod health;
 mod isolation;
+pub mod tenants;

@@ -20,7 +20,7 @@ use crate::helpers::{
 };
 
 #[derive(Clone, Copy)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     Answer,
     Sleep(Duration),
     Fail,
@@ -30,12 +30,12 @@ enum Behaviour {
 type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
 
 #[derive(Clone)]
-struct ScriptedReasoner {
-    address: SocketAddr,
-    received: Received,
+pub(crate) struct ScriptedReasoner {
+    pub(crate) address: SocketAddr,
+    pub(crate) received: Received,
 }
 
-async fn scripted_reasoner(behaviour: Behaviour) -> ScriptedReasoner {
+pub(crate) async fn scripted_reasoner(behaviour: Behaviour) -> ScriptedReasoner {
     let received = Arc::new(Mutex::new(Vec::new()));
     let recorder = received.clone();
     let router = Router::new().route(

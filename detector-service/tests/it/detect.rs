@@ -267,6 +267,7 @@ async fn concepts_embedded_by_another_clip_get_no_adapter() {
     let png = solid_png([250, 0, 0], 4, 4);
     app.state
         .registry
+        .scoped(slc_detector::tenants::TenantId::local())
         .insert(
             &shared_types::ConceptId::parse("old").unwrap(),
             "<old> was embedded by an older CLIP.",

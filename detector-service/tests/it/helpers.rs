@@ -135,6 +135,8 @@ pub fn serve_config(database_url: String) -> ServeConfig {
     config.max_concepts_per_request = 4;
     config.max_images_per_concept = 3;
     config.max_chat_images = 3;
+    // Tests send bursts with one key; the budget has its own test (`tenants.rs`).
+    config.tenant_requests_per_minute = 0;
     config
 }
 

@@ -17,3 +17,6 @@ mod real_engine;
 mod registry;
 mod runtime_links;
 mod status;
+mod tenant_matrix;
+mod tenant_migration;
+mod tenants;

@@ -54,6 +54,7 @@ async fn registers_detects_and_encodes_a_repeated_image_once() {
     let records = app
         .state
         .registry
+        .scoped(slc_detector::tenants::TenantId::local())
         .get_many(&[shared_types::ConceptId::parse("bo").unwrap()])
         .await
         .unwrap()

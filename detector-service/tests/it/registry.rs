@@ -4,6 +4,7 @@ use shared_types::ConceptId;
 use slc_detector::registry::{
     Backend, EmbeddedImages, NewImage, Registry, RegistryError, RegistryOptions,
 };
+use slc_detector::tenants::TenantId;
 use sqlx::Row;
 
 fn id(raw: &str) -> ConceptId {
@@ -41,7 +42,12 @@ fn sha2_digest(bytes: &[u8]) -> impl std::fmt::LowerHex {
     sha2::Sha256::digest(bytes)
 }
 
-async fn exercise(registry: &Registry) {
+fn tenant(raw: &str) -> TenantId {
+    TenantId::parse(raw).unwrap()
+}
+
+async fn exercise(all: &Registry) {
+    let registry = &all.scoped(tenant("alice"));
     let record = registry
         .insert(
             &id("bo"),
@@ -120,7 +126,57 @@ async fn exercise(registry: &Registry) {
         registry.delete(&id("bo")).await,
         Err(RegistryError::NotFound(_))
     ));
-    assert_eq!(registry.row_counts().await.unwrap(), (1, 1));
+    assert_eq!(all.row_counts().await.unwrap(), (1, 1));
+    exercise_tenants(all).await;
+}
+
+/// Ids are unique per tenant, and no tenant's query reaches another's rows.
+async fn exercise_tenants(all: &Registry) {
+    let alice = all.scoped(tenant("alice"));
+    let bob = all.scoped(tenant("bob"));
+    assert!(bob.list().await.unwrap().is_empty());
+    assert!(bob.get(&id("mam")).await.unwrap().is_none());
+    assert!(bob.image(&id("mam"), 0).await.unwrap().is_none());
+    assert!(matches!(
+        bob.delete(&id("mam")).await,
+        Err(RegistryError::NotFound(_))
+    ));
+    assert!(matches!(
+        bob.update(&id("mam"), "taken over", None).await,
+        Err(RegistryError::NotFound(_))
+    ));
+    bob.insert(
+        &id("mam"),
+        "<mam> is bob's parrot.",
+        images(&[[1, 1, 1], [2, 2, 2]]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        alice
+            .get(&id("mam"))
+            .await
+            .unwrap()
+            .unwrap()
+            .concept
+            .description,
+        "<mam> is a grey cat."
+    );
+    assert_eq!(bob.ids().await.unwrap(), ids(&["mam"]));
+    assert_eq!(alice.concept_count().await.unwrap(), 1);
+    assert_eq!(all.row_counts().await.unwrap(), (2, 3));
+    let usage = all.tenants_usage().await.unwrap();
+    assert_eq!(
+        usage
+            .iter()
+            .map(|u| (u.tenant.as_str(), u.concepts, u.images))
+            .collect::<Vec<_>>(),
+        [("alice", 1, 1), ("bob", 1, 2)]
+    );
+    let removed = all.delete_tenant(&tenant("bob")).await.unwrap();
+    assert_eq!((removed.concepts, removed.images), (1, 2));
+    assert!(bob.list().await.unwrap().is_empty());
+    assert_eq!(all.row_counts().await.unwrap(), (1, 1));
 }
 
 #[tokio::test]

@@ -175,3 +175,60 @@ async fn under_global_scope_another_callers_first_request_is_a_hit() {
     assert_eq!(bob_second, 1);
     assert_eq!(metrics, "slc_reasoner_identity_cache_hits_total 3");
 }
+
+/// One edge key, two of its tenants (`x-slc-cache-partition`): under the default `tenant`
+/// scope the second tenant's first request is a miss, the first tenant's repeat a hit, and
+/// under `caller` both tenants share the edge's partition.
+async fn partition_hits(scope: IdentityCacheScope) -> Vec<Value> {
+    let upstream = ScriptedUpstream::answering(
+        &[("<bo>", "a golden retriever puppy", "playful")],
+        |_| "yes yes".into(),
+        "ok",
+    )
+    .await;
+    let app = spawn_app_with(&upstream, |config| {
+        config.api_keys = vec!["edge-key".into()];
+        config.identity_cache_scope = scope;
+    })
+    .await;
+    let identities = json!({"concepts": [{"id": "<bo>", "description": BO}]});
+    let mut hits = Vec::new();
+    for partition in ["a".repeat(64), "a".repeat(64), "b".repeat(64)] {
+        let response = app
+            .client
+            .post(app.url("/v1/identities"))
+            .bearer_auth("edge-key")
+            .header(shared_types::CACHE_PARTITION_HEADER, partition)
+            .json(&identities)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body: Value = response.json().await.unwrap();
+        hits.push(body["upstream"]["identity_cache_hits"].clone());
+    }
+    let too_long = app
+        .client
+        .post(app.url("/v1/identities"))
+        .bearer_auth("edge-key")
+        .header(shared_types::CACHE_PARTITION_HEADER, "c".repeat(129))
+        .json(&identities)
+        .send()
+        .await
+        .unwrap();
+    let expected = if scope == IdentityCacheScope::Tenant {
+        422
+    } else {
+        200
+    };
+    assert_eq!(too_long.status().as_u16(), expected);
+    hits
+}
+
+#[tokio::test]
+async fn under_the_default_tenant_scope_each_edge_tenant_has_its_own_cache() {
+    let defaults = <slc_reasoner::config::ServeConfig as clap::Parser>::parse_from(["serve"]);
+    assert_eq!(defaults.identity_cache_scope, IdentityCacheScope::Tenant);
+    assert_eq!(partition_hits(IdentityCacheScope::Tenant).await, [0, 1, 0]);
+    assert_eq!(partition_hits(IdentityCacheScope::Caller).await, [0, 1, 1]);
+}

@@ -1,0 +1,577 @@
+//! Tenants over HTTP: keys → tenants (env and a reloaded keys file), operator keys, per-tenant
+//! quotas and the request budget, and the export/delete round trip that must leave nothing of
+//! a deleted tenant in the SQLite file's bytes.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestOptions, assert_error, base64_of, solid_png, spawn_app};
+
+pub const ALICE: &str = "alice-key-0123456789";
+pub const BOB: &str = "bob-key-0123456789";
+pub const OPERATOR: &str = "operator-key-0123456789";
+
+/// Two tenants and an operator, with `tweak` on top.
+pub fn two_tenants(
+    database_url: Option<String>,
+    tweak: impl FnOnce(&mut slc_detector::config::ServeConfig) + Send + 'static,
+) -> TestOptions {
+    TestOptions {
+        database_url,
+        ..TestOptions::tweak(move |config| {
+            config.api_keys = vec![format!("alice:{ALICE}"), format!("bob:{BOB}")];
+            config.admin_keys = vec![OPERATOR.into()];
+            tweak(config);
+        })
+    }
+}
+
+/// One request with `key`, the body as JSON when given.
+pub async fn call(
+    app: &TestApp,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut builder = app.client.request(method, app.url(path)).bearer_auth(key);
+    if let Some(body) = body {
+        builder = builder.json(body);
+    }
+    builder.send().await.unwrap()
+}
+
+/// Registers `id` for the tenant of `key`.
+pub async fn register_as(app: &TestApp, key: &str, id: &str, description: &str, image: &[u8]) {
+    let body = json!({"id": id, "description": description, "images": [base64_of(image)]});
+    let response = call(app, key, Method::POST, "/v1/concepts", Some(&body)).await;
+    let status = response.status();
+    assert_eq!(status, 201, "{id}: {}", response.text().await.unwrap());
+}
+
+/// A PNG of random noise: it does not compress, so its size is about 3 bytes a pixel.
+pub fn noise_png(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let image = image::RgbImage::from_fn(width, height, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        image::Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+    });
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+/// Extracts a tar archive with the system's `tar` into a fresh directory.
+pub fn untar(bytes: &[u8]) -> tempfile::TempDir {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("export.tar");
+    std::fs::write(&path, bytes).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&path)
+        .arg("-C")
+        .arg(directory.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    directory
+}
+
+#[tokio::test]
+async fn keys_name_tenants_and_operators_manage_them_without_reading_photos() {
+    let app = spawn_app(two_tenants(None, |_| {})).await;
+    register_as(
+        &app,
+        ALICE,
+        "bo",
+        "<bo> is alice's dog.",
+        &solid_png([1, 2, 3], 4, 4),
+    )
+    .await;
+    register_as(
+        &app,
+        BOB,
+        "bo",
+        "<bo> is bob's bird.",
+        &solid_png([9, 8, 7], 4, 4),
+    )
+    .await;
+    let alice: Value = call(&app, ALICE, Method::GET, "/v1/concepts/bo", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bob: Value = call(&app, BOB, Method::GET, "/v1/concepts/bo", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alice["description"], "<bo> is alice's dog.");
+    assert_eq!(bob["description"], "<bo> is bob's bird.");
+    let unauthenticated = app
+        .client
+        .get(app.url("/v1/concepts"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(unauthenticated, 401, "unauthorized").await;
+    assert_error(
+        call(&app, "alice", Method::GET, "/v1/concepts", None).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+
+    // The operator manages tenants but owns no concepts and reads no photos.
+    let tenants: Value = call(&app, OPERATOR, Method::GET, "/v1/tenants", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tenants["tenants"][0]["tenant"], "alice");
+    assert_eq!(tenants["tenants"][1]["concepts"], 1);
+    for path in [
+        "/v1/concepts",
+        "/v1/concepts/bo",
+        "/v1/concepts/bo/images/0",
+        "/v1/export",
+    ] {
+        assert_error(
+            call(&app, OPERATOR, Method::GET, path, None).await,
+            403,
+            "forbidden",
+        )
+        .await;
+    }
+    assert_error(
+        call(
+            &app,
+            OPERATOR,
+            Method::GET,
+            "/v1/tenants/alice/export",
+            None,
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // Tenants do not manage tenants.
+    assert_error(
+        call(&app, ALICE, Method::GET, "/v1/tenants", None).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_error(
+        call(&app, ALICE, Method::DELETE, "/v1/tenants/bob", None).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // Metrics: the operator's key reads them; without one they are closed.
+    assert_eq!(
+        call(&app, OPERATOR, Method::GET, "/metrics", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let metrics = call(&app, OPERATOR, Method::GET, "/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("alice"), "no tenant label by default");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_reads_a_tenants_photos_only_with_the_flag_and_tenant_labels_on_request() {
+    let app = spawn_app(two_tenants(None, |config| {
+        config.operator_reads_photos = true;
+        config.metrics_tenant_labels = true;
+    }))
+    .await;
+    let photo = solid_png([5, 6, 7], 4, 4);
+    register_as(&app, ALICE, "bo", "<bo> is alice's dog.", &photo).await;
+    let response = call(
+        &app,
+        OPERATOR,
+        Method::GET,
+        "/v1/tenants/alice/export",
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let extracted = untar(&response.bytes().await.unwrap());
+    assert_eq!(
+        std::fs::read(extracted.path().join("concepts/bo/0.png")).unwrap(),
+        photo
+    );
+    let metrics = call(&app, OPERATOR, Method::GET, "/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("slc_detector_tenant_requests_total{status=\"201\",tenant=\"alice\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn per_tenant_concept_and_storage_quotas_refuse_with_413() {
+    let app = spawn_app(two_tenants(None, |config| {
+        config.tenant_max_concepts = 2;
+        config.tenant_max_stored_mib = 1;
+        config.max_body_bytes = 4 * 1024 * 1024;
+    }))
+    .await;
+    let small = solid_png([1, 1, 1], 4, 4);
+    register_as(&app, ALICE, "a1", "<a1> one.", &small).await;
+    register_as(&app, ALICE, "a2", "<a2> two.", &small).await;
+    let third = json!({"id": "a3", "description": "<a3>.", "images": [base64_of(&small)]});
+    let message = assert_error(
+        call(&app, ALICE, Method::POST, "/v1/concepts", Some(&third)).await,
+        413,
+        "concept_quota_exceeded",
+    )
+    .await;
+    assert!(message.contains("2 concepts"), "{message}");
+    // Bob's quota is his own.
+    register_as(&app, BOB, "a3", "<a3>.", &small).await;
+    // 1 MiB of photos per tenant: a 700×700 noise PNG (about 1.4 MiB) is over it.
+    let large = noise_png(700, 700, 7);
+    assert!(large.len() > 1024 * 1024);
+    let body = json!({"id": "big", "description": "<big>.", "images": [base64_of(&large)]});
+    assert_error(
+        call(&app, BOB, Method::POST, "/v1/concepts", Some(&body)).await,
+        413,
+        "storage_quota_exceeded",
+    )
+    .await;
+    let replace = json!({"description": "<a1> one.", "images": [base64_of(&large)]});
+    assert_error(
+        call(&app, ALICE, Method::PUT, "/v1/concepts/a1", Some(&replace)).await,
+        413,
+        "storage_quota_exceeded",
+    )
+    .await;
+    assert_eq!(app.state.registry.row_counts().await.unwrap(), (3, 3));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_tenant_has_a_request_budget_and_429_says_when_to_retry() {
+    let app = spawn_app(two_tenants(None, |config| {
+        config.tenant_requests_per_minute = 3
+    }))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            call(&app, ALICE, Method::GET, "/v1/concepts", None)
+                .await
+                .status(),
+            200
+        );
+    }
+    let refused = call(&app, ALICE, Method::GET, "/v1/concepts", None).await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert_error(refused, 429, "rate_limited").await;
+    assert_eq!(
+        call(&app, BOB, Method::GET, "/v1/concepts", None)
+            .await
+            .status(),
+        200
+    );
+    // Probes are not counted.
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    app.stop().await;
+
+    // Keyless mode: the one local user is not limited.
+    let local = spawn_app(TestOptions::tweak(|config| {
+        config.tenant_requests_per_minute = 1
+    }))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            local
+                .client
+                .get(local.url("/v1/concepts"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn the_keys_file_holds_hashes_and_is_reloaded_without_a_restart() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("keys");
+    let line = |tenant: &str, key: &str| slc_detector::tenants::keys::keys_file_line(tenant, key);
+    std::fs::write(&path, format!("{}\n", line("carol", "carol-key-1"))).unwrap();
+    let file = path.clone();
+    let app = spawn_app(TestOptions::tweak(move |config| {
+        config.keys_file = Some(file)
+    }))
+    .await;
+    assert_eq!(
+        call(&app, "carol-key-1", Method::GET, "/v1/concepts", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(&app, "carol-key-2", Method::GET, "/v1/concepts", None)
+            .await
+            .status(),
+        401
+    );
+    // Rotate carol's key: the new file is picked up within the watch interval.
+    std::fs::write(
+        &path,
+        format!("# rotated\n{}\n", line("carol", "carol-key-2")),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let new = call(&app, "carol-key-2", Method::GET, "/v1/concepts", None)
+            .await
+            .status();
+        if new == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keys file was not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        call(&app, "carol-key-1", Method::GET, "/v1/concepts", None)
+            .await
+            .status(),
+        401
+    );
+    app.stop().await;
+}
+
+/// Every file of the SQLite database (main file, log, shared memory) as one byte string.
+fn database_bytes(path: &std::path::Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = format!("{}{suffix}", path.display());
+        if let Ok(contents) = std::fs::read(&file) {
+            bytes.extend(contents);
+        }
+    }
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+#[tokio::test]
+async fn export_then_delete_a_tenant_leaves_nothing_in_the_sqlite_files_bytes() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("registry.sqlite");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let app = spawn_app(two_tenants(Some(url), |_| {})).await;
+    let description = "<zq> is alice's one-eyed tabby, unmistakable-marker-4711.";
+    let photo = noise_png(40, 30, 99);
+    register_as(&app, ALICE, "zq", description, &photo).await;
+    register_as(
+        &app,
+        ALICE,
+        "bo",
+        "<bo> is alice's dog.",
+        &solid_png([3, 3, 3], 4, 4),
+    )
+    .await;
+    register_as(
+        &app,
+        BOB,
+        "bo",
+        "<bo> is bob's dog, bob-marker-0815.",
+        &solid_png([4, 4, 4], 4, 4),
+    )
+    .await;
+    let concept: Value = call(&app, ALICE, Method::GET, "/v1/concepts/zq", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sha256 = concept["images"][0]["sha256"].as_str().unwrap().to_string();
+
+    // The export: the tenant's own data, all of it, and nothing of anyone else's.
+    let response = call(&app, ALICE, Method::GET, "/v1/export", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-tar");
+    let extracted = untar(&response.bytes().await.unwrap());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(extracted.path().join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["tenant"], "alice");
+    let ids: Vec<&str> = manifest["concepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bo", "zq"]);
+    assert_eq!(manifest["concepts"][1]["description"], description);
+    assert_eq!(
+        manifest["concepts"][1]["images"][0]["sha256"],
+        sha256.as_str()
+    );
+    assert_eq!(
+        std::fs::read(extracted.path().join("concepts/zq/0.png")).unwrap(),
+        photo
+    );
+    assert!(
+        !serde_json::to_string(&manifest)
+            .unwrap()
+            .contains("bob-marker")
+    );
+
+    let before = database_bytes(&path);
+    assert!(
+        contains(&before, description.as_bytes()),
+        "the test must see what it looks for"
+    );
+    assert!(contains(&before, sha256.as_bytes()));
+
+    let removed = call(&app, OPERATOR, Method::DELETE, "/v1/tenants/alice", None).await;
+    assert_eq!(removed.status(), 200);
+    let removed: Value = removed.json().await.unwrap();
+    assert_eq!(
+        (removed["concepts"].as_i64(), removed["images"].as_i64()),
+        (Some(2), Some(2))
+    );
+
+    let after = database_bytes(&path);
+    assert!(
+        !contains(&after, description.as_bytes()),
+        "the description is still in the file"
+    );
+    assert!(!contains(&after, b"unmistakable-marker-4711"));
+    assert!(
+        !contains(&after, sha256.as_bytes()),
+        "the image hash is still in the file"
+    );
+    assert!(
+        !contains(&after, &photo[photo.len() / 2..photo.len() / 2 + 64]),
+        "image bytes remain"
+    );
+    assert!(contains(&after, b"bob-marker-0815"), "bob's data stays");
+    let listed: Value = call(&app, ALICE, Method::GET, "/v1/concepts", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["concepts"], json!([]));
+    assert_eq!(
+        call(&app, BOB, Method::GET, "/v1/concepts/bo", None)
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_reasoner_gets_an_opaque_partition_per_tenant_and_no_tenant_name() {
+    let reasoner = crate::ask::scripted_reasoner(crate::ask::Behaviour::Answer).await;
+    let address = reasoner.address;
+    let app = spawn_app(two_tenants(None, move |config| {
+        config.reasoner_url = format!("http://{address}");
+    }))
+    .await;
+    register_as(
+        &app,
+        ALICE,
+        "bo",
+        "<bo> is a dog.",
+        &solid_png([1, 2, 3], 4, 4),
+    )
+    .await;
+    register_as(
+        &app,
+        BOB,
+        "bo",
+        "<bo> is a dog.",
+        &solid_png([1, 2, 3], 4, 4),
+    )
+    .await;
+    let question = json!({"question": "Is <bo> a cat?", "concepts": ["bo"]});
+    for key in [ALICE, ALICE, BOB] {
+        let response = call(&app, key, Method::POST, "/v1/ask", Some(&question)).await;
+        assert_eq!(response.status(), 200);
+    }
+    let received = reasoner.received.lock().unwrap().clone();
+    let partitions: Vec<String> = received
+        .iter()
+        .map(|(headers, _)| {
+            headers[shared_types::CACHE_PARTITION_HEADER]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(partitions[0], partitions[1], "one tenant, one partition");
+    assert_ne!(partitions[0], partitions[2], "two tenants, two partitions");
+    assert!(
+        partitions
+            .iter()
+            .all(|p| p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    );
+    for (headers, body) in &received {
+        let mut seen = String::from_utf8_lossy(body).to_string();
+        for (name, value) in headers {
+            seen.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("")));
+        }
+        for secret in ["alice", "bob", ALICE, BOB] {
+            assert!(!seen.contains(secret), "{secret} reached the cloud: {seen}");
+        }
+    }
+    app.stop().await;
+}
