@@ -13,6 +13,7 @@ use crate::detection::{
     normalize_cue_set, table6_user_text,
 };
 use crate::error::ApiError;
+use crate::grounding;
 use crate::extract::ApiJson;
 use crate::images::DecodedImage;
 use crate::model::{
@@ -29,12 +30,13 @@ use crate::state::AppState;
     tag = "detection",
     request_body(content = DetectRequest, example = json!({
         "image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...",
-        "concepts": ["bo", "<mam>"]
+        "concepts": ["bo", "<mam>"],
+        "boxes": true
     })),
     responses(
         (status = 200, body = DetectResponse, example = json!({
             "cues": {
-                "<bo>": {"present": true, "location-absolute": "center", "location-relative": "on the sofa"},
+                "<bo>": {"present": true, "location-absolute": "center", "location-relative": "on the sofa", "box": [120, 80, 410, 360]},
                 "<mam>": {"present": false}
             },
             "adapter": {"name": "meta-3", "similarity": 0.82},
@@ -55,7 +57,7 @@ pub async fn detect(
 ) -> Result<axum::Json<DetectResponse>, ApiError> {
     let records = resolve_concepts(&state, &request.concepts, false).await?;
     let image = state.images.base64(&request.image, "image").await?;
-    let detection = run_detection(&state, &image, &records).await?;
+    let detection = run_detection(&state, &image, &records, request.boxes).await?;
     Ok(axum::Json(detection))
 }
 
@@ -96,11 +98,13 @@ pub async fn resolve_concepts(
 }
 
 /// Runs the Table 6 detection on a worker, constrained by the cue-set schema for exactly
-/// these concepts, with the adapter chosen from their embeddings.
+/// these concepts, with the adapter chosen from their embeddings; with `boxes`, then one
+/// grounding call per concept reported present (`grounding.rs`).
 pub async fn run_detection(
     state: &AppState,
     image: &DecodedImage,
     records: &[ConceptRecord],
+    boxes: bool,
 ) -> Result<DetectResponse, ApiError> {
     let started = Instant::now();
     let bracketed_ids: Vec<String> = records.iter().map(|record| record.id.bracketed()).collect();
@@ -141,11 +145,72 @@ pub async fn run_detection(
         adapter: adapter.as_ref().map(|selection| selection.name.clone()),
     };
     let output = state.workers.generate(request, state.deadline()).await?;
-    let cues = normalize_cue_set(&output.text, &bracketed_ids).map_err(|why| {
+    let mut cues = normalize_cue_set(&output.text, &bracketed_ids).map_err(|why| {
         state.metrics.invalid_model_outputs.inc();
         ApiError::InvalidModelOutput(why)
     })?;
-    Ok(detect_response(cues, adapter, &output, started))
+    let mut response_usage = output.usage.clone();
+    if boxes {
+        add_boxes(state, image, records, &mut cues, &mut response_usage).await?;
+    }
+    let mut response = detect_response(cues, adapter, &output, started);
+    response.usage.prompt_tokens = response_usage.prompt_tokens;
+    response.usage.completion_tokens = response_usage.completion_tokens;
+    response.usage.decode_steps = response_usage.decode_steps;
+    Ok(response)
+}
+
+/// One grounding call per present concept, on the base model (grounding is Qwen2.5-VL's
+/// own skill; the meta-concept adapters were trained on Table 6 only). A box the model's
+/// output does not give is left out and counted as an invalid output; the cue stays.
+async fn add_boxes(
+    state: &AppState,
+    image: &DecodedImage,
+    records: &[ConceptRecord],
+    cues: &mut shared_types::CueSet,
+    usage: &mut crate::model::GenerationUsage,
+) -> Result<(), ApiError> {
+    let Some(rule) = state.workers.catalog().resize_rule else {
+        return Err(ApiError::InvalidRequest(
+            "this edge's model cannot ground boxes; ask without `boxes`".into(),
+        ));
+    };
+    let original = (image.rgb.width(), image.rgb.height());
+    let Some(resized) = grounding::resized_size(rule, original.0, original.1) else {
+        return Ok(());
+    };
+    for record in records {
+        let id = record.id.bracketed();
+        let Some(cue) = cues.get_mut(&id).filter(|cue| cue.present) else {
+            continue;
+        };
+        let prompt_image = PromptImage {
+            sha256: image.sha256.clone(),
+            rgb: image.rgb.clone(),
+        };
+        let request = GenerationRequest {
+            messages: grounding::grounding_messages(
+                prompt_image,
+                &id,
+                &record.concept.description,
+            ),
+            sampling: SamplingParams::greedy(grounding::BOX_MAX_TOKENS),
+            json_schema: Some(grounding::box_schema(resized)),
+            adapter: None,
+        };
+        let output = state.workers.generate(request, state.deadline()).await?;
+        usage.prompt_tokens += output.usage.prompt_tokens;
+        usage.completion_tokens += output.usage.completion_tokens;
+        usage.decode_steps += output.usage.decode_steps;
+        match grounding::original_box(&output.text, resized, original) {
+            Ok(bbox) => cue.bbox = Some(bbox),
+            Err(why) => {
+                state.metrics.invalid_model_outputs.inc();
+                tracing::warn!(concept = %id, %why, "no box from the grounding output");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Eq. 1's adapter for a detection, counted in `/metrics`.

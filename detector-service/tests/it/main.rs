@@ -2,6 +2,7 @@
 
 mod ask;
 mod atomicity;
+mod boxes;
 mod bad_input;
 mod chat;
 mod concepts_http;
