@@ -730,3 +730,34 @@ fn limit_keeps_both_positives_and_negatives_for_recognition() {
         );
     }
 }
+
+/// The `full_recheck` ablation is a column of its own next to `full`: the same items asked in
+/// mode `full`, with `recheck_mentioned` only in its requests.
+#[tokio::test]
+async fn the_recheck_ablation_is_a_column_next_to_full() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let vqa = data
+        .join("eval/slc/yollava_eval/vqa.json")
+        .display()
+        .to_string();
+    let extra = ["--input", &vqa, "--limit", "2", "--modes", "full,full_recheck"];
+    let placeholder = run_config("http://127.0.0.1:9", out.path(), &extra);
+    let edge = spawn_scripted_edge(scripted_state(&placeholder)).await;
+    let config = run_config(&edge.url, out.path(), &extra);
+    let outcome = execute(&config).await.unwrap();
+    let columns: Vec<EvalMode> = outcome.report.modes.iter().map(|m| m.mode).collect();
+    assert_eq!(columns, [EvalMode::Full, EvalMode::FullRecheck]);
+    let summary = std::fs::read_to_string(&outcome.written.markdown).unwrap();
+    assert!(summary.contains("| full_recheck |"), "{summary}");
+    let state = edge.state.lock().unwrap();
+    assert_eq!(state.asks.len(), 4);
+    for request in &state.asks {
+        assert_eq!(request.mode, shared_types::Mode::Full);
+    }
+    assert_eq!(
+        state.asks.iter().filter(|r| r.recheck_mentioned).count(),
+        2,
+        "only the ablation's requests ask for the second look"
+    );
+}

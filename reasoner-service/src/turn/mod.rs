@@ -25,13 +25,12 @@ mod reflect;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use axum::http::HeaderValue;
 use shared_types::{
     IdentitiesRequest, IdentitiesResponse, ReasonRequest, ReasonResponse, ReasonTimings,
     UpstreamStats,
 };
+use tokio::sync::mpsc;
 
 pub use calls::VERIFY_MAX_TOKENS_PER_QUESTION;
 
@@ -43,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::prompts::DetectionReportEntry;
 use crate::upstream::{ChatCall, ChatReply, UpstreamClient};
 use crate::validation::{TurnPlan, ValidReasonRequest, validate_identities, validate_reason};
+use reflect::{ReflectPlan, detection_report, mentioned_misses, unverified_actions};
 
 /// What a streamed turn hands on before its response: the refined cues once reflection is
 /// done, then the answer's text piece by piece.
@@ -51,7 +51,6 @@ pub enum TurnEvent {
     Verification(shared_types::CueSet),
     Delta(String),
 }
-use reflect::{ReflectPlan, detection_report, mentioned_misses, unverified_actions};
 
 pub struct Reasoner {
     pub upstream: UpstreamClient,

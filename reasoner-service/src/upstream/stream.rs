@@ -137,6 +137,9 @@ where
                 return Ok(reply);
             }
             let chunk = wire::decode_chunk(&event.data).map_err(bad)?;
+            if let Some(message) = chunk.error {
+                return Err(UpstreamError::Interrupted { message });
+            }
             if let Some((prompt_tokens, completion_tokens)) = chunk.usage {
                 reply.prompt_tokens = prompt_tokens;
                 reply.completion_tokens = completion_tokens;

@@ -171,6 +171,9 @@ struct ChunkBody {
     choices: Vec<ChunkChoice>,
     #[serde(default)]
     usage: Option<CompletionUsage>,
+    /// vLLM and the edge report a failure mid-stream as `{"error": {...}}`.
+    #[serde(default)]
+    error: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -190,11 +193,18 @@ struct ChunkDelta {
 pub(super) struct DecodedChunk {
     pub text: String,
     pub usage: Option<(u64, u64)>,
+    /// The failure the stream reported instead of text.
+    pub error: Option<String>,
 }
 
 pub(super) fn decode_chunk(data: &str) -> Result<DecodedChunk, String> {
     let chunk: ChunkBody = serde_json::from_str(data)
         .map_err(|error| format!("not a chat completion chunk: {error}"))?;
+    let error = chunk.error.map(|error| {
+        error["message"]
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_owned)
+    });
     let text = chunk
         .choices
         .into_iter()
@@ -204,7 +214,7 @@ pub(super) fn decode_chunk(data: &str) -> Result<DecodedChunk, String> {
     let usage = chunk
         .usage
         .map(|usage| (usage.prompt_tokens, usage.completion_tokens));
-    Ok(DecodedChunk { text, usage })
+    Ok(DecodedChunk { text, usage, error })
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -295,5 +305,7 @@ mod tests {
         let last = decode_chunk(r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3}}"#);
         assert_eq!(last.unwrap().usage, Some((9, 3)));
         assert!(decode_chunk("{not json").is_err());
+        let failed = decode_chunk(r#"{"error":{"message":"out of memory","type":"x"}}"#);
+        assert_eq!(failed.unwrap().error.as_deref(), Some("out of memory"));
     }
 }

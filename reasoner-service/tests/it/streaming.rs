@@ -31,15 +31,18 @@ fn script(pieces: &[&str], gap_ms: u64, ending: Ending) -> StreamScript {
     }
 }
 
-async fn reasoner(upstream: &StreamingUpstream, attempt_ms: u64, deadline_ms: u64) -> crate::helpers::TestApp {
+/// A reasoner on `upstream` with these stream bounds, and its database's directory.
+async fn reasoner(
+    upstream: &StreamingUpstream,
+    attempt_ms: u64,
+    deadline_ms: u64,
+) -> (crate::helpers::TestApp, tempfile::TempDir) {
     let directory = tempfile::tempdir().unwrap();
     let database = crate::helpers::sqlite_url(&directory.path().join("reasoner.db"));
     let mut config = crate::helpers::base_config(&upstream.base_url(), &database);
     config.llm_attempt_timeout_ms = attempt_ms;
     config.llm_call_deadline_ms = deadline_ms;
-    // The directory lives as long as the test process: the app keeps its pool open.
-    std::mem::forget(directory);
-    spawn_config(config).await
+    (spawn_config(config).await, directory)
 }
 
 fn turn() -> Value {
@@ -107,7 +110,7 @@ async fn stream_turn(app: &crate::helpers::TestApp) -> EventReader {
 async fn deltas_arrive_before_the_upstream_finishes_and_done_has_the_whole_turn() {
     let pieces = ["<bo> is ", "chasing ", "a ball", "."];
     let upstream = StreamingUpstream::start(script(&pieces, 150, Ending::Done), plain).await;
-    let app = reasoner(&upstream, 5_000, 20_000).await;
+    let (app, _directory) = reasoner(&upstream, 5_000, 20_000).await;
     let events = stream_turn(&app).await.all().await;
     let names: Vec<&str> = events.iter().map(|(name, _, _)| name.as_str()).collect();
     assert_eq!(
@@ -156,7 +159,7 @@ async fn a_stalled_broken_or_endless_stream_ends_in_a_typed_error_event() {
     ] {
         let upstream =
             StreamingUpstream::start(script(&["one ", "two "], 30, ending), plain).await;
-        let app = reasoner(&upstream, attempt_ms, deadline_ms).await;
+        let (app, _directory) = reasoner(&upstream, attempt_ms, deadline_ms).await;
         let started = Instant::now();
         let events = stream_turn(&app).await.all().await;
         let (name, data, _) = events.last().unwrap();
@@ -174,7 +177,7 @@ async fn a_client_that_leaves_closes_the_upstream_stream() {
     let pieces: Vec<String> = (0..200).map(|n| format!("word{n} ")).collect();
     let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
     let upstream = StreamingUpstream::start(script(&pieces, 50, Ending::Done), plain).await;
-    let app = reasoner(&upstream, 5_000, 60_000).await;
+    let (app, _directory) = reasoner(&upstream, 5_000, 60_000).await;
     let mut reader = stream_turn(&app).await;
     loop {
         let (name, _, _) = reader.next().await.unwrap();
