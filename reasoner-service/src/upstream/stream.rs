@@ -78,7 +78,8 @@ impl UpstreamClient {
 
     /// One attempt at opening the stream: the request sent and a 2xx head back within the
     /// attempt timeout. The body is read under the call's deadline instead (reqwest's own
-    /// timeout would cut a long answer off).
+    /// timeout would cut a long answer off); reqwest's is set past it, so the deadline, not a
+    /// transport error, is what a never-ending stream meets.
     async fn open_stream(
         &self,
         encoded: &RequestBody,
@@ -87,7 +88,7 @@ impl UpstreamClient {
         let request = self
             .authorized_post(encoded, request_id)
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .timeout(self.settings.retry.call_deadline);
+            .timeout(self.settings.retry.call_deadline + Duration::from_secs(1));
         let response = tokio::time::timeout(self.settings.retry.attempt_timeout, request.send())
             .await
             .map_err(|_| AttemptError::Timeout)?

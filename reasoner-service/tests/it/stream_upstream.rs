@@ -41,7 +41,6 @@ pub struct StreamScript {
 #[derive(Debug, Clone, Default)]
 pub struct StreamRecord {
     pub request: Value,
-    pub started: Option<Instant>,
     /// When `[DONE]` went out.
     pub finished: Option<Instant>,
     /// When the body was dropped before `[DONE]`: the client closed the connection.
@@ -137,7 +136,6 @@ async fn completions(State(state): State<UpstreamState>, raw: Bytes) -> Response
         let mut streams = state.streams.lock().unwrap();
         streams.push(StreamRecord {
             request,
-            started: Some(Instant::now()),
             ..StreamRecord::default()
         });
         streams.len() - 1
