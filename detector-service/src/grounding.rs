@@ -140,7 +140,10 @@ mod tests {
         let schema = box_schema((1008, 504));
         let items = &schema["properties"]["bbox_2d"];
         assert_eq!(items["items"]["type"], "integer");
-        assert_eq!((items["minItems"].as_u64(), items["maxItems"].as_u64()), (Some(4), Some(4)));
+        assert_eq!(
+            (items["minItems"].as_u64(), items["maxItems"].as_u64()),
+            (Some(4), Some(4))
+        );
         assert_eq!(items["items"]["maximum"], 1008);
     }
 }

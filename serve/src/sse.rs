@@ -160,18 +160,24 @@ mod tests {
 
     #[test]
     fn openai_chunks_parse_whatever_the_chunk_boundaries() {
-        let input = "data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"b\":\"é\"}\r\n\r\ndata: [DONE]\r\r";
+        let input =
+            "data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"b\":\"é\"}\r\n\r\ndata: [DONE]\r\r";
         for size in 1..input.len() {
             let events = parse_in_chunks(input.as_bytes(), size);
             let data: Vec<&str> = events.iter().map(|event| event.data.as_str()).collect();
-            assert_eq!(data, ["{\"a\":1}", "{\"b\":\"é\"}", "[DONE]"], "size {size}");
+            assert_eq!(
+                data,
+                ["{\"a\":1}", "{\"b\":\"é\"}", "[DONE]"],
+                "size {size}"
+            );
             assert!(events.iter().all(|event| event.event.is_none()));
         }
     }
 
     #[test]
     fn named_events_multiline_data_and_fields() {
-        let input = b"event: delta\ndata: line one\ndata:line two\nid: 7\nretry: 10\n\nevent: ping\n\n";
+        let input =
+            b"event: delta\ndata: line one\ndata:line two\nid: 7\nretry: 10\n\nevent: ping\n\n";
         let events = parse_in_chunks(input, 3);
         assert_eq!(
             events,

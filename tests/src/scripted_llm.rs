@@ -79,7 +79,12 @@ fn plain_reply(request: &Value) -> String {
             .split("\\n")
             .filter_map(|line| line.split_once(": ").map(|(id, _)| id.trim_matches('"')))
             .filter(|id| id.starts_with('<') && id.ends_with('>'))
-            .map(|id| (id.to_owned(), json!({"category": "a dog", "attributes": "fluffy"})))
+            .map(|id| {
+                (
+                    id.to_owned(),
+                    json!({"category": "a dog", "attributes": "fluffy"}),
+                )
+            })
             .collect();
         Value::Object(identities).to_string()
     } else {
@@ -116,14 +121,19 @@ async fn completions(State(script): State<Script>, raw: Bytes) -> Response {
 /// Sends each piece after `gap`, then usage and `[DONE]`. hyper drops the body, and with it
 /// the receiver, when the client's connection is gone: a failed send is that close.
 async fn stream_answer(script: Script, sender: mpsc::Sender<Result<Bytes, std::io::Error>>) {
-    let closed_early = |log: &Mutex<StreamLog>| log.lock().unwrap().closed_early.push(Instant::now());
+    let closed_early =
+        |log: &Mutex<StreamLog>| log.lock().unwrap().closed_early.push(Instant::now());
     for piece in script.pieces.iter() {
         tokio::select! {
             () = tokio::time::sleep(script.gap) => {}
             () = sender.closed() => return closed_early(&script.log),
         }
         let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
-        if sender.send(Ok(Bytes::from(format!("data: {chunk}\n\n")))).await.is_err() {
+        if sender
+            .send(Ok(Bytes::from(format!("data: {chunk}\n\n"))))
+            .await
+            .is_err()
+        {
             return closed_early(&script.log);
         }
     }

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use shared_types::limits::{MAX_ANSWER_TOKENS, MAX_QUESTION_CHARS};
 use shared_types::{
-    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, DetectResponse, ErrorBody,
-    EVENT_DETECTION, EVENT_DONE, Mode, REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
+    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, DetectResponse,
+    EVENT_DETECTION, EVENT_DONE, ErrorBody, Mode, REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
 };
 use tokio::sync::mpsc;
 use tracing::Instrument;

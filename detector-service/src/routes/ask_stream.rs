@@ -15,8 +15,8 @@ use shared_types::{
 use tokio::sync::mpsc;
 
 use crate::pseudonyms::Pseudonyms;
-use crate::routes::ask::keep_boxes;
 use crate::reasoner_client::{ReasonerError, StreamedPiece};
+use crate::routes::ask::keep_boxes;
 use crate::state::AppState;
 
 /// A word longer than this is let through unrevealed-so-far rather than held without end (a

@@ -13,8 +13,8 @@ use crate::detection::{
     normalize_cue_set, table6_user_text,
 };
 use crate::error::ApiError;
-use crate::grounding;
 use crate::extract::ApiJson;
+use crate::grounding;
 use crate::images::DecodedImage;
 use crate::model::{
     AdapterSelection, ContentPart, GenerationOutput, GenerationRequest, PromptImage, PromptMessage,
@@ -189,11 +189,7 @@ async fn add_boxes(
             rgb: image.rgb.clone(),
         };
         let request = GenerationRequest {
-            messages: grounding::grounding_messages(
-                prompt_image,
-                &id,
-                &record.concept.description,
-            ),
+            messages: grounding::grounding_messages(prompt_image, &id, &record.concept.description),
             sampling: SamplingParams::greedy(grounding::BOX_MAX_TOKENS),
             json_schema: Some(grounding::box_schema(resized)),
             adapter: None,

@@ -445,7 +445,17 @@ async fn ask_streams_detection_then_answer() {
         .collect();
     assert_eq!(
         events,
-        ["detection", "verification", "delta", "delta", "delta", "delta", "delta", "delta", "done"],
+        [
+            "detection",
+            "verification",
+            "delta",
+            "delta",
+            "delta",
+            "delta",
+            "delta",
+            "delta",
+            "done"
+        ],
         "{text}"
     );
     // The deltas, joined, are the answer with the alias (split across two) revealed.

@@ -2,8 +2,8 @@
 
 mod ask;
 mod atomicity;
-mod boxes;
 mod bad_input;
+mod boxes;
 mod chat;
 mod concepts_http;
 mod console;

@@ -7,8 +7,8 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use crate::EvalMode;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::items::Task;

@@ -288,11 +288,23 @@ async fn full_run_against_the_scripted_edge() {
         1.0
     );
     assert_eq!(
-        figure(report, EvalMode::Full, false, Task::Recognition, "yes_recall"),
+        figure(
+            report,
+            EvalMode::Full,
+            false,
+            Task::Recognition,
+            "yes_recall"
+        ),
         1.0
     );
     assert_eq!(
-        figure(report, EvalMode::Full, false, Task::Recognition, "no_recall"),
+        figure(
+            report,
+            EvalMode::Full,
+            false,
+            Task::Recognition,
+            "no_recall"
+        ),
         1.0
     );
     assert_eq!(
@@ -323,7 +335,11 @@ async fn full_run_against_the_scripted_edge() {
     assert!((pure_accuracy - keyed_a as f64 / pure_text.len() as f64).abs() < 1e-12);
     // Pure mode answers recognition "I don't know.": strictly unparseable, so wrong; the
     // authors' substring test reads "know" as "no" and scores every negative right.
-    let pure_report = report.modes.iter().find(|m| m.mode == EvalMode::Pure).unwrap();
+    let pure_report = report
+        .modes
+        .iter()
+        .find(|m| m.mode == EvalMode::Pure)
+        .unwrap();
     assert_eq!(pure_report.unparseable, 24);
     assert!(
         report
@@ -333,7 +349,13 @@ async fn full_run_against_the_scripted_edge() {
             .all(|r| r.parsed == Parsed::Unparseable)
     );
     assert_eq!(
-        figure(report, EvalMode::Pure, false, Task::Recognition, "no_recall"),
+        figure(
+            report,
+            EvalMode::Pure,
+            false,
+            Task::Recognition,
+            "no_recall"
+        ),
         0.0
     );
     assert_eq!(
@@ -341,11 +363,21 @@ async fn full_run_against_the_scripted_edge() {
         1.0
     );
     assert_eq!(
-        figure(report, EvalMode::Pure, true, Task::Recognition, "yes_recall"),
+        figure(
+            report,
+            EvalMode::Pure,
+            true,
+            Task::Recognition,
+            "yes_recall"
+        ),
         0.0
     );
     // Recognition from the cues the edge returned: raw cues only in modes with detection.
-    let full_report = report.modes.iter().find(|m| m.mode == EvalMode::Full).unwrap();
+    let full_report = report
+        .modes
+        .iter()
+        .find(|m| m.mode == EvalMode::Full)
+        .unwrap();
     assert_eq!(
         full_report
             .recognition_from_raw_cues
@@ -572,7 +604,12 @@ async fn against_the_real_services() {
         .filter_map(|r| r.error.as_ref())
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
-    for mode in [EvalMode::Full, EvalMode::NoReflection, EvalMode::NoDetector, EvalMode::Pure] {
+    for mode in [
+        EvalMode::Full,
+        EvalMode::NoReflection,
+        EvalMode::NoDetector,
+        EvalMode::Pure,
+    ] {
         assert!(
             outcome.report.items.iter().any(|r| r.mode == mode),
             "{mode:?} ran"
@@ -636,7 +673,12 @@ fn cli_definition_is_consistent_and_reads_the_environment() {
     };
     assert_eq!(
         config.modes,
-        vec![EvalMode::Full, EvalMode::NoReflection, EvalMode::NoDetector, EvalMode::Pure]
+        vec![
+            EvalMode::Full,
+            EvalMode::NoReflection,
+            EvalMode::NoDetector,
+            EvalMode::Pure
+        ]
     );
     assert_eq!(
         config.path_maps,
@@ -741,7 +783,14 @@ async fn the_recheck_ablation_is_a_column_next_to_full() {
         .join("eval/slc/yollava_eval/vqa.json")
         .display()
         .to_string();
-    let extra = ["--input", &vqa, "--limit", "2", "--modes", "full,full_recheck"];
+    let extra = [
+        "--input",
+        &vqa,
+        "--limit",
+        "2",
+        "--modes",
+        "full,full_recheck",
+    ];
     let placeholder = run_config("http://127.0.0.1:9", out.path(), &extra);
     let edge = spawn_scripted_edge(scripted_state(&placeholder)).await;
     let config = run_config(&edge.url, out.path(), &extra);

@@ -247,7 +247,9 @@ impl UpstreamClient {
     ) -> Result<ChatReply, AttemptError> {
         let response = self
             .authorized_post(encoded, request_id)
-            .send().await.map_err(AttemptError::from_transport)?;
+            .send()
+            .await
+            .map_err(AttemptError::from_transport)?;
         if !response.status().is_success() {
             return Err(AttemptError::from_status(response).await);
         }

@@ -133,7 +133,10 @@ where
                 });
             }
         };
-        for event in parser.push(&bytes).map_err(|error| bad(error.to_string()))? {
+        for event in parser
+            .push(&bytes)
+            .map_err(|error| bad(error.to_string()))?
+        {
             if event.data.trim() == "[DONE]" {
                 return Ok(reply);
             }

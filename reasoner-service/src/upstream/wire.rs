@@ -302,7 +302,8 @@ mod tests {
         assert_eq!(role.unwrap().text, "");
         let text = decode_chunk(r#"{"choices":[{"delta":{"content":"He "}}]}"#).unwrap();
         assert_eq!((text.text.as_str(), text.usage), ("He ", None));
-        let last = decode_chunk(r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3}}"#);
+        let last =
+            decode_chunk(r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3}}"#);
         assert_eq!(last.unwrap().usage, Some((9, 3)));
         assert!(decode_chunk("{not json").is_err());
         let failed = decode_chunk(r#"{"error":{"message":"out of memory","type":"x"}}"#);

@@ -63,12 +63,17 @@ async fn a_mentioned_miss_is_recovered_per_concept_and_in_the_batch() {
         if batched {
             assert_eq!(
                 prompts[0],
-                format!("Q1. Do you see a shiba inu at center of the image? (yes or no)\nQ2. {PRESENCE}")
+                format!(
+                    "Q1. Do you see a shiba inu at center of the image? (yes or no)\nQ2. {PRESENCE}"
+                )
             );
         } else {
             assert!(prompts.contains(&format!("Q1. {PRESENCE}")), "{prompts:?}");
         }
-        assert!(!prompts.concat().contains("grey cat"), "an unnamed miss is not rechecked");
+        assert!(
+            !prompts.concat().contains("grey cat"),
+            "an unnamed miss is not rechecked"
+        );
         assert_eq!(
             body["actions"],
             json!({"<bo>": "kept", "<lina>": "recovered", "<rex>": "not_present"})
@@ -83,7 +88,10 @@ async fn a_mentioned_miss_is_recovered_per_concept_and_in_the_batch() {
         assert_eq!(presence.len(), 1);
         assert_eq!(presence[0]["concept"], "<lina>");
         // The answer's report (Table 9) has her present, with no location.
-        let system = upstream.requests_of("answer")[0].system().unwrap().to_owned();
+        let system = upstream.requests_of("answer")[0]
+            .system()
+            .unwrap()
+            .to_owned();
         let report_start = system.find("\"<lina>\"").unwrap();
         let lina = &system[report_start..report_start + 200];
         assert!(lina.contains("\"present\": true"), "{lina}");
@@ -108,7 +116,11 @@ async fn a_no_or_the_option_off_leaves_the_miss_absent() {
     let (status, body) = app.post("/v1/reason", &turn(false, false)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(upstream.requests_of("verify").len(), 1);
-    assert!(!upstream.requests_of("verify")[0].user_text().contains("in the image?"));
+    assert!(
+        !upstream.requests_of("verify")[0]
+            .user_text()
+            .contains("in the image?")
+    );
     assert_eq!(body["actions"]["<lina>"], "not_present");
 }
 

@@ -104,7 +104,11 @@ impl StreamingUpstream {
     pub async fn wait_closed_early(&self, limit: Duration) -> Option<Instant> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Some(closed) = self.streams().first().and_then(|record| record.closed_early) {
+            if let Some(closed) = self
+                .streams()
+                .first()
+                .and_then(|record| record.closed_early)
+            {
                 return Some(closed);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -172,7 +176,9 @@ async fn next_frame(
         Ending::Done if sent == pieces => {
             let usage = json!({"choices": [], "usage": {"prompt_tokens": 321, "completion_tokens": pieces}});
             guard.finish();
-            Some(Ok(Bytes::from(format!("data: {usage}\n\ndata: [DONE]\n\n"))))
+            Some(Ok(Bytes::from(format!(
+                "data: {usage}\n\ndata: [DONE]\n\n"
+            ))))
         }
         Ending::Done => None,
         Ending::Stall => {

@@ -66,8 +66,14 @@ struct EventReader {
 impl EventReader {
     fn new(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200);
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
         Self {
             body: response.bytes_stream().boxed(),
             parser: SseParser::new(1 << 24),
@@ -155,10 +161,15 @@ async fn a_stalled_broken_or_endless_stream_ends_in_a_typed_error_event() {
     for (ending, attempt_ms, deadline_ms, status, kind) in [
         (Ending::Stall, 400, 20_000, 504, "upstream_stalled"),
         (Ending::BreakOff, 5_000, 20_000, 502, "upstream_interrupted"),
-        (Ending::Forever, 5_000, 1_500, 504, "upstream_deadline_exceeded"),
+        (
+            Ending::Forever,
+            5_000,
+            1_500,
+            504,
+            "upstream_deadline_exceeded",
+        ),
     ] {
-        let upstream =
-            StreamingUpstream::start(script(&["one ", "two "], 30, ending), plain).await;
+        let upstream = StreamingUpstream::start(script(&["one ", "two "], 30, ending), plain).await;
         let (app, _directory) = reasoner(&upstream, attempt_ms, deadline_ms).await;
         let started = Instant::now();
         let events = stream_turn(&app).await.all().await;
@@ -166,7 +177,10 @@ async fn a_stalled_broken_or_endless_stream_ends_in_a_typed_error_event() {
         assert_eq!(name, "error", "{ending:?}: {events:?}");
         assert_eq!(data["status"], status, "{ending:?}: {data}");
         assert_eq!(data["error"]["type"], kind, "{ending:?}: {data}");
-        assert!(events.iter().any(|(name, _, _)| name == "delta"), "{ending:?}");
+        assert!(
+            events.iter().any(|(name, _, _)| name == "delta"),
+            "{ending:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(10), "{ending:?}");
         app.stop().await;
     }
@@ -196,7 +210,10 @@ async fn a_client_that_leaves_closes_the_upstream_stream() {
     // The turn's slot is free again.
     let deadline = Instant::now() + Duration::from_secs(5);
     while app.state.metrics.turns_in_flight.get() != 0 {
-        assert!(Instant::now() < deadline, "the turn still counts as in flight");
+        assert!(
+            Instant::now() < deadline,
+            "the turn still counts as in flight"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

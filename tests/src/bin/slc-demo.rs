@@ -141,7 +141,11 @@ async fn ask_streamed(stack: &Stack, title: &str, request: Value) -> Result<()> 
         .json(&request)
         .send()
         .await?;
-    anyhow::ensure!(response.status().is_success(), "/v1/ask answered {}", response.status());
+    anyhow::ensure!(
+        response.status().is_success(),
+        "/v1/ask answered {}",
+        response.status()
+    );
     let mut parser = slc_serve::sse::SseParser::new(1 << 24);
     let mut body = response.bytes_stream();
     let mut first_delta_ms = None;
@@ -153,14 +157,19 @@ async fn ask_streamed(stack: &Stack, title: &str, request: Value) -> Result<()> 
             match name.as_str() {
                 "delta" => {
                     first_delta_ms.get_or_insert(at_ms);
-                    println!("  {at_ms:>7.0} ms  delta {:?}", data["text"].as_str().unwrap_or_default());
+                    println!(
+                        "  {at_ms:>7.0} ms  delta {:?}",
+                        data["text"].as_str().unwrap_or_default()
+                    );
                 }
                 "done" => {
                     println!("  {at_ms:>7.0} ms  done");
                     let timings = &data["timings"];
                     println!(
                         "Time to first answer token {} ms (edge), full answer {:.0} ms; client saw the first delta at {} ms, done at {at_ms:.0} ms",
-                        timings["first_token_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.0}")),
+                        timings["first_token_ms"]
+                            .as_f64()
+                            .map_or("-".into(), |ms| format!("{ms:.0}")),
                         timings["total_ms"].as_f64().unwrap_or_default(),
                         first_delta_ms.map_or("-".into(), |ms| format!("{ms:.0}")),
                     );

@@ -411,7 +411,12 @@ async fn pseudonyms_hide_ids_from_the_cloud_and_streaming_delivers_the_trace() {
     // The tiny model's answer may be empty, so the deltas may be none.
     assert_eq!(events[..2], ["detection", "verification"], "{text}");
     assert_eq!(events.last(), Some(&"done"), "{text}");
-    assert!(events[2..events.len() - 1].iter().all(|name| *name == "delta"), "{text}");
+    assert!(
+        events[2..events.len() - 1]
+            .iter()
+            .all(|name| *name == "delta"),
+        "{text}"
+    );
     stack.stop().unwrap();
 }
 

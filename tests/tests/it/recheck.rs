@@ -20,7 +20,11 @@ async fn start(llm: &ScriptedLlm) -> Stack {
     for id in CONCEPTS {
         let sample = samples.iter().find(|s| s.id == id).unwrap();
         stack
-            .register(&sample.id, &sample.description, std::slice::from_ref(&sample.image))
+            .register(
+                &sample.id,
+                &sample.description,
+                std::slice::from_ref(&sample.image),
+            )
             .await
             .unwrap();
     }
@@ -49,7 +53,9 @@ async fn ask(stack: &Stack, batched: bool) -> Value {
 
 #[tokio::test]
 async fn mentioned_misses_are_recovered_in_batched_and_per_concept_verification() {
-    let llm = ScriptedLlm::start(&["unused"], Duration::ZERO).await.unwrap();
+    let llm = ScriptedLlm::start(&["unused"], Duration::ZERO)
+        .await
+        .unwrap();
     let stack = start(&llm).await;
     for batched in [false, true] {
         let before = llm.log().requests.len();
@@ -66,12 +72,25 @@ async fn mentioned_misses_are_recovered_in_batched_and_per_concept_verification(
         );
         for id in &missed {
             assert_eq!(body["reasoning"]["actions"][id], "recovered", "{body}");
-            assert_eq!(body["reasoning"]["refined_cues"][id], json!({"present": true}));
+            assert_eq!(
+                body["reasoning"]["refined_cues"][id],
+                json!({"present": true})
+            );
         }
         let verify: Vec<String> = llm.log().requests[before..]
             .iter()
-            .filter(|r| r["messages"][0]["content"].as_str().unwrap_or("").starts_with("You are a visual verifier"))
-            .map(|r| r["messages"][1]["content"][1]["text"].as_str().unwrap().to_owned())
+            .filter(|r| {
+                r["messages"][0]["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("You are a visual verifier")
+            })
+            .map(|r| {
+                r["messages"][1]["content"][1]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         let presence = |text: &String| text.matches("in the image? (yes or no)").count();
         let asked: usize = verify.iter().map(presence).sum();

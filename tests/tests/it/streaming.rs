@@ -59,7 +59,11 @@ async fn read_events(
         for event in parser.push(&chunk.unwrap()).unwrap() {
             let name = event.event.unwrap_or_default();
             let done = stop(&name);
-            events.push((name, serde_json::from_str(&event.data).unwrap(), Instant::now()));
+            events.push((
+                name,
+                serde_json::from_str(&event.data).unwrap(),
+                Instant::now(),
+            ));
             if done {
                 return events;
             }
@@ -87,7 +91,11 @@ async fn the_first_delta_reaches_the_app_before_the_large_model_finishes() {
     let names: Vec<&str> = events.iter().map(|(name, _, _)| name.as_str()).collect();
     assert_eq!(names[..2], ["detection", "verification"], "{names:?}");
     assert_eq!(names.last(), Some(&"done"), "{names:?}");
-    assert!(names[2..names.len() - 1].iter().all(|name| *name == "delta"));
+    assert!(
+        names[2..names.len() - 1]
+            .iter()
+            .all(|name| *name == "delta")
+    );
     let text: String = events
         .iter()
         .filter(|(name, _, _)| name == "delta")
@@ -103,7 +111,11 @@ async fn the_first_delta_reaches_the_app_before_the_large_model_finishes() {
     );
     let log = llm.log();
     let finished = *log.finished.first().expect("the large model finished");
-    let first_delta = events.iter().find(|(name, _, _)| name == "delta").unwrap().2;
+    let first_delta = events
+        .iter()
+        .find(|(name, _, _)| name == "delta")
+        .unwrap()
+        .2;
     assert!(
         first_delta < finished,
         "the first delta came after the large model finished"
