@@ -431,9 +431,11 @@ function onAskEvent(name, data) {
     const detection = JSON.parse(data);
     const present = Object.entries(detection.cues).filter(([, cue]) => cue.present).map(([id]) => id);
     setAskState("Detected " + (present.length ? present.join(", ") : "no concept") + "; asking the cloud…");
-  } else if (name === "answer") {
-    answer.textContent += data;
-    setAskState("Answer received; finishing the trace…");
+  } else if (name === "verification") {
+    setAskState("Cues verified; the answer is being written…");
+  } else if (name === "delta") {
+    answer.textContent += JSON.parse(data).text;
+    setAskState("Writing the answer…");
   } else if (name === "done") {
     const response = JSON.parse(data);
     answer.textContent = response.answer;

@@ -179,6 +179,7 @@ pub fn normalize_cue_set(text: &str, bracketed_ids: &[String]) -> Result<CueSet,
                 present: true,
                 location_absolute: location("location-absolute")?,
                 location_relative: location("location-relative")?,
+                bbox: None,
             }
         } else {
             Cue::default()

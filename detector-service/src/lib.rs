@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod engine_models;
 pub mod error;
 pub mod extract;
+pub mod grounding;
 pub mod images;
 pub mod metrics;
 pub mod middleware;

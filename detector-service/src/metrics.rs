@@ -14,6 +14,8 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     pub queue_depth: IntGauge,
     pub time_to_first_token: Histogram,
+    /// Streamed `/v1/ask` turns: from the request to the first answer text sent to the app.
+    pub ask_first_answer_token: Histogram,
     pub tokens_per_second: Histogram,
     pub generated_tokens: IntCounter,
     pub decode_steps: IntCounter,
@@ -69,6 +71,16 @@ impl Metrics {
             )
             .buckets(vec![
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        )
+        .unwrap();
+        let ask_first_answer_token = Histogram::with_opts(
+            HistogramOpts::new(
+                "slc_detector_ask_first_answer_token_seconds",
+                "Streamed /v1/ask: from the request to the first answer text sent to the app",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
             ]),
         )
         .unwrap();
@@ -146,6 +158,7 @@ impl Metrics {
             Box::new(http_request_duration.clone()),
             Box::new(queue_depth.clone()),
             Box::new(time_to_first_token.clone()),
+            Box::new(ask_first_answer_token.clone()),
             Box::new(tokens_per_second.clone()),
             Box::new(generated_tokens.clone()),
             Box::new(decode_steps.clone()),
@@ -180,6 +193,7 @@ impl Metrics {
             http_request_duration,
             queue_depth,
             time_to_first_token,
+            ask_first_answer_token,
             tokens_per_second,
             generated_tokens,
             decode_steps,

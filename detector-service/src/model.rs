@@ -166,6 +166,20 @@ pub trait VisionLanguageModel {
         request: &GenerationRequest,
         on_text: &mut dyn FnMut(&str) -> TokenControl,
     ) -> Result<GenerationOutput, ModelError>;
+    /// How the model resizes an image before it sees it; grounding boxes come in the resized
+    /// image's pixels. `None`: the model cannot ground.
+    fn resize_rule(&self) -> Option<ResizeRule> {
+        None
+    }
+}
+
+/// Qwen2.5-VL's `smart_resize` inputs: both sides a multiple of `factor`, the area within
+/// `[min_pixels, max_pixels]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizeRule {
+    pub factor: usize,
+    pub min_pixels: u64,
+    pub max_pixels: u64,
 }
 
 /// CLIP image embeddings of reference images (paper Eq. 1 starts from these).

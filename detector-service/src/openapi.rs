@@ -36,6 +36,8 @@ use crate::routes;
     components(schemas(
         shared_types::ErrorBody,
         shared_types::AskFailure,
+        shared_types::AnswerDelta,
+        shared_types::VerificationEvent,
         routes::concepts::MultipartConcept,
         openai::ChatCompletionChunk,
     )),

@@ -147,6 +147,11 @@ impl Pseudonyms {
         map_cues(cues.clone(), |text| self.hide(text))
     }
 
+    /// A cue set from the cloud with the real ids back.
+    pub fn reveal_cues(&self, cues: &CueSet) -> CueSet {
+        map_cues(cues.clone(), |text| self.reveal(text))
+    }
+
     /// Maps aliases back to the real ids everywhere in the reasoner's trace.
     pub fn reveal_reasoning(&self, mut reasoning: ReasonResponse) -> ReasonResponse {
         let reveal = |text: &str| self.reveal(text);

@@ -75,9 +75,11 @@ pub struct RunConfig {
     /// The recognition question when a file gives none; `{concept}` becomes `<id>`.
     #[arg(long, env = "SLC_EVAL_RECOGNITION_QUESTION", default_value = DEFAULT_RECOGNITION_QUESTION)]
     pub recognition_question: String,
-    /// Comma-separated: full, no_reflection, no_detector, pure.
+    /// Comma-separated: the paper's full, no_reflection, no_detector, pure, and the ablation
+    /// full_recheck (full with a second look at concepts the question names but the small
+    /// model missed).
     #[arg(long, env = "SLC_EVAL_MODES", value_delimiter = ',', default_value = "full", value_parser = parse_mode)]
-    pub modes: Vec<shared_types::Mode>,
+    pub modes: Vec<crate::EvalMode>,
     /// Headline scoring; both are always computed and reported.
     #[arg(long, env = "SLC_EVAL_SCORING", value_enum, default_value_t = Scoring::Strict)]
     pub scoring: Scoring,
@@ -144,8 +146,10 @@ pub struct MakeRecognitionConfig {
     pub out: PathBuf,
 }
 
-pub fn parse_mode(text: &str) -> Result<shared_types::Mode, String> {
+pub fn parse_mode(text: &str) -> Result<crate::EvalMode, String> {
     serde_json::from_value(serde_json::Value::String(text.trim().to_string())).map_err(|_| {
-        format!("unknown mode {text:?}; expected full, no_reflection, no_detector or pure")
+        format!(
+            "unknown mode {text:?}; expected full, no_reflection, no_detector, pure or full_recheck"
+        )
     })
 }

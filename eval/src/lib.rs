@@ -9,6 +9,7 @@ pub mod concepts_file;
 pub mod config;
 pub mod dataset_root;
 pub mod error;
+pub mod eval_mode;
 pub mod items;
 pub mod metrics;
 pub mod options;
@@ -17,3 +18,5 @@ pub mod report;
 pub mod run;
 pub mod runner;
 pub mod scoring;
+
+pub use eval_mode::EvalMode;

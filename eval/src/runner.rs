@@ -7,7 +7,9 @@ use std::sync::Arc;
 use base64::Engine;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use shared_types::{AskRequest, AskResponse, Mode};
+use shared_types::{AskRequest, AskResponse};
+
+use crate::EvalMode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -22,7 +24,7 @@ use crate::scoring::{
 
 #[derive(Debug, Clone)]
 pub struct RunSettings {
-    pub modes: Vec<Mode>,
+    pub modes: Vec<EvalMode>,
     /// `Some(seed)` permutes every multiple-choice item's options.
     pub shuffle_seed: Option<u64>,
     pub concurrency: usize,
@@ -111,7 +113,7 @@ pub fn judge(item: &EvalItem, prepared: &PreparedQuestion, answer: &str) -> (Par
 /// Everything the report keeps about one asked question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemRecord {
-    pub mode: Mode,
+    pub mode: EvalMode,
     pub id: String,
     pub task: Task,
     pub source: String,
@@ -135,7 +137,7 @@ pub struct ItemRecord {
 pub fn build_request(
     item: &EvalItem,
     prepared: &PreparedQuestion,
-    mode: Mode,
+    mode: EvalMode,
     settings: &RunSettings,
 ) -> Result<AskRequest> {
     let image = match &item.image_path {
@@ -152,11 +154,13 @@ pub fn build_request(
         image,
         question: prepared.text.clone(),
         concepts: item.concepts.clone(),
-        mode,
+        mode: mode.wire_mode(),
         pseudonymize: settings.pseudonymize,
         batched_verification: settings.batched_verification,
         stream: false,
         max_answer_tokens: settings.max_answer_tokens,
+        recheck_mentioned: mode.rechecks_mentioned(),
+        boxes: false,
     })
 }
 
@@ -171,7 +175,7 @@ fn cue_presence(cues: Option<&shared_types::CueSet>, concept: &str) -> Option<bo
 
 fn record(
     item: &EvalItem,
-    mode: Mode,
+    mode: EvalMode,
     prepared: PreparedQuestion,
     request_hash: String,
     outcome: std::result::Result<(AskResponse, bool), String>,

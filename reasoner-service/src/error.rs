@@ -102,8 +102,29 @@ impl ReasonerError {
                 UpstreamError::BadResponse { .. } => {
                     (StatusCode::BAD_GATEWAY, "upstream_bad_response")
                 }
+                UpstreamError::Stalled { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_stalled"),
+                UpstreamError::Interrupted { .. } => {
+                    (StatusCode::BAD_GATEWAY, "upstream_interrupted")
+                }
             },
             ReasonerError::Cache(_) => (StatusCode::SERVICE_UNAVAILABLE, "cache_unavailable"),
+        }
+    }
+}
+
+impl ReasonerError {
+    /// The `error` event of a streamed turn: what the response would have been, as data.
+    pub fn into_stream_error(self) -> shared_types::StreamError {
+        let (status, kind) = self.status_and_kind();
+        if status.is_server_error() {
+            tracing::error!(error = %self, kind, "streamed turn failed");
+        }
+        shared_types::StreamError {
+            status: status.as_u16(),
+            error: ErrorDetail {
+                kind: kind.to_owned(),
+                message: self.client_message(),
+            },
         }
     }
 }

@@ -168,7 +168,7 @@ impl utoipa::IntoResponses for TurnErrors {
     tag = "reasoner",
     request_body = ReasonRequest,
     responses(
-        (status = 200, description = "The answer with its trace", body = ReasonResponse),
+        (status = 200, description = "The answer with its trace; with `stream: true`, server-sent events `verification` (a VerificationEvent), `delta` (an AnswerDelta, the answer's next text), then `done` (a ReasonResponse) or `error` (a StreamError)", body = ReasonResponse),
         TurnErrors,
     ),
     security(("bearer" = []))
@@ -179,12 +179,36 @@ pub async fn reason(
     caller: Option<Extension<Caller>>,
     headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<ReasonRequest>,
-) -> Result<Json<ReasonResponse>, ReasonerError> {
+) -> Result<Response, ReasonerError> {
     let request_id = request_id.as_ref().map(|id| id.header_value());
     let caller = caller.map_or(Caller::ANONYMOUS, |Extension(caller)| caller);
-    within_caller_deadline(&headers, state.reasoner.reason(request, caller, request_id))
-        .await
-        .map(Json)
+    let stream = request.stream;
+    // Validated before any event: a bad request is a plain 4xx, streamed or not.
+    let request = crate::validation::validate_reason(request)?;
+    if stream {
+        return Ok(crate::streaming::streamed_turn(
+            state.reasoner.clone(),
+            request,
+            caller,
+            request_id.cloned(),
+            caller_deadline(&headers),
+        ));
+    }
+    within_caller_deadline(
+        &headers,
+        state.reasoner.run(&request, caller, request_id, None),
+    )
+    .await
+    .map(|response| Json(response).into_response())
+}
+
+/// The caller's `x-slc-deadline-ms`, when it sent one that parses.
+fn caller_deadline(headers: &axum::http::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(shared_types::DEADLINE_MS_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
 }
 
 /// Runs `turn` within the caller's `x-slc-deadline-ms`, when it sent one: past it the turn is
@@ -193,17 +217,15 @@ async fn within_caller_deadline<T>(
     headers: &axum::http::HeaderMap,
     turn: impl std::future::Future<Output = Result<T, ReasonerError>>,
 ) -> Result<T, ReasonerError> {
-    let deadline_ms = headers
-        .get(shared_types::DEADLINE_MS_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
-    let Some(deadline_ms) = deadline_ms else {
+    let Some(deadline) = caller_deadline(headers) else {
         return turn.await;
     };
-    tokio::time::timeout(std::time::Duration::from_millis(deadline_ms), turn)
+    tokio::time::timeout(deadline, turn)
         .await
         .unwrap_or(Err(ReasonerError::Upstream(
-            crate::upstream::UpstreamError::DeadlineExceeded { deadline_ms },
+            crate::upstream::UpstreamError::DeadlineExceeded {
+                deadline_ms: deadline.as_millis() as u64,
+            },
         )))
 }
 
@@ -370,8 +392,15 @@ async fn admit_turn(
     let started = Instant::now();
     let in_flight = InFlight::enter(&state.metrics);
     let response = next.run(request).await;
-    drop(in_flight);
-    drop(permit);
+    // A streamed turn is still running when its head goes out: its slot and the in-flight
+    // gauge stay taken until the body ends or the client leaves.
+    let response = if is_event_stream(&response) {
+        hold_until_body_ends(response, (in_flight, permit))
+    } else {
+        drop(in_flight);
+        drop(permit);
+        response
+    };
     state
         .metrics
         .turns
@@ -383,6 +412,24 @@ async fn admit_turn(
         .with_label_values(&[endpoint.as_str()])
         .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// The same response whose body owns `guard` until it is dropped.
+fn hold_until_body_ends<G: Send + Sync + 'static>(response: Response, guard: G) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let _ = &guard;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 /// Keeps the in-flight gauge right even when a client hangs up and the turn is dropped.

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod prompts;
 pub mod reflection;
+pub mod streaming;
 pub mod turn;
 pub mod upstream;
 pub mod validation;

@@ -24,6 +24,8 @@ pub struct Metrics {
     /// Turns by endpoint and HTTP status.
     pub turns: IntCounterVec,
     pub turn_latency: HistogramVec,
+    /// Streamed turns: from the turn's start to the first answer text handed to the client.
+    pub answer_first_token: prometheus::Histogram,
     /// Turns refused because the concurrency limit was reached.
     pub turns_rejected: IntCounter,
     pub turns_in_flight: IntGauge,
@@ -90,6 +92,14 @@ impl Metrics {
             &["endpoint"],
         )
         .unwrap();
+        let answer_first_token = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "answer_first_token_seconds",
+                "Streamed turns: time from the turn's start to the first answer text",
+            )
+            .buckets(latency_buckets.clone()),
+        )
+        .unwrap();
         let turns_rejected = IntCounter::new(
             "turns_rejected_total",
             "Turns refused with 429 over the concurrency limit",
@@ -107,6 +117,7 @@ impl Metrics {
             Box::new(reflection_outcomes.clone()),
             Box::new(turns.clone()),
             Box::new(turn_latency.clone()),
+            Box::new(answer_first_token.clone()),
             Box::new(turns_rejected.clone()),
             Box::new(turns_in_flight.clone()),
         ] {
@@ -123,6 +134,7 @@ impl Metrics {
             reflection_outcomes,
             turns,
             turn_latency,
+            answer_first_token,
             turns_rejected,
             turns_in_flight,
         }

@@ -18,7 +18,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::http::readyz,
         crate::http::metrics,
     ),
-    components(schemas(shared_types::ErrorBody, shared_types::ErrorDetail)),
+    components(schemas(
+        shared_types::ErrorBody,
+        shared_types::ErrorDetail,
+        shared_types::AnswerDelta,
+        shared_types::VerificationEvent,
+        shared_types::StreamError,
+    )),
     modifiers(&BearerScheme),
     tags(
         (name = "reasoner", description = "Turns and identities"),

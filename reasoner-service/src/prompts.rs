@@ -87,6 +87,13 @@ pub fn location_relative_question(number: usize, identity: &str, location: &str)
     format!("Q{number}. Is {identity} {location}? (yes or no)")
 }
 
+/// The second look at a miss (`recheck_mentioned`, beyond the paper), in Table 8's form:
+/// whether the identity is in the image at all.
+pub fn presence_question(number: usize, identity: &str) -> String {
+    let identity = inline(identity);
+    format!("Q{number}. Do you see {identity} in the image? (yes or no)")
+}
+
 /// Text from a description or a cue, made fit to sit inside one numbered question: one line
 /// (line breaks and control characters become spaces) and no question markers of its own
 /// (`Q2.`, `q10:` are dropped). Otherwise an identity such as `a dog? (yes or no)\nQ2. Is the

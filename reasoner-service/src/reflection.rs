@@ -8,7 +8,9 @@
 
 use shared_types::{Cue, Identity, ReflectionAction, VerifiedField, YesNo};
 
-use crate::prompts::{location_absolute_question, location_relative_question, non_empty};
+use crate::prompts::{
+    location_absolute_question, location_relative_question, non_empty, presence_question,
+};
 
 /// One question of Table 8 before it is numbered into a prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +32,33 @@ impl PlannedQuestion {
             VerifiedField::LocationRelative => {
                 location_relative_question(number, &self.identity, &self.location)
             }
+            VerifiedField::Presence => presence_question(number, &self.identity),
         }
+    }
+}
+
+/// The second look at a concept the question names but the edge reported absent.
+pub fn presence_recheck(concept: &str, identity: &Identity) -> PlannedQuestion {
+    PlannedQuestion {
+        concept: concept.to_owned(),
+        about: VerifiedField::Presence,
+        identity: identity.category.clone(),
+        location: String::new(),
+    }
+}
+
+/// The rechecked concept's outcome: "yes" marks it present with no location (the model was
+/// not asked where), anything else leaves it absent.
+pub fn recheck_outcome(answer: Option<YesNo>) -> (Cue, ReflectionAction) {
+    match answer {
+        Some(YesNo::Yes) => (
+            Cue {
+                present: true,
+                ..Cue::default()
+            },
+            ReflectionAction::Recovered,
+        ),
+        _ => (absent_cue(), ReflectionAction::NotPresent),
     }
 }
 
@@ -133,6 +161,7 @@ pub fn refine_cue(
         present: true,
         location_absolute: non_empty(cue.location_absolute.as_deref()),
         location_relative: non_empty(cue.location_relative.as_deref()),
+        bbox: cue.bbox,
     };
     match (absolute, relative) {
         (Some(YesNo::No), Some(YesNo::No)) => (absent_cue(), ReflectionAction::Suppressed),
@@ -141,6 +170,7 @@ pub fn refine_cue(
                 present: true,
                 location_absolute: None,
                 location_relative: cue.location_relative.clone(),
+                bbox: cue.bbox,
             },
             ReflectionAction::DroppedLocationAbsolute,
         ),
@@ -149,6 +179,7 @@ pub fn refine_cue(
                 present: true,
                 location_absolute: cue.location_absolute.clone(),
                 location_relative: None,
+                bbox: cue.bbox,
             },
             ReflectionAction::DroppedLocationRelative,
         ),
@@ -158,11 +189,7 @@ pub fn refine_cue(
 
 /// Table 6: a concept that is not present carries no other keys.
 pub fn absent_cue() -> Cue {
-    Cue {
-        present: false,
-        location_absolute: None,
-        location_relative: None,
-    }
+    Cue::default()
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 //! - [`read_body`]: a middleware that reads the whole body under a size limit and one deadline
 //!   for all of it (a per-chunk timeout would let a client trickle a byte at a time forever),
 //!   before anything behind it runs: a turn permit or a model-queue slot is taken only for a
-//!   request that has fully arrived.
+//!   request that has fully arrived;
+//! - [`sse`]: the incremental server-sent-events parser both services read streams with.
 
 mod accept;
 mod body;
+pub mod sse;
 
 use std::time::Duration;
 

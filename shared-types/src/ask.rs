@@ -30,6 +30,14 @@ pub struct AskRequest {
     /// Longest answer in tokens (the large model's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_answer_tokens: Option<u32>,
+    /// A second look at misses (beyond the paper): concepts the question names that the small
+    /// model reported absent get one yes/no question to the large model (mode `full`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recheck_mentioned: bool,
+    /// Grounding boxes (beyond the paper): present concepts' cues get a `box` in the original
+    /// image's pixels. Boxes stay on the edge: the cloud gets the Table 6 cues only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub boxes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -51,6 +59,9 @@ pub struct AskResponse {
 pub struct AskTimings {
     pub detect_ms: f64,
     pub reason_ms: f64,
+    /// Streamed turns: from the request to the first answer text sent to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<f64>,
     pub total_ms: f64,
 }
 

@@ -23,6 +23,11 @@ pub struct Cue {
     )]
     #[schema(example = "to the left of the person in black suit")]
     pub location_relative: Option<String>,
+    /// With `boxes: true` (beyond the paper): the concept's box `[x1, y1, x2, y2]` in the
+    /// original image's pixels, from the small model's grounding. Never part of Table 6.
+    #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!([120, 80, 410, 360]))]
+    pub bbox: Option<[u32; 4]>,
 }
 
 /// `{"<bo>": {present, location-absolute, location-relative}, ...}`, keyed by bracketed id.

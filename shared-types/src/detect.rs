@@ -12,6 +12,10 @@ pub struct DetectRequest {
     pub image: String,
     /// Registered concept ids, bare (`bo`) or bracketed (`<bo>`).
     pub concepts: Vec<String>,
+    /// Grounding boxes (beyond the paper): each concept reported present also gets its
+    /// `box` in the original image's pixels, one more small-model call per concept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub boxes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod limits;
 pub mod reason;
+pub mod stream;
 
 pub use ask::*;
 pub use concept_id::{ConceptId, InvalidConceptId, MAX_CONCEPT_ID_LEN};
@@ -23,3 +24,4 @@ pub use detect::*;
 pub use error::*;
 pub use headers::{CACHE_PARTITION_HEADER, DEADLINE_MS_HEADER, REQUEST_ID_HEADER};
 pub use reason::*;
+pub use stream::*;

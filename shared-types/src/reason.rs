@@ -23,6 +23,10 @@ pub struct ReasonRequest {
     pub mode: Mode,
     #[serde(default)]
     pub options: ReasonOptions,
+    /// Answer as server-sent events (`verification`, `delta`s, then `done` or `error`; see
+    /// `shared_types::stream`), the large model called with `stream: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -35,6 +39,11 @@ pub struct ReasonOptions {
     /// Upper bound on the answer's length, passed to the large model as `max_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_answer_tokens: Option<u32>,
+    /// A second look at misses (beyond the paper): a concept the question names but the edge
+    /// reported absent gets one yes/no question, "Do you see {category} in the image?"; a
+    /// "yes" marks it present without a location (action `recovered`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recheck_mentioned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -71,6 +80,8 @@ pub struct Verification {
 pub enum VerifiedField {
     LocationAbsolute,
     LocationRelative,
+    /// `recheck_mentioned`'s second look: whether the concept is in the image at all.
+    Presence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -96,6 +107,9 @@ pub enum ReflectionAction {
     NotPresent,
     /// Reflection did not run (mode `no_reflection`).
     Unverified,
+    /// Reported absent, named in the question, and the large model saw it on a second look
+    /// (`recheck_mentioned`): present, without a location.
+    Recovered,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -116,6 +130,9 @@ pub struct ReasonTimings {
     pub verification_ms: f64,
     pub answer_ms: f64,
     pub total_ms: f64,
+    /// Streamed turns: from the turn's start to the first answer text handed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -9,6 +9,7 @@
 
 mod proxy;
 mod ready;
+pub mod scripted_llm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -76,6 +77,9 @@ pub struct StackOptions {
     pub ready_timeout: Duration,
     /// Where the services' logs go; `None` discards them.
     pub log_dir: Option<PathBuf>,
+    /// The reasoner's large model (a base URL without `/v1`); the edge's own OpenAI endpoint
+    /// when `None`.
+    pub llm_url: Option<String>,
 }
 
 impl StackOptions {
@@ -90,6 +94,7 @@ impl StackOptions {
             edge_env: Vec::new(),
             reasoner_env: Vec::new(),
             log_dir: None,
+            llm_url: None,
         }
     }
 }
@@ -223,6 +228,7 @@ impl Stack {
         } else {
             (reasoner_url.clone(), edge_url.clone())
         };
+        let reasoner_sees_llm_at = options.llm_url.clone().unwrap_or(reasoner_sees_llm_at);
         let detector_binary = options.bin_dir.join("slc-detector");
         let reasoner_binary = options.bin_dir.join("slc-reasoner");
         for binary in [&detector_binary, &reasoner_binary] {

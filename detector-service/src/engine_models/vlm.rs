@@ -36,6 +36,16 @@ impl VisionLanguageModel for EngineVlm {
         self.model.warm_up().map_err(failed)
     }
 
+    fn resize_rule(&self) -> Option<crate::model::ResizeRule> {
+        // Serving encodes every image under the processor's own budget (`PixelBudget::default()`).
+        let config = &self.model.pipeline.processor.config;
+        Some(crate::model::ResizeRule {
+            factor: config.factor(),
+            min_pixels: config.min_pixels(),
+            max_pixels: config.max_pixels(),
+        })
+    }
+
     fn generate(
         &mut self,
         request: &GenerationRequest,

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use shared_types::limits::{MAX_ANSWER_TOKENS, MAX_QUESTION_CHARS};
 use shared_types::{
-    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, DetectResponse, ErrorBody,
-    Mode, REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
+    AskFailure, AskRequest, AskResponse, AskTimings, ConceptDescription, DetectResponse,
+    EVENT_DETECTION, EVENT_DONE, ErrorBody, Mode, REQUEST_ID_HEADER, ReasonOptions, ReasonRequest,
 };
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -21,6 +21,8 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pseudonyms::Pseudonyms;
+use crate::reasoner_client::CallTags;
+use crate::routes::ask_stream::reason_streamed;
 use crate::routes::detect::{resolve_concepts, run_detection};
 use crate::state::AppState;
 use crate::tenants::Scope;
@@ -38,7 +40,7 @@ use crate::tenants::Scope;
         "pseudonymize": true
     })),
     responses(
-        (status = 200, description = "The answer with its trace; with `stream: true`, server-sent events `detection`, `answer`, `done` (an AskResponse) or `error` (an AskFailure)", body = AskResponse),
+        (status = 200, description = "The answer with its trace; with `stream: true`, server-sent events in order: `detection` (a DetectResponse, when detection ran), `verification` (a VerificationEvent: the refined cues, when reflection ran), `delta` (an AnswerDelta: the answer's next text, as the large model writes it), then `done` (an AskResponse) or `error` (an AskFailure)", body = AskResponse),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 404, description = "Unknown concept ids", body = ErrorBody),
         (status = 413, description = "Body or image too large, a question over `shared_types::limits::MAX_QUESTION_CHARS`, or too many concepts", body = ErrorBody),
@@ -65,7 +67,7 @@ pub async fn ask(
         let turn = async move {
             let result = run_turn(&state, prepared, request_id.as_deref(), Some(&events)).await;
             let event = match result {
-                Ok(response) => json_event("done", &response),
+                Ok(response) => json_event(EVENT_DONE, &response),
                 Err(error) => error.into_event(),
             };
             let _ = events.send(event).await;
@@ -92,6 +94,8 @@ struct PreparedTurn {
     /// The tenant's registry, and the opaque value the reasoner's identity cache is
     /// partitioned by (the tenant's name never leaves the edge).
     scope: Scope,
+    recheck_mentioned: bool,
+    boxes: bool,
 }
 
 async fn prepare(
@@ -142,6 +146,8 @@ async fn prepare(
         stream: request.stream,
         max_answer_tokens: request.max_answer_tokens,
         scope,
+        recheck_mentioned: request.recheck_mentioned,
+        boxes: request.boxes,
     })
 }
 
@@ -163,12 +169,12 @@ async fn run_turn(
         && !turn.records.is_empty()
         && matches!(turn.mode, Mode::Full | Mode::NoReflection);
     let detection = match (&turn.image, detects) {
-        (Some(image), true) => Some(run_detection(state, image, &turn.records).await?),
+        (Some(image), true) => Some(run_detection(state, image, &turn.records, turn.boxes).await?),
         _ => None,
     };
     let detect_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let (Some(events), Some(detection)) = (events, &detection) {
-        let _ = events.send(json_event("detection", detection)).await;
+        let _ = events.send(json_event(EVENT_DETECTION, detection)).await;
     }
     if events.is_some_and(|events| events.is_closed()) {
         // The streaming client left: spare the cloud a turn nobody will read.
@@ -187,35 +193,35 @@ async fn run_turn(
         Some(image) => Some(image.cloud_data_url().await?),
         None => None,
     };
-    let reason_request = reason_request(&turn, image, &names, detection.as_ref());
-    let partition = Some(turn.scope.cache_partition.as_str());
+    let mut reason_request = reason_request(&turn, image, &names, detection.as_ref());
+    reason_request.stream = events.is_some();
+    let tags = CallTags {
+        request_id,
+        cache_partition: Some(turn.scope.cache_partition.as_str()),
+    };
     let reasoned = match events {
         // A streaming client that leaves mid-turn cancels the cloud call: dropping it closes
-        // the connection, and the reasoner's turn with it.
+        // the connection, and the reasoner's turn (and its large-model call) with it.
         Some(events) => tokio::select! {
-            reasoned = state.reasoner.reason(&reason_request, request_id, partition) => reasoned,
+            reasoned = reason_streamed(state, &reason_request, tags, &names, events, started, detection.as_ref()) => reasoned,
             () = events.closed() => {
                 tracing::debug!("the streaming client left; the reasoner call is cancelled");
                 return Err(ApiError::Internal("the client went away".into()));
             }
         },
-        None => {
-            state
-                .reasoner
-                .reason(&reason_request, request_id, partition)
-                .await
-        }
+        None => state
+            .reasoner
+            .reason(&reason_request, tags)
+            .await
+            .map(|(reasoning, reason_ms)| (reasoning, reason_ms, None)),
     };
-    let (reasoning, reason_ms) = match reasoned {
+    let (reasoning, reason_ms, first_token_ms) = match reasoned {
         Ok(ok) => ok,
         Err(error) => return Err(ApiError::upstream(error, detection)),
     };
-    let reasoning = names.reveal_reasoning(reasoning);
-    if let Some(events) = events {
-        let answer = Event::default()
-            .event("answer")
-            .data(reasoning.answer.clone());
-        let _ = events.send(answer).await;
+    let mut reasoning = names.reveal_reasoning(reasoning);
+    if let (Some(refined), Some(detection)) = (&mut reasoning.refined_cues, &detection) {
+        keep_boxes(refined, &detection.cues);
     }
     Ok(AskResponse {
         answer: reasoning.answer.clone(),
@@ -226,9 +232,28 @@ async fn run_turn(
         timings: AskTimings {
             detect_ms,
             reason_ms,
+            first_token_ms,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
     })
+}
+
+/// The Table 6 cue set: boxes stay on the edge.
+fn without_boxes(cues: &shared_types::CueSet) -> shared_types::CueSet {
+    let mut cues = cues.clone();
+    for cue in cues.values_mut() {
+        cue.bbox = None;
+    }
+    cues
+}
+
+/// The edge's boxes back on the refined cues of concepts reflection kept present.
+pub(crate) fn keep_boxes(refined: &mut shared_types::CueSet, raw: &shared_types::CueSet) {
+    for (id, cue) in refined.iter_mut() {
+        if cue.present {
+            cue.bbox = raw.get(id).and_then(|raw| raw.bbox);
+        }
+    }
 }
 
 /// What crosses to the cloud: the re-encoded image (`image`), the question, the turn's ids and
@@ -250,11 +275,13 @@ fn reason_request(
                 description: names.hide(&record.concept.description),
             })
             .collect(),
-        cues: detection.map(|detection| names.hide_cues(&detection.cues)),
+        cues: detection.map(|detection| names.hide_cues(&without_boxes(&detection.cues))),
         mode: turn.mode,
         options: ReasonOptions {
             batched_verification: turn.batched_verification,
             max_answer_tokens: turn.max_answer_tokens,
+            recheck_mentioned: turn.recheck_mentioned,
         },
+        stream: false,
     }
 }

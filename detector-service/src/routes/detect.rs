@@ -14,6 +14,7 @@ use crate::detection::{
 };
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::grounding;
 use crate::images::DecodedImage;
 use crate::model::{
     AdapterSelection, ContentPart, GenerationOutput, GenerationRequest, PromptImage, PromptMessage,
@@ -30,12 +31,13 @@ use crate::tenants::Scope;
     tag = "detection",
     request_body(content = DetectRequest, example = json!({
         "image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...",
-        "concepts": ["bo", "<mam>"]
+        "concepts": ["bo", "<mam>"],
+        "boxes": true
     })),
     responses(
         (status = 200, body = DetectResponse, example = json!({
             "cues": {
-                "<bo>": {"present": true, "location-absolute": "center", "location-relative": "on the sofa"},
+                "<bo>": {"present": true, "location-absolute": "center", "location-relative": "on the sofa", "box": [120, 80, 410, 360]},
                 "<mam>": {"present": false}
             },
             "adapter": {"name": "meta-3", "similarity": 0.82},
@@ -57,7 +59,7 @@ pub async fn detect(
 ) -> Result<axum::Json<DetectResponse>, ApiError> {
     let records = resolve_concepts(&state, &scope.registry, &request.concepts, false).await?;
     let image = state.images.base64(&request.image, "image").await?;
-    let detection = run_detection(&state, &image, &records).await?;
+    let detection = run_detection(&state, &image, &records, request.boxes).await?;
     Ok(axum::Json(detection))
 }
 
@@ -98,19 +100,26 @@ pub async fn resolve_concepts(
 }
 
 /// Runs the Table 6 detection under the edge's concept isolation: one prompt for all the
-/// concepts (the paper's way), or one per concept (`isolation.rs`), within one deadline.
+/// concepts (the paper's way), or one per concept (`isolation.rs`), within one deadline; with
+/// `boxes`, then one grounding call per concept reported present (`grounding.rs`).
 pub async fn run_detection(
     state: &AppState,
     image: &DecodedImage,
     records: &[ConceptRecord],
+    boxes: bool,
 ) -> Result<DetectResponse, ApiError> {
     let deadline = state.deadline();
-    match state.concept_isolation {
-        ConceptIsolation::Joint => detect_together(state, image, records, deadline).await,
+    let mut response = match state.concept_isolation {
+        ConceptIsolation::Joint => detect_together(state, image, records, deadline).await?,
         ConceptIsolation::PerConcept => {
-            super::isolation::detect_each(state, image, records, deadline).await
+            super::isolation::detect_each(state, image, records, deadline).await?
         }
+    };
+    if boxes {
+        let (cues, usage) = (&mut response.cues, &mut response.usage);
+        add_boxes(state, image, records, cues, usage, deadline).await?;
     }
+    Ok(response)
 }
 
 /// One Table 6 detection on a worker, constrained by the cue-set schema for exactly these
@@ -165,6 +174,56 @@ pub(super) async fn detect_together(
         ApiError::InvalidModelOutput(why)
     })?;
     Ok(detect_response(cues, adapter, &output, started))
+}
+
+/// One grounding call per present concept, on the base model (grounding is Qwen2.5-VL's
+/// own skill; the meta-concept adapters were trained on Table 6 only). A box the model's
+/// output does not give is left out and counted as an invalid output; the cue stays.
+async fn add_boxes(
+    state: &AppState,
+    image: &DecodedImage,
+    records: &[ConceptRecord],
+    cues: &mut shared_types::CueSet,
+    usage: &mut Usage,
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    let Some(rule) = state.workers.catalog().resize_rule else {
+        return Err(ApiError::InvalidRequest(
+            "this edge's model cannot ground boxes; ask without `boxes`".into(),
+        ));
+    };
+    let original = (image.rgb.width(), image.rgb.height());
+    let Some(resized) = grounding::resized_size(rule, original.0, original.1) else {
+        return Ok(());
+    };
+    for record in records {
+        let id = record.id.bracketed();
+        let Some(cue) = cues.get_mut(&id).filter(|cue| cue.present) else {
+            continue;
+        };
+        let prompt_image = PromptImage {
+            sha256: image.sha256.clone(),
+            rgb: image.rgb.clone(),
+        };
+        let request = GenerationRequest {
+            messages: grounding::grounding_messages(prompt_image, &id, &record.concept.description),
+            sampling: SamplingParams::greedy(grounding::BOX_MAX_TOKENS),
+            json_schema: Some(grounding::box_schema(resized)),
+            adapter: None,
+        };
+        let output = state.workers.generate(request, deadline).await?;
+        usage.prompt_tokens += output.usage.prompt_tokens;
+        usage.completion_tokens += output.usage.completion_tokens;
+        usage.decode_steps += output.usage.decode_steps;
+        match grounding::original_box(&output.text, resized, original) {
+            Ok(bbox) => cue.bbox = Some(bbox),
+            Err(why) => {
+                state.metrics.invalid_model_outputs.inc();
+                tracing::warn!(concept = %id, %why, "no box from the grounding output");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Eq. 1's adapter for a detection, counted in `/metrics`.

@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource.
 
 pub mod ask;
+pub mod ask_stream;
 pub mod chat;
 pub mod concepts;
 pub mod detect;

@@ -56,6 +56,8 @@ pub struct ModelCatalog {
     pub base_model: String,
     pub adapters: Vec<String>,
     pub clip_model: String,
+    /// The model's image resize, for grounding boxes; `None` when it cannot ground.
+    pub resize_rule: Option<crate::model::ResizeRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,6 +288,7 @@ fn worker_main(index: usize, loader: Arc<dyn ModelLoader>, shared: Arc<WorkerSha
                 base_model: models.vlm.base_model_name(),
                 adapters: models.vlm.adapter_names(),
                 clip_model: models.embedder.clip_model_name(),
+                resize_rule: models.vlm.resize_rule(),
             };
         }
     }

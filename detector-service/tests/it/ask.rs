@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::{Value, json};
 use shared_types::{
@@ -44,19 +45,44 @@ pub(crate) async fn scripted_reasoner(behaviour: Behaviour) -> ScriptedReasoner 
             let recorder = recorder.clone();
             async move {
                 recorder.lock().unwrap().push((headers, body.to_vec()));
+                let streamed = serde_json::from_slice::<Value>(&body)
+                    .is_ok_and(|request| request["stream"] == true);
                 match behaviour {
                     Behaviour::Sleep(duration) => tokio::time::sleep(duration).await,
+                    Behaviour::Fail if streamed => {
+                        // The real reasoner's way: the stream is open, the turn fails in it.
+                        let failure = json!({"status": 500, "error": {"type": "upstream_error", "message": "GPT-4o is down"}});
+                        return sse_response(&[("error", failure)]);
+                    }
                     Behaviour::Fail => {
                         return (
                             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                             axum::Json(json!({"error": {"type": "upstream_error", "message": "GPT-4o is down"}})),
-                        );
+                        )
+                            .into_response();
                     }
                     Behaviour::Answer => {}
                 }
                 // Parse strictly: the contract type refuses unknown fields.
                 let request: ReasonRequest = serde_json::from_slice(&body).unwrap();
-                (axum::http::StatusCode::OK, axum::Json(serde_json::to_value(answer_for(&request)).unwrap()))
+                let response = answer_for(&request);
+                if !request.stream {
+                    return axum::Json(serde_json::to_value(response).unwrap()).into_response();
+                }
+                // As the real reasoner streams: the refined cues, the answer word by word
+                // (an alias split across two deltas), then the whole response.
+                let mut events = Vec::new();
+                if let Some(cues) = &response.refined_cues {
+                    events.push(("verification", json!({"refined_cues": cues})));
+                }
+                let answer = response.answer.clone();
+                let (head, tail) = answer.split_at(2);
+                events.push(("delta", json!({"text": head})));
+                for word in tail.split_inclusive(' ') {
+                    events.push(("delta", json!({"text": word})));
+                }
+                events.push(("done", serde_json::to_value(response).unwrap()));
+                sse_response(&events)
             }
         }),
     );
@@ -64,6 +90,18 @@ pub(crate) async fn scripted_reasoner(behaviour: Behaviour) -> ScriptedReasoner 
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     ScriptedReasoner { address, received }
+}
+
+/// A whole event stream in one body.
+fn sse_response(events: &[(&str, Value)]) -> axum::response::Response {
+    let body: String = events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect();
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(body))
+        .unwrap()
 }
 
 /// Answers about the first concept by the id it was given, as the real reasoner would.
@@ -405,8 +443,33 @@ async fn ask_streams_detection_then_answer() {
         .lines()
         .filter_map(|line| line.strip_prefix("event: "))
         .collect();
-    assert_eq!(events, ["detection", "answer", "done"], "{text}");
-    assert!(text.contains("data: <bo> is sleeping on the sofa."));
+    assert_eq!(
+        events,
+        [
+            "detection",
+            "verification",
+            "delta",
+            "delta",
+            "delta",
+            "delta",
+            "delta",
+            "delta",
+            "done"
+        ],
+        "{text}"
+    );
+    // The deltas, joined, are the answer with the alias (split across two) revealed.
+    let deltas: String = text
+        .split("event: delta\ndata: ")
+        .skip(1)
+        .map(|rest| {
+            let data: Value = serde_json::from_str(rest.lines().next().unwrap()).unwrap();
+            data["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(deltas, "<bo> is sleeping on the sofa.");
+    let sent: Value = serde_json::from_slice(&reasoner.received.lock().unwrap()[0].1).unwrap();
+    assert_eq!(sent["stream"], true);
     let done = text
         .split("event: done\ndata: ")
         .nth(1)

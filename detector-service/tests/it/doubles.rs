@@ -12,8 +12,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde_json::Value;
 use slc_detector::model::{
     ConceptEmbedder, ContentPart, EdgeModels, FinishReason, GenerationOutput, GenerationRequest,
-    GenerationTimings, GenerationUsage, ModelError, ModelLoader, PromptImage, Role, TokenControl,
-    VisionLanguageModel,
+    GenerationTimings, GenerationUsage, ModelError, ModelLoader, PromptImage, ResizeRule, Role,
+    TokenControl, VisionLanguageModel,
 };
 
 pub const BASE_MODEL: &str = "Qwen2.5-VL-3B-Instruct";
@@ -41,6 +41,9 @@ pub struct DoubleControl {
     pub gate_closed: Arc<(Mutex<bool>, Condvar)>,
     /// The text a free-form (non-schema) request answers with.
     pub reply_text: Arc<Mutex<String>>,
+    /// What a grounding request (a `bbox_2d` schema) answers; `{"bbox_2d": [10, 20, 30, 40]}`
+    /// when empty.
+    pub box_reply: Arc<Mutex<String>>,
     /// Which bracketed ids the detector double reports present.
     pub present_ids: Arc<Mutex<Vec<String>>>,
     /// Makes the cue-set output invalid, to exercise the invalid-output path.
@@ -104,6 +107,15 @@ impl VisionLanguageModel for DoubleVlm {
 
     fn warm_up(&mut self) -> Result<(), ModelError> {
         Ok(())
+    }
+
+    /// Qwen2.5-VL's defaults (`preprocessor_config.json` of the published checkpoints).
+    fn resize_rule(&self) -> Option<ResizeRule> {
+        Some(ResizeRule {
+            factor: 28,
+            min_pixels: 56 * 56,
+            max_pixels: 28 * 28 * 1280,
+        })
     }
 
     fn generate(
@@ -233,6 +245,13 @@ impl DoubleVlm {
     /// present (with both locations) when listed in `present_ids`, else `{"present": false}`.
     /// Returns the text and how many of its pieces a grammar would have forced.
     fn schema_answer(&self, schema: &Value) -> (String, u64) {
+        if schema["properties"].get("bbox_2d").is_some() {
+            let reply = self.0.box_reply.lock().unwrap().clone();
+            if reply.is_empty() {
+                return (r#"{"bbox_2d": [10, 20, 30, 40]}"#.into(), 0);
+            }
+            return (reply, 0);
+        }
         if *self.0.break_cue_output.lock().unwrap() {
             return ("{\"oops\": true}".into(), 0);
         }

@@ -3,6 +3,7 @@
 mod ask;
 mod atomicity;
 mod bad_input;
+mod boxes;
 mod chat;
 mod concepts_http;
 mod console;

@@ -7,8 +7,8 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::EvalMode;
 use serde::{Deserialize, Serialize};
-use shared_types::Mode;
 
 use crate::error::{EvalError, Result};
 use crate::items::Task;
@@ -21,7 +21,7 @@ pub struct RunMeta {
     pub harness_version: String,
     pub edge_url: String,
     pub inputs: Vec<String>,
-    pub modes: Vec<Mode>,
+    pub modes: Vec<EvalMode>,
     /// The scoring of the headline figures; both are always in `modes[].strict/lenient`.
     pub scoring: Scoring,
     pub shuffle_seed: Option<u64>,
@@ -34,7 +34,7 @@ pub struct RunMeta {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModeReport {
-    pub mode: Mode,
+    pub mode: EvalMode,
     /// The figures under the chosen scoring (what the Markdown table shows).
     pub headline: Vec<MetricRow>,
     pub strict: Vec<MetricRow>,
@@ -166,7 +166,7 @@ pub fn build_report(
     }
 }
 
-pub fn mode_name(mode: Mode) -> String {
+pub fn mode_name(mode: EvalMode) -> String {
     serde_json::to_value(mode)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use shared_types::Mode;
+use slc_eval::EvalMode;
 use slc_eval::items::Task;
 use slc_eval::metrics::{MetricRow, proportion};
 use slc_eval::report::ModeReport;
@@ -29,7 +29,7 @@ fn chart_renders_bars_whiskers_and_text_without_system_fonts() {
         row(Task::VisualMultipleChoice, "accuracy", 1, 4),
     ];
     let report = ModeReport {
-        mode: Mode::NoReflection,
+        mode: EvalMode::NoReflection,
         headline: rows.clone(),
         strict: rows.clone(),
         lenient: rows,

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use base64::Engine;
 use clap::Parser;
-use shared_types::{Concept, Mode};
+use shared_types::Concept;
+use slc_eval::EvalMode;
 use slc_eval::config::{Cli, Command, RunConfig};
 use slc_eval::items::{Expected, Task};
 use slc_eval::report::Report;
@@ -119,7 +120,7 @@ fn scripted_state(config: &RunConfig) -> EdgeState {
     state
 }
 
-fn figure(report: &Report, mode: Mode, lenient: bool, task: Task, metric: &str) -> f64 {
+fn figure(report: &Report, mode: EvalMode, lenient: bool, task: Task, metric: &str) -> f64 {
     let mode_report = report.modes.iter().find(|m| m.mode == mode).unwrap();
     let rows = if lenient {
         &mode_report.lenient
@@ -207,10 +208,10 @@ async fn full_run_against_the_scripted_edge() {
         assert_eq!(image, std::fs::read(data.join("concepts/bo.jpg")).unwrap());
         // One request per item and mode, plus the failed one asked again below.
         assert_eq!(state.asks.len(), 2 * per_mode);
-        let mut asked: HashMap<(Mode, String), Vec<&shared_types::AskRequest>> = HashMap::new();
+        let mut asked: HashMap<(EvalMode, String), Vec<&shared_types::AskRequest>> = HashMap::new();
         for request in &state.asks {
             asked
-                .entry((request.mode, request.question.clone()))
+                .entry((EvalMode::from(request.mode), request.question.clone()))
                 .or_default()
                 .push(request);
         }
@@ -256,11 +257,11 @@ async fn full_run_against_the_scripted_edge() {
     let visual: Vec<_> = report
         .items
         .iter()
-        .filter(|r| r.mode == Mode::Full && r.task == Task::VisualMultipleChoice)
+        .filter(|r| r.mode == EvalMode::Full && r.task == Task::VisualMultipleChoice)
         .collect();
     let visual_accuracy = figure(
         report,
-        Mode::Full,
+        EvalMode::Full,
         false,
         Task::VisualMultipleChoice,
         "accuracy",
@@ -269,7 +270,7 @@ async fn full_run_against_the_scripted_edge() {
     assert_eq!(
         figure(
             report,
-            Mode::Full,
+            EvalMode::Full,
             false,
             Task::TextMultipleChoice,
             "accuracy"
@@ -279,7 +280,7 @@ async fn full_run_against_the_scripted_edge() {
     assert_eq!(
         figure(
             report,
-            Mode::Full,
+            EvalMode::Full,
             false,
             Task::SpecialQuestions,
             "accuracy"
@@ -287,22 +288,34 @@ async fn full_run_against_the_scripted_edge() {
         1.0
     );
     assert_eq!(
-        figure(report, Mode::Full, false, Task::Recognition, "yes_recall"),
+        figure(
+            report,
+            EvalMode::Full,
+            false,
+            Task::Recognition,
+            "yes_recall"
+        ),
         1.0
     );
     assert_eq!(
-        figure(report, Mode::Full, false, Task::Recognition, "no_recall"),
+        figure(
+            report,
+            EvalMode::Full,
+            false,
+            Task::Recognition,
+            "no_recall"
+        ),
         1.0
     );
     assert_eq!(
-        figure(report, Mode::Full, false, Task::Recognition, "weighted"),
+        figure(report, EvalMode::Full, false, Task::Recognition, "weighted"),
         1.0
     );
     // Pure mode always says "A": right exactly where the shuffled key is A.
     let pure_text: Vec<_> = report
         .items
         .iter()
-        .filter(|r| r.mode == Mode::Pure && r.task == Task::TextMultipleChoice)
+        .filter(|r| r.mode == EvalMode::Pure && r.task == Task::TextMultipleChoice)
         .collect();
     let keyed_a = pure_text
         .iter()
@@ -314,7 +327,7 @@ async fn full_run_against_the_scripted_edge() {
     );
     let pure_accuracy = figure(
         report,
-        Mode::Pure,
+        EvalMode::Pure,
         false,
         Task::TextMultipleChoice,
         "accuracy",
@@ -322,29 +335,49 @@ async fn full_run_against_the_scripted_edge() {
     assert!((pure_accuracy - keyed_a as f64 / pure_text.len() as f64).abs() < 1e-12);
     // Pure mode answers recognition "I don't know.": strictly unparseable, so wrong; the
     // authors' substring test reads "know" as "no" and scores every negative right.
-    let pure_report = report.modes.iter().find(|m| m.mode == Mode::Pure).unwrap();
+    let pure_report = report
+        .modes
+        .iter()
+        .find(|m| m.mode == EvalMode::Pure)
+        .unwrap();
     assert_eq!(pure_report.unparseable, 24);
     assert!(
         report
             .items
             .iter()
-            .filter(|r| r.mode == Mode::Pure && r.task == Task::Recognition)
+            .filter(|r| r.mode == EvalMode::Pure && r.task == Task::Recognition)
             .all(|r| r.parsed == Parsed::Unparseable)
     );
     assert_eq!(
-        figure(report, Mode::Pure, false, Task::Recognition, "no_recall"),
+        figure(
+            report,
+            EvalMode::Pure,
+            false,
+            Task::Recognition,
+            "no_recall"
+        ),
         0.0
     );
     assert_eq!(
-        figure(report, Mode::Pure, true, Task::Recognition, "no_recall"),
+        figure(report, EvalMode::Pure, true, Task::Recognition, "no_recall"),
         1.0
     );
     assert_eq!(
-        figure(report, Mode::Pure, true, Task::Recognition, "yes_recall"),
+        figure(
+            report,
+            EvalMode::Pure,
+            true,
+            Task::Recognition,
+            "yes_recall"
+        ),
         0.0
     );
     // Recognition from the cues the edge returned: raw cues only in modes with detection.
-    let full_report = report.modes.iter().find(|m| m.mode == Mode::Full).unwrap();
+    let full_report = report
+        .modes
+        .iter()
+        .find(|m| m.mode == EvalMode::Full)
+        .unwrap();
     assert_eq!(
         full_report
             .recognition_from_raw_cues
@@ -424,7 +457,7 @@ async fn full_run_against_the_scripted_edge() {
     assert_eq!(
         figure(
             &second.report,
-            Mode::Full,
+            EvalMode::Full,
             false,
             Task::VisualMultipleChoice,
             "accuracy"
@@ -475,7 +508,7 @@ async fn limit_updates_a_changed_concept_and_sends_the_files_text_unshuffled() {
     for request in &state.asks {
         assert!(matches!(
             request.mode,
-            Mode::NoReflection | Mode::NoDetector
+            shared_types::Mode::NoReflection | shared_types::Mode::NoDetector
         ));
         assert!(
             items
@@ -571,7 +604,12 @@ async fn against_the_real_services() {
         .filter_map(|r| r.error.as_ref())
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
-    for mode in [Mode::Full, Mode::NoReflection, Mode::NoDetector, Mode::Pure] {
+    for mode in [
+        EvalMode::Full,
+        EvalMode::NoReflection,
+        EvalMode::NoDetector,
+        EvalMode::Pure,
+    ] {
         assert!(
             outcome.report.items.iter().any(|r| r.mode == mode),
             "{mode:?} ran"
@@ -635,7 +673,12 @@ fn cli_definition_is_consistent_and_reads_the_environment() {
     };
     assert_eq!(
         config.modes,
-        vec![Mode::Full, Mode::NoReflection, Mode::NoDetector, Mode::Pure]
+        vec![
+            EvalMode::Full,
+            EvalMode::NoReflection,
+            EvalMode::NoDetector,
+            EvalMode::Pure
+        ]
     );
     assert_eq!(
         config.path_maps,
@@ -728,4 +771,42 @@ fn limit_keeps_both_positives_and_negatives_for_recognition() {
             })
         );
     }
+}
+
+/// The `full_recheck` ablation is a column of its own next to `full`: the same items asked in
+/// mode `full`, with `recheck_mentioned` only in its requests.
+#[tokio::test]
+async fn the_recheck_ablation_is_a_column_next_to_full() {
+    let data = shared_data();
+    let out = tempfile::tempdir().unwrap();
+    let vqa = data
+        .join("eval/slc/yollava_eval/vqa.json")
+        .display()
+        .to_string();
+    let extra = [
+        "--input",
+        &vqa,
+        "--limit",
+        "2",
+        "--modes",
+        "full,full_recheck",
+    ];
+    let placeholder = run_config("http://127.0.0.1:9", out.path(), &extra);
+    let edge = spawn_scripted_edge(scripted_state(&placeholder)).await;
+    let config = run_config(&edge.url, out.path(), &extra);
+    let outcome = execute(&config).await.unwrap();
+    let columns: Vec<EvalMode> = outcome.report.modes.iter().map(|m| m.mode).collect();
+    assert_eq!(columns, [EvalMode::Full, EvalMode::FullRecheck]);
+    let summary = std::fs::read_to_string(&outcome.written.markdown).unwrap();
+    assert!(summary.contains("| full_recheck |"), "{summary}");
+    let state = edge.state.lock().unwrap();
+    assert_eq!(state.asks.len(), 4);
+    for request in &state.asks {
+        assert_eq!(request.mode, shared_types::Mode::Full);
+    }
+    assert_eq!(
+        state.asks.iter().filter(|r| r.recheck_mentioned).count(),
+        2,
+        "only the ablation's requests ask for the second look"
+    );
 }

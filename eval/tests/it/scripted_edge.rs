@@ -258,6 +258,7 @@ fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
         timings: AskTimings {
             detect_ms: 1.0,
             reason_ms: 1.0,
+            first_token_ms: None,
             total_ms: 2.0,
         },
     };

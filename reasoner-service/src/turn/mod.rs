@@ -14,7 +14,9 @@
 //! why not one batched call).
 //!
 //! Verification is one call per concept reported present (the paper's way) or, with
-//! `batched_verification`, one call for all of the turn's questions.
+//! `batched_verification`, one call for all of the turn's questions. With `recheck_mentioned`
+//! (beyond the paper), a concept the question names but the edge reported absent gets one
+//! presence question, in the batch when batching is on; "yes" recovers it without a location.
 
 mod calls;
 mod identities;
@@ -28,6 +30,7 @@ use shared_types::{
     IdentitiesRequest, IdentitiesResponse, ReasonRequest, ReasonResponse, ReasonTimings,
     UpstreamStats,
 };
+use tokio::sync::mpsc;
 
 pub use calls::VERIFY_MAX_TOKENS_PER_QUESTION;
 
@@ -39,7 +42,15 @@ use crate::metrics::Metrics;
 use crate::prompts::DetectionReportEntry;
 use crate::upstream::{ChatCall, ChatReply, UpstreamClient};
 use crate::validation::{TurnPlan, ValidReasonRequest, validate_identities, validate_reason};
-use reflect::{detection_report, unverified_actions};
+use reflect::{ReflectPlan, detection_report, mentioned_misses, unverified_actions};
+
+/// What a streamed turn hands on before its response: the refined cues once reflection is
+/// done, then the answer's text piece by piece.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    Verification(shared_types::CueSet),
+    Delta(String),
+}
 
 pub struct Reasoner {
     pub upstream: UpstreamClient,
@@ -119,9 +130,21 @@ impl Reasoner {
         caller: Caller,
         request_id: Option<&HeaderValue>,
     ) -> Result<ReasonResponse, ReasonerError> {
-        let started = Instant::now();
         let request = validate_reason(request)?;
-        let mut turn = Turn::new(&request, caller, request_id);
+        self.run(&request, caller, request_id, None).await
+    }
+
+    /// A validated turn. With `events` (a streamed turn) the refined cues and the answer's
+    /// pieces go there as they are known, and the answer call is streamed.
+    pub async fn run(
+        &self,
+        request: &ValidReasonRequest,
+        caller: Caller,
+        request_id: Option<&HeaderValue>,
+        events: Option<&mpsc::Sender<TurnEvent>>,
+    ) -> Result<ReasonResponse, ReasonerError> {
+        let started = Instant::now();
+        let mut turn = Turn::new(request, caller, request_id);
         let answer_call = match &request.plan {
             TurnPlan::Pure { image } => ChatCall::raw_answer(
                 &request.concepts,
@@ -139,12 +162,52 @@ impl Reasoner {
             TurnPlan::Full { image, cues } => self.full(&mut turn, image, cues).await?,
         };
         let answer_started = Instant::now();
-        let reply = self.upstream.chat(&answer_call, request_id).await?;
+        let reply = match events {
+            None => self.upstream.chat(&answer_call, request_id).await?,
+            Some(events) => {
+                self.stream_answer(&mut turn, &answer_call, started, events)
+                    .await?
+            }
+        };
         turn.response.timings.answer_ms = elapsed_ms(answer_started);
         turn.tally.add(&reply);
         turn.response.answer = reply.content.trim().to_owned();
         turn.response.timings.total_ms = elapsed_ms(started);
         Ok(turn.finish(self.upstream.model()))
+    }
+
+    /// The answer call streamed: the refined cues first (when the mode has them), then each
+    /// piece of text as it arrives; the first one's time is the turn's time to first token.
+    async fn stream_answer(
+        &self,
+        turn: &mut Turn<'_>,
+        answer_call: &ChatCall,
+        started: Instant,
+        events: &mpsc::Sender<TurnEvent>,
+    ) -> Result<ChatReply, ReasonerError> {
+        if let Some(cues) = &turn.response.refined_cues {
+            let _ = events.send(TurnEvent::Verification(cues.clone())).await;
+        }
+        let mut first_token_ms = None;
+        let on_delta = |text: String| {
+            if first_token_ms.is_none() {
+                let elapsed = started.elapsed();
+                self.metrics
+                    .answer_first_token
+                    .observe(elapsed.as_secs_f64());
+                first_token_ms = Some(elapsed.as_secs_f64() * 1e3);
+            }
+            let events = events.clone();
+            async move {
+                let _ = events.send(TurnEvent::Delta(text)).await;
+            }
+        };
+        let reply = self
+            .upstream
+            .chat_stream(answer_call, turn.request_id, on_delta)
+            .await?;
+        turn.response.timings.first_token_ms = first_token_ms;
+        Ok(reply)
     }
 
     /// The identity step of a turn, timed.
@@ -199,12 +262,22 @@ impl Reasoner {
     ) -> Result<ChatCall, ReasonerError> {
         self.identify(turn).await?;
         let started = Instant::now();
+        let options = &turn.request.options;
+        let recheck = if options.recheck_mentioned {
+            mentioned_misses(cues, &turn.request.question)
+        } else {
+            Default::default()
+        };
+        let plan = ReflectPlan {
+            batched: options.batched_verification,
+            recheck: &recheck,
+        };
         let reflection = self
             .reflect(
                 cues,
                 &turn.response.identities,
                 image,
-                turn.request.options.batched_verification,
+                plan,
                 turn.request_id,
                 &mut turn.tally,
             )

@@ -1,7 +1,7 @@
 //! Test-time reflection within a turn: Table 8 questions for every concept reported present,
 //! asked per concept or batched, then the refinement rule and Table 9's report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::HeaderValue;
 use futures::future::try_join_all;
@@ -11,7 +11,10 @@ use super::{Reasoner, Tally};
 use crate::error::ReasonerError;
 use crate::image::DataUri;
 use crate::prompts::DetectionReportEntry;
-use crate::reflection::{PlannedQuestion, absent_cue, parse_yes_no_answers, refine_cue};
+use crate::reflection::{
+    PlannedQuestion, absent_cue, parse_yes_no_answers, presence_recheck, recheck_outcome,
+    refine_cue,
+};
 use crate::upstream::ChatCall;
 
 /// What reflection made of the edge's cues.
@@ -22,17 +25,25 @@ pub(super) struct Reflection {
     pub actions: BTreeMap<String, ReflectionAction>,
 }
 
+/// How a turn's reflection runs: batched or per concept, and which absent concepts get a
+/// second look (`recheck_mentioned`).
+#[derive(Clone, Copy)]
+pub(super) struct ReflectPlan<'a> {
+    pub batched: bool,
+    pub recheck: &'a BTreeSet<String>,
+}
+
 impl Reasoner {
     pub(super) async fn reflect(
         &self,
         cues: &CueSet,
         identities: &BTreeMap<String, Identity>,
         image: &DataUri,
-        batched: bool,
+        plan: ReflectPlan<'_>,
         request_id: Option<&HeaderValue>,
         tally: &mut Tally,
     ) -> Result<Reflection, ReasonerError> {
-        let groups = question_groups(cues, identities, batched);
+        let groups = question_groups(cues, identities, plan);
         let verifications = self.ask(&groups, image, request_id, tally).await?;
         let mut refined = CueSet::new();
         let mut actions = BTreeMap::new();
@@ -43,11 +54,15 @@ impl Reasoner {
                     .find(|verification| &verification.concept == id && verification.about == field)
                     .map(|verification| verification.answer)
             };
-            let (cue, action) = refine_cue(
-                cue,
-                answer_about(VerifiedField::LocationAbsolute),
-                answer_about(VerifiedField::LocationRelative),
-            );
+            let (cue, action) = if plan.recheck.contains(id) {
+                recheck_outcome(answer_about(VerifiedField::Presence))
+            } else {
+                refine_cue(
+                    cue,
+                    answer_about(VerifiedField::LocationAbsolute),
+                    answer_about(VerifiedField::LocationRelative),
+                )
+            };
             if action != ReflectionAction::NotPresent {
                 self.metrics
                     .reflection_outcomes
@@ -105,17 +120,24 @@ impl Reasoner {
     }
 }
 
-/// Each group is one upstream call: per concept, or everything at once.
+/// Each group is one upstream call: per concept, or everything at once. A second look is a
+/// concept's one question, in its own call per concept or in the batch.
 fn question_groups(
     cues: &CueSet,
     identities: &BTreeMap<String, Identity>,
-    batched: bool,
+    plan: ReflectPlan<'_>,
 ) -> Vec<Vec<PlannedQuestion>> {
     let per_concept = cues
         .iter()
-        .map(|(id, cue)| crate::reflection::plan_questions(id, &identities[id], cue))
+        .map(|(id, cue)| {
+            if plan.recheck.contains(id) {
+                vec![presence_recheck(id, &identities[id])]
+            } else {
+                crate::reflection::plan_questions(id, &identities[id], cue)
+            }
+        })
         .filter(|questions| !questions.is_empty());
-    if !batched {
+    if !plan.batched {
         return per_concept.collect();
     }
     let all: Vec<PlannedQuestion> = per_concept.flatten().collect();
@@ -163,5 +185,16 @@ fn action_label(action: ReflectionAction) -> &'static str {
         ReflectionAction::Suppressed => "suppressed",
         ReflectionAction::NotPresent => "not_present",
         ReflectionAction::Unverified => "unverified",
+        ReflectionAction::Recovered => "recovered",
     }
+}
+
+/// The concepts a second look is for: reported absent and named in the question as `<id>`
+/// (ids compared without case, as the edge's ids are).
+pub(super) fn mentioned_misses(cues: &CueSet, question: &str) -> BTreeSet<String> {
+    let question = question.to_lowercase();
+    cues.iter()
+        .filter(|(id, cue)| !cue.present && question.contains(&id.to_lowercase()))
+        .map(|(id, _)| id.clone())
+        .collect()
 }

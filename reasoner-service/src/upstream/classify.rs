@@ -27,6 +27,13 @@ pub enum UpstreamError {
     Unreachable { attempts: u32, message: String },
     #[error("the large model's response could not be read: {message}")]
     BadResponse { message: String },
+    /// A streamed answer sent nothing for longer than the per-attempt timeout.
+    #[error("the large model's stream sent nothing for {idle_ms} ms")]
+    Stalled { idle_ms: u64 },
+    /// A streamed answer's connection broke before `[DONE]` (retrying would repeat text the
+    /// client already has).
+    #[error("the large model's stream broke off: {message}")]
+    Interrupted { message: String },
 }
 
 impl UpstreamError {
@@ -40,8 +47,11 @@ impl UpstreamError {
             UpstreamError::Unavailable {
                 status, attempts, ..
             } => format!("the large model answered HTTP {status} on all {attempts} attempts"),
-            UpstreamError::Timeout { .. } | UpstreamError::DeadlineExceeded { .. } => {
-                self.to_string()
+            UpstreamError::Timeout { .. }
+            | UpstreamError::DeadlineExceeded { .. }
+            | UpstreamError::Stalled { .. } => self.to_string(),
+            UpstreamError::Interrupted { .. } => {
+                "the large model's stream broke off before the answer was complete".to_string()
             }
             UpstreamError::Unreachable { attempts, .. } => {
                 format!("the large model could not be reached after {attempts} attempts")
@@ -61,6 +71,8 @@ impl UpstreamError {
             UpstreamError::DeadlineExceeded { .. } => "deadline",
             UpstreamError::Unreachable { .. } => "unreachable",
             UpstreamError::BadResponse { .. } => "bad_response",
+            UpstreamError::Stalled { .. } => "stalled",
+            UpstreamError::Interrupted { .. } => "interrupted",
         }
     }
 }

@@ -10,12 +10,14 @@
 //! - [`body`]: the zero-copy request body;
 //! - [`retry`]: the policy, the backoff and `Retry-After`;
 //! - [`classify`]: attempt errors, the retry decision and the call's final error;
-//! - [`outcome`]: metrics and audit for every call, in one place.
+//! - [`outcome`]: metrics and audit for every call, in one place;
+//! - [`stream`]: the streamed answer call, read as server-sent events.
 
 mod body;
 mod classify;
 mod outcome;
 mod retry;
+mod stream;
 mod wire;
 
 use std::sync::Arc;
@@ -147,7 +149,7 @@ impl UpstreamClient {
     /// The wire body of a call: the system prompt, then the user turn with the image (as a
     /// data URI, not copied) before the text.
     pub fn request_body(&self, call: &ChatCall) -> RequestBody {
-        wire::encode(&self.settings.model, call)
+        wire::encode(&self.settings.model, call, false)
     }
 
     /// One logical call with retries, backoff and the overall deadline. `request_id` (the
@@ -167,19 +169,7 @@ impl UpstreamClient {
             attempts.fetch_add(1, Ordering::Relaxed);
             self.attempt(&encoded, request_id)
         };
-        let retrying = attempt
-            .retry(policy.backoff())
-            .sleep(tokio::time::sleep)
-            .when(AttemptError::is_retryable)
-            // Retry-After replaces the backoff delay, but only while the budget lasts: `None`
-            // from the backoff means the retries are spent.
-            .adjust(|error, delay| {
-                delay.map(|delay| retry::retry_delay(error, delay, policy.max_retry_after))
-            })
-            .notify(|error, delay| {
-                retries.fetch_add(1, Ordering::Relaxed);
-                self.recorder.retry(call.kind, error, delay);
-            });
+        let retrying = self.retried(call.kind, attempt, &retries);
         let attempts_made = || attempts.load(Ordering::Relaxed);
         let result = match tokio::time::timeout(policy.call_deadline, retrying).await {
             Err(_) => Err(UpstreamError::DeadlineExceeded {
@@ -203,11 +193,39 @@ impl UpstreamClient {
         result
     }
 
-    async fn attempt(
+    /// `attempt` with the policy's backoff, `Retry-After` and retry counting (in `retries`).
+    async fn retried<T, Fut>(
+        &self,
+        kind: CallKind,
+        attempt: impl FnMut() -> Fut,
+        retries: &AtomicU32,
+    ) -> Result<T, AttemptError>
+    where
+        Fut: std::future::Future<Output = Result<T, AttemptError>>,
+    {
+        let policy = &self.settings.retry;
+        attempt
+            .retry(policy.backoff())
+            .sleep(tokio::time::sleep)
+            .when(AttemptError::is_retryable)
+            // Retry-After replaces the backoff delay, but only while the budget lasts: `None`
+            // from the backoff means the retries are spent.
+            .adjust(|error, delay| {
+                delay.map(|delay| retry::retry_delay(error, delay, policy.max_retry_after))
+            })
+            .notify(|error, delay| {
+                retries.fetch_add(1, Ordering::Relaxed);
+                self.recorder.retry(kind, error, delay);
+            })
+            .await
+    }
+
+    /// The POST of one attempt: body, request id and key.
+    fn authorized_post(
         &self,
         encoded: &RequestBody,
         request_id: Option<&HeaderValue>,
-    ) -> Result<ChatReply, AttemptError> {
+    ) -> reqwest::RequestBuilder {
         let mut request = self
             .http
             .post(self.endpoint.clone())
@@ -219,7 +237,19 @@ impl UpstreamClient {
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(AttemptError::from_transport)?;
+        request
+    }
+
+    async fn attempt(
+        &self,
+        encoded: &RequestBody,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<ChatReply, AttemptError> {
+        let response = self
+            .authorized_post(encoded, request_id)
+            .send()
+            .await
+            .map_err(AttemptError::from_transport)?;
         if !response.status().is_success() {
             return Err(AttemptError::from_status(response).await);
         }

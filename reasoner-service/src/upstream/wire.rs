@@ -19,6 +19,17 @@ struct WireRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<&'a Value>,
+    /// `true` for a streamed call, absent otherwise (so a plain call's body is unchanged).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    /// With streaming, usage comes in the last chunk only when asked for (OpenAI, vLLM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 #[derive(Serialize)]
@@ -74,7 +85,12 @@ struct CompletionUsage {
 
 /// The call as the serializable request, with `image_url` as the URL (empty when the image
 /// is spliced in afterwards).
-fn wire_request<'a>(model: &'a str, call: &'a ChatCall, image_url: &'a str) -> WireRequest<'a> {
+fn wire_request<'a>(
+    model: &'a str,
+    call: &'a ChatCall,
+    image_url: &'a str,
+    stream: bool,
+) -> WireRequest<'a> {
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = &call.system {
         messages.push(WireMessage {
@@ -103,14 +119,18 @@ fn wire_request<'a>(model: &'a str, call: &'a ChatCall, image_url: &'a str) -> W
         max_tokens: call.max_tokens,
         temperature: call.temperature,
         response_format: call.response_format.as_ref(),
+        stream,
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
     }
 }
 
 /// The wire body of a call, the image not copied into it: the JSON is serialized with an
 /// empty URL and cut there, and the turn's shared image bytes go between the two halves. A
 /// data URI has nothing JSON escapes, so the bytes sent are exactly `serde_json`'s.
-pub(super) fn encode(model: &str, call: &ChatCall) -> RequestBody {
-    let body = wire_request(model, call, "");
+pub(super) fn encode(model: &str, call: &ChatCall, stream: bool) -> RequestBody {
+    let body = wire_request(model, call, "", stream);
     let json = Bytes::from(serde_json::to_vec(&body).expect("a chat request serializes"));
     let Some(image) = &call.image else {
         return RequestBody::new([json]);
@@ -142,6 +162,59 @@ pub(super) fn decode(bytes: &[u8]) -> Result<ChatReply, AttemptError> {
         completion_tokens: usage.completion_tokens,
         retries: 0,
     })
+}
+
+/// One chunk of a streamed completion (`data: {...}`): OpenAI's `chat.completion.chunk`.
+#[derive(Deserialize)]
+struct ChunkBody {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<CompletionUsage>,
+    /// vLLM and the edge report a failure mid-stream as `{"error": {...}}`.
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: ChunkDelta,
+}
+
+#[derive(Deserialize, Default)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// What one stream chunk carries: the first choice's new text (often empty: the role-only
+/// first chunk, the finish chunk) and, in the last chunk, the usage.
+pub(super) struct DecodedChunk {
+    pub text: String,
+    pub usage: Option<(u64, u64)>,
+    /// The failure the stream reported instead of text.
+    pub error: Option<String>,
+}
+
+pub(super) fn decode_chunk(data: &str) -> Result<DecodedChunk, String> {
+    let chunk: ChunkBody = serde_json::from_str(data)
+        .map_err(|error| format!("not a chat completion chunk: {error}"))?;
+    let error = chunk.error.map(|error| {
+        error["message"]
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_owned)
+    });
+    let text = chunk
+        .choices
+        .into_iter()
+        .next()
+        .and_then(|choice| choice.delta.content)
+        .unwrap_or_default();
+    let usage = chunk
+        .usage
+        .map(|usage| (usage.prompt_tokens, usage.completion_tokens));
+    Ok(DecodedChunk { text, usage, error })
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -177,7 +250,7 @@ mod tests {
             temperature: Some(0.0),
             response_format: None,
         };
-        let body = encode("m", &call);
+        let body = encode("m", &call, false);
         // The image's pieces are the turn's buffers, not copies.
         let chunks: Vec<&Bytes> = body.chunks().collect();
         assert_eq!(chunks.len(), 4);
@@ -199,7 +272,7 @@ mod tests {
         let sent = body.to_vec();
         assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), expected);
         // Byte for byte what serializing the URL itself gives.
-        let whole = wire_request("m", &call, &url);
+        let whole = wire_request("m", &call, &url, false);
         assert_eq!(sent, serde_json::to_vec(&whole).unwrap());
         assert_eq!(body.len(), sent.len());
         assert_eq!(
@@ -213,9 +286,27 @@ mod tests {
             system: None,
             ..call
         };
-        let body = encode("m", &call);
+        let body = encode("m", &call, false);
         assert_eq!(body.chunks().len(), 1);
         let sent: Value = serde_json::from_slice(&body.to_vec()).unwrap();
         assert_eq!(sent["messages"][0]["content"], r#"Q1. {"url":""}? \ "#);
+        assert!(sent.get("stream").is_none());
+        let streamed: Value = serde_json::from_slice(&encode("m", &call, true).to_vec()).unwrap();
+        assert_eq!(streamed["stream"], true);
+        assert_eq!(streamed["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn stream_chunks_give_text_and_the_last_one_usage() {
+        let role = decode_chunk(r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#);
+        assert_eq!(role.unwrap().text, "");
+        let text = decode_chunk(r#"{"choices":[{"delta":{"content":"He "}}]}"#).unwrap();
+        assert_eq!((text.text.as_str(), text.usage), ("He ", None));
+        let last =
+            decode_chunk(r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3}}"#);
+        assert_eq!(last.unwrap().usage, Some((9, 3)));
+        assert!(decode_chunk("{not json").is_err());
+        let failed = decode_chunk(r#"{"error":{"message":"out of memory","type":"x"}}"#);
+        assert_eq!(failed.unwrap().error.as_deref(), Some("out of memory"));
     }
 }

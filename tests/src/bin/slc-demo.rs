@@ -85,6 +85,14 @@ async fn main() -> Result<()> {
         "mode": "full"
     });
     ask(&stack, "Text-only question (appendix D)", text_only).await?;
+    let streamed = json!({
+        "image": data_url(&photo)?,
+        "question": "Where is <bo>?",
+        "concepts": ["bo"],
+        "mode": "full",
+        "stream": true
+    });
+    ask_streamed(&stack, "Streamed answer (stream: true)", streamed).await?;
 
     println!(
         "\nThe tiny checkpoint has random weights, so its words are noise; the trace shows the\n\
@@ -118,6 +126,59 @@ async fn ask(stack: &Stack, title: &str, request: Value) -> Result<()> {
         anyhow::bail!("/v1/ask answered {status}: {body}");
     }
     print_trace(&body);
+    Ok(())
+}
+
+/// The streamed turn as it arrives: each event's name and time, the answer's pieces, then the
+/// time to the first answer token against the time to the full answer.
+async fn ask_streamed(stack: &Stack, title: &str, request: Value) -> Result<()> {
+    use futures_util::StreamExt as _;
+    println!("\n=== {title}");
+    println!("Q: {}", request["question"].as_str().unwrap_or_default());
+    let started = std::time::Instant::now();
+    let response = stack
+        .edge(reqwest::Method::POST, "/v1/ask")
+        .json(&request)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "/v1/ask answered {}",
+        response.status()
+    );
+    let mut parser = slc_serve::sse::SseParser::new(1 << 24);
+    let mut body = response.bytes_stream();
+    let mut first_delta_ms = None;
+    while let Some(chunk) = body.next().await {
+        for event in parser.push(&chunk?)? {
+            let at_ms = started.elapsed().as_secs_f64() * 1e3;
+            let name = event.event.unwrap_or_default();
+            let data: Value = serde_json::from_str(&event.data)?;
+            match name.as_str() {
+                "delta" => {
+                    first_delta_ms.get_or_insert(at_ms);
+                    println!(
+                        "  {at_ms:>7.0} ms  delta {:?}",
+                        data["text"].as_str().unwrap_or_default()
+                    );
+                }
+                "done" => {
+                    println!("  {at_ms:>7.0} ms  done");
+                    let timings = &data["timings"];
+                    println!(
+                        "Time to first answer token {} ms (edge), full answer {:.0} ms; client saw the first delta at {} ms, done at {at_ms:.0} ms",
+                        timings["first_token_ms"]
+                            .as_f64()
+                            .map_or("-".into(), |ms| format!("{ms:.0}")),
+                        timings["total_ms"].as_f64().unwrap_or_default(),
+                        first_delta_ms.map_or("-".into(), |ms| format!("{ms:.0}")),
+                    );
+                }
+                "error" => anyhow::bail!("the streamed turn failed: {data}"),
+                other => println!("  {at_ms:>7.0} ms  {other}"),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -178,8 +178,10 @@ def ask_each_mode(console):
         state = console.by_id("ask-state").text
         assert state.startswith("Done"), state + " / " + console.by_id("notice").text
         events = console.by_id("answer").get_attribute("data-events").split(",")
-        assert "answer" in events and "done" in events, events
-        assert events.index("answer") < events.index("done"), events
+        # The tiny model's answer may be empty, so a delta is not guaranteed; if any came, before done.
+        assert events[-1] == "done", events
+        assert "delta" not in events or events.index("delta") < events.index("done"), events
+        assert ("verification" in events) == (mode in ("full", "no_reflection")), (mode, events)
         assert ("detection" in events) == (mode in ("full", "no_reflection")), (mode, events)
         trace = console.visible("trace").text
         headings = [h.text for h in console.driver.find_elements(By.CSS_SELECTOR, "#trace-body h4")]

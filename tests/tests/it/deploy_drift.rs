@@ -355,6 +355,18 @@ fn alerts_and_dashboard_use_registered_metrics() {
         seen > 20,
         "the dashboards reference almost no metrics ({seen})"
     );
+    // Streamed answers: time to first answer token on both services has a panel.
+    let dashboard =
+        std::fs::read_to_string(repo().join("deploy/grafana/dashboards/slc.json")).unwrap();
+    for metric in [
+        "slc_detector_ask_first_answer_token_seconds_bucket",
+        "slc_reasoner_answer_first_token_seconds_bucket",
+    ] {
+        assert!(
+            dashboard.contains(metric),
+            "no dashboard panel shows {metric}"
+        );
+    }
 
     // Prometheus finds every compose service of each binary by DNS, on the port it binds.
     let compose = yaml("docker-compose.yml");

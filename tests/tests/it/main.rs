@@ -5,4 +5,6 @@ mod console;
 mod deploy_checks;
 mod deploy_drift;
 mod e2e;
+mod recheck;
 mod slow_clients;
+mod streaming;
