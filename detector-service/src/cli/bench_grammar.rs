@@ -24,7 +24,12 @@ pub struct BenchGrammarArgs {
     #[arg(long, env = "SLC_MODEL_DIR")]
     pub model: PathBuf,
     /// Concept counts to time, comma separated.
-    #[arg(long, env = "SLC_BENCH_CONCEPTS", value_delimiter = ',', default_value = "1,4,16")]
+    #[arg(
+        long,
+        env = "SLC_BENCH_CONCEPTS",
+        value_delimiter = ',',
+        default_value = "1,4,16"
+    )]
     pub concepts: Vec<usize>,
     /// Decodes per concept count (the grammar is rebuilt for each).
     #[arg(long, env = "SLC_BENCH_REPEATS", default_value_t = 5)]
@@ -110,7 +115,9 @@ fn bench_case(
     let mut last = None;
     for _ in 0..args.repeats {
         let started = Instant::now();
-        drop(slc_engine::constrain::Constraint::new(vocabulary, &grammar)?);
+        drop(slc_engine::constrain::Constraint::new(
+            vocabulary, &grammar,
+        )?);
         builds.push(started.elapsed());
         let walk = walk_answer(tokenizer, vocabulary, &grammar, &answer)?;
         masks.extend_from_slice(&walk.mask_times);

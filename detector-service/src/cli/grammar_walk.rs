@@ -76,7 +76,7 @@ pub fn walk_answer(
                 let rest = answer.strip_prefix(so_far.as_str()).ok_or_else(|| {
                     anyhow::anyhow!("forced text {so_far:?} is not a prefix of the answer")
                 })?;
-                target.truncate(0);
+                target.clear();
                 target.extend_from_slice(&written);
                 target.extend(tokenizer.encode_plain(rest)?);
                 target.push(vocabulary.end_of_turn());

@@ -18,7 +18,10 @@ fn model() -> PathBuf {
 /// Runs `check` with `args`; (exit success, report).
 fn check(args: &[&Path]) -> (bool, Value) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slc-detector"));
-    command.arg("check").env_remove("SLC_DTYPE").env_remove("SLC_DEVICE");
+    command
+        .arg("check")
+        .env_remove("SLC_DTYPE")
+        .env_remove("SLC_DEVICE");
     for pair in args.chunks(2) {
         command.arg(pair[0]).arg(pair[1]);
     }
@@ -82,13 +85,21 @@ fn the_fixtures_pass_and_the_memory_they_need_is_reported() {
     assert!(memory["adapters_bytes"].as_u64().unwrap() > 0);
     assert!(memory["clip_bytes"].as_u64().unwrap() > 0);
     // The file is f32 and holds exactly the model's tensors: its data is the weights' size.
-    let file = std::fs::metadata(model().join("model.safetensors")).unwrap().len();
+    let file = std::fs::metadata(model().join("model.safetensors"))
+        .unwrap()
+        .len();
     let weights = memory["model_weights_bytes"].as_u64().unwrap();
-    assert!(weights <= file && weights * 101 / 100 > file, "{weights} vs {file}");
+    assert!(
+        weights <= file && weights * 101 / 100 > file,
+        "{weights} vs {file}"
+    );
     let (ok, bf16_report) = check(&[flag("--model"), &model(), flag("--dtype"), flag("bf16")]);
     assert!(ok, "{bf16_report:#}");
     assert_eq!(
-        bf16_report["memory"]["model_weights_bytes"].as_u64().unwrap() * 2,
+        bf16_report["memory"]["model_weights_bytes"]
+            .as_u64()
+            .unwrap()
+            * 2,
         weights
     );
     for layout in ["tied-hub-sharded", "untied-v5"] {
@@ -165,8 +176,14 @@ fn a_foreign_adapter_and_a_different_clip_are_caught() {
     copy_dir(&fixtures().join("lora/bank"), &bank);
     let module = "base_model.model.model.language_model.layers.0.self_attn.q_proj";
     let factors = [
-        (format!("{module}.lora_A.weight"), Tensor::zeros([8, 2048], tch::kind::FLOAT_CPU)),
-        (format!("{module}.lora_B.weight"), Tensor::zeros([2048, 8], tch::kind::FLOAT_CPU)),
+        (
+            format!("{module}.lora_A.weight"),
+            Tensor::zeros([8, 2048], tch::kind::FLOAT_CPU),
+        ),
+        (
+            format!("{module}.lora_B.weight"),
+            Tensor::zeros([2048, 8], tch::kind::FLOAT_CPU),
+        ),
         (
             "base_model.model.model.language_model.layers.99.mlp.up_proj.lora_A.weight".into(),
             Tensor::zeros([8, 2048], tch::kind::FLOAT_CPU),
@@ -176,7 +193,8 @@ fn a_foreign_adapter_and_a_different_clip_are_caught() {
             Tensor::zeros([11008, 8], tch::kind::FLOAT_CPU),
         ),
     ];
-    Tensor::write_safetensors(&factors, bank.join("adapters/bo/adapter_model.safetensors")).unwrap();
+    Tensor::write_safetensors(&factors, bank.join("adapters/bo/adapter_model.safetensors"))
+        .unwrap();
     let clip = dir.path().join("another-clip");
     copy_dir(&fixtures().join("clip/tiny-clip"), &clip);
     let (ok, report) = check(&[
@@ -188,7 +206,10 @@ fn a_foreign_adapter_and_a_different_clip_are_caught() {
         &clip,
     ]);
     assert!(!ok);
-    assert_caught(&report, &["adapter `bo`", "layers.0.self_attn.q_proj", "do not fit"]);
+    assert_caught(
+        &report,
+        &["adapter `bo`", "layers.0.self_attn.q_proj", "do not fit"],
+    );
     assert_caught(&report, &["adapter `bo`", "layers.99", "does not have"]);
     assert_caught(&report, &["made with CLIP `tiny-clip`", "another-clip"]);
     let others = problems(&report)

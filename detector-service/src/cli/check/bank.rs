@@ -47,7 +47,10 @@ pub fn check_bank(
         let mut local = Findings::default();
         numel += check_adapter(&dir, linears, &mut local);
         for problem in local.problems {
-            findings.problem(format!("adapter `{}` ({}): {problem}", entry.name, entry.adapter));
+            findings.problem(format!(
+                "adapter `{}` ({}): {problem}",
+                entry.name, entry.adapter
+            ));
         }
     }
     findings.checked(format!(
@@ -161,7 +164,9 @@ fn check_against_model(
                 .keys()
                 .any(|path| path == name || path.ends_with(&format!(".{name}")));
             if !exists {
-                findings.problem(format!("target module `{name}` does not exist in this model"));
+                findings.problem(format!(
+                    "target module `{name}` does not exist in this model"
+                ));
             }
         }
     }
@@ -173,7 +178,9 @@ fn check_against_model(
         };
         let rank = config.rank_for(path);
         if !config.targets(path) {
-            problems.push(format!("weights for `{path}`, which target_modules does not select"));
+            problems.push(format!(
+                "weights for `{path}`, which target_modules does not select"
+            ));
         } else if *a != [rank, input] || *b != [output, rank] {
             problems.push(format!(
                 "`{path}`: lora_A {a:?} and lora_B {b:?} do not fit rank {rank} and the layer's \
@@ -183,7 +190,9 @@ fn check_against_model(
     }
     for path in linears.keys().filter(|p| config.targets(p)) {
         if !pairs.contains_key(path) {
-            problems.push(format!("target_modules selects `{path}` but it has no weights"));
+            problems.push(format!(
+                "target_modules selects `{path}` but it has no weights"
+            ));
         }
     }
     findings.problems_limited(problems.into_iter());
@@ -218,6 +227,9 @@ pub fn check_clip(dir: &Path, findings: &mut Findings) -> Option<(ClipModelId, u
             return None;
         }
     };
-    findings.checked(format!("CLIP `{}` ({}-d embeddings)", id.name, id.embedding_dim));
+    findings.checked(format!(
+        "CLIP `{}` ({}-d embeddings)",
+        id.name, id.embedding_dim
+    ));
     Some((id, numel))
 }

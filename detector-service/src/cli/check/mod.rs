@@ -68,7 +68,8 @@ impl Findings {
         self.problems
             .extend(lines.into_iter().take(SAME_KIND_LIMIT));
         if more > 0 {
-            self.problems.push(format!("… and {more} more like the above"));
+            self.problems
+                .push(format!("… and {more} more like the above"));
         }
     }
 }

@@ -22,8 +22,13 @@ fn forced_runs_are_the_models_own_tokens_on_the_real_vocabulary() {
     for (count, chars) in [(1, LOCATION_MAX_CHARS), (4, 24), (16, 12)] {
         let schema = cue_set_schema(&sample_ids(count), chars);
         let answer = sample_cue_set(&schema, chars);
-        let walk =
-            walk_answer(&tokenizer, &vocabulary, &Grammar::JsonSchema(schema), &answer).unwrap();
+        let walk = walk_answer(
+            &tokenizer,
+            &vocabulary,
+            &Grammar::JsonSchema(schema),
+            &answer,
+        )
+        .unwrap();
         let diverged: Vec<String> = walk
             .forced_runs
             .iter()

@@ -69,7 +69,9 @@ fn real_tokenizer_has_qwen25_vl_ids_and_no_qwen3_tokens() {
             special.image_pad,
             special.video_pad
         ],
-        [151_643, 151_644, 151_645, 151_652, 151_653, 151_655, 151_656]
+        [
+            151_643, 151_644, 151_645, 151_652, 151_653, 151_655, 151_656
+        ]
     );
     for qwen3_only in ["<tool_response>", "</tool_response>", "<think>", "</think>"] {
         assert_eq!(tokenizer.token_to_id(qwen3_only), None, "{qwen3_only}");
@@ -96,15 +98,30 @@ fn corpus_ids_and_round_trips_equal_hugging_face() {
         let plain_decoded = tokenizer.decode(&plain, false).unwrap();
         let nfc = reference["nfc"][i].as_str().unwrap();
         let checks = [
-            ("tokenizers ids", ours == ids(&reference["tokenizers"]["ids"][i])),
-            ("transformers ids", ours == ids(&reference["transformers"]["ids"][i])),
-            ("tokenizers plain ids", plain == ids(&reference["tokenizers"]["plain_ids"][i])),
+            (
+                "tokenizers ids",
+                ours == ids(&reference["tokenizers"]["ids"][i]),
+            ),
+            (
+                "transformers ids",
+                ours == ids(&reference["transformers"]["ids"][i]),
+            ),
+            (
+                "tokenizers plain ids",
+                plain == ids(&reference["tokenizers"]["plain_ids"][i]),
+            ),
             (
                 "transformers plain ids",
                 plain == ids(&reference["transformers"]["plain_ids"][i]),
             ),
-            ("tokenizers decode", decoded == reference["tokenizers"]["decoded"][i]),
-            ("transformers decode", decoded == reference["transformers"]["decoded"][i]),
+            (
+                "tokenizers decode",
+                decoded == reference["tokenizers"]["decoded"][i],
+            ),
+            (
+                "transformers decode",
+                decoded == reference["transformers"]["decoded"][i],
+            ),
             ("round trip", decoded == nfc),
             ("plain round trip", plain_decoded == nfc),
         ];
@@ -184,7 +201,12 @@ fn paper_chats() -> Vec<Chat> {
             "Is <bo> in this photo? What is <bo> doing?".into(),
             images,
         ));
-        chats.push(chat("default system", None, "描述这张图片 🐶".into(), images));
+        chats.push(chat(
+            "default system",
+            None,
+            "描述这张图片 🐶".into(),
+            images,
+        ));
     }
     chats
 }
@@ -256,7 +278,10 @@ fn special_token_text_in_user_text_stays_text_unlike_transformers() {
         (3, 2)
     );
     assert_eq!(
-        (count(&theirs, special.im_start), count(&theirs, special.im_end)),
+        (
+            count(&theirs, special.im_start),
+            count(&theirs, special.im_end)
+        ),
         (4, 3)
     );
     assert_eq!(
