@@ -14,6 +14,10 @@ use super::headers::{TensorHeader, read_header};
 
 const KEY_PREFIX: &str = "base_model.model.";
 
+type Shape = Vec<i64>;
+/// Module path → (lora_A shape, lora_B shape).
+type FactorShapes = BTreeMap<String, (Shape, Shape)>;
+
 /// Checks the bank; returns its adapters' total elements.
 pub fn check_bank(
     bank: &Path,
@@ -125,10 +129,8 @@ fn check_adapter(
 }
 
 /// Module path → (lora_A shape, lora_B shape), from PEFT's keys in either layout.
-fn factor_pairs(
-    tensors: &BTreeMap<String, TensorHeader>,
-) -> Result<BTreeMap<String, (Vec<i64>, Vec<i64>)>, String> {
-    let mut halves: BTreeMap<String, (Option<Vec<i64>>, Option<Vec<i64>>)> = BTreeMap::new();
+fn factor_pairs(tensors: &BTreeMap<String, TensorHeader>) -> Result<FactorShapes, String> {
+    let mut halves: BTreeMap<String, (Option<Shape>, Option<Shape>)> = BTreeMap::new();
     for (key, tensor) in tensors {
         let rest = key.strip_prefix(KEY_PREFIX);
         let (module, is_a) = match (
@@ -154,7 +156,7 @@ fn factor_pairs(
 
 fn check_against_model(
     config: &AdapterConfig,
-    pairs: &BTreeMap<String, (Vec<i64>, Vec<i64>)>,
+    pairs: &FactorShapes,
     linears: &BTreeMap<String, (i64, i64)>,
     findings: &mut Findings,
 ) {
