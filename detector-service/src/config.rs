@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::detection::ConceptIsolation;
+
 #[derive(Debug, Parser)]
 #[command(name = "slc-detector", version, about = "The SLC edge service")]
 pub struct Cli {
@@ -178,6 +180,12 @@ pub struct ServeConfig {
     /// cue set completes within it (64 characters each when there is room).
     #[arg(long, env = "SLC_DETECT_MAX_TOKENS", default_value_t = 2048)]
     pub detect_max_tokens: u32,
+
+    /// `joint` (the paper's way: one Table 6 prompt and one Eq. 1 adapter for all of a turn's
+    /// concepts) or `per-concept` (each concept detected on its own, and verified on its own:
+    /// no concept's description or photos can change another's detection or verification).
+    #[arg(long, env = "SLC_CONCEPT_ISOLATION", value_enum, default_value_t = ConceptIsolation::Joint)]
+    pub concept_isolation: ConceptIsolation,
 
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, env = "SLC_DEVICE", default_value = "cpu")]

@@ -46,6 +46,16 @@ Rules
 - Boolean literals must be lowercase `true/false`.
 - Do not add any extra keys, comments, or explanatory text.";
 
+/// Whether the concepts of one turn see each other on the edge (`SLC_CONCEPT_ISOLATION`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConceptIsolation {
+    /// The paper's way: every concept in one Table 6 prompt, one Eq. 1 adapter for all of them.
+    #[default]
+    Joint,
+    /// One Table 6 prompt and one Eq. 1 adapter per concept, and verification per concept.
+    PerConcept,
+}
+
 /// Table 6's user prompt: `Concept List` followed by one `<id>: description` line per concept.
 pub fn table6_user_text(concepts: &[(String, String)]) -> String {
     let lines: Vec<String> = concepts

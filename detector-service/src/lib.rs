@@ -183,5 +183,6 @@ pub async fn build_state(
         },
         api_keys: config.client_keys(),
         metrics_keys: config.scrape_keys(),
+        concept_isolation: config.concept_isolation,
     }))
 }

@@ -37,6 +37,8 @@ pub struct AppInner {
     pub api_keys: Vec<String>,
     /// Keys that may read `/metrics`; empty leaves it open.
     pub metrics_keys: Vec<String>,
+    /// Whether a turn's concepts are detected (and verified) together or each on its own.
+    pub concept_isolation: crate::detection::ConceptIsolation,
 }
 
 #[derive(Clone)]

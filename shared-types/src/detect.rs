@@ -17,7 +17,13 @@ pub struct DetectRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DetectResponse {
     pub cues: CueSet,
+    /// The Eq. 1 adapter of the turn's concepts together; absent with per-concept isolation,
+    /// or when the base model detected.
     pub adapter: Option<AdapterChoice>,
+    /// With per-concept isolation (`SLC_CONCEPT_ISOLATION=per-concept`), each concept's own
+    /// Eq. 1 adapter by bracketed id (a concept missing here was detected by the base model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept_adapters: Option<std::collections::BTreeMap<String, AdapterChoice>>,
     pub usage: Usage,
     pub timings: Timings,
 }

@@ -107,6 +107,17 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
             "max_answer_tokens must be between 1 and {MAX_ANSWER_TOKENS}"
         )));
     }
+    if request.batched_verification
+        && state.concept_isolation == crate::detection::ConceptIsolation::PerConcept
+    {
+        // One verification call for every concept would put their identities side by side,
+        // which is what per-concept isolation promises not to do.
+        return Err(ApiError::InvalidRequest(
+            "batched_verification is not available on this edge: it isolates concepts \
+             (SLC_CONCEPT_ISOLATION=per-concept), so each concept is verified on its own"
+                .into(),
+        ));
+    }
     let records = resolve_concepts(state, &request.concepts, true).await?;
     let image = match &request.image {
         Some(image) => Some(state.images.base64(image, "image").await?),

@@ -9,8 +9,8 @@ use shared_types::{
 use slc_engine::lora::AdapterMix;
 
 use crate::detection::{
-    TABLE6_SYSTEM_PROMPT, cue_set_schema, cue_set_token_budget, location_chars_within,
-    normalize_cue_set, table6_user_text,
+    ConceptIsolation, TABLE6_SYSTEM_PROMPT, cue_set_schema, cue_set_token_budget,
+    location_chars_within, normalize_cue_set, table6_user_text,
 };
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -95,12 +95,29 @@ pub async fn resolve_concepts(
         .map_err(ApiError::UnknownConcepts)
 }
 
-/// Runs the Table 6 detection on a worker, constrained by the cue-set schema for exactly
-/// these concepts, with the adapter chosen from their embeddings.
+/// Runs the Table 6 detection under the edge's concept isolation: one prompt for all the
+/// concepts (the paper's way), or one per concept (`isolation.rs`), within one deadline.
 pub async fn run_detection(
     state: &AppState,
     image: &DecodedImage,
     records: &[ConceptRecord],
+) -> Result<DetectResponse, ApiError> {
+    let deadline = state.deadline();
+    match state.concept_isolation {
+        ConceptIsolation::Joint => detect_together(state, image, records, deadline).await,
+        ConceptIsolation::PerConcept => {
+            super::isolation::detect_each(state, image, records, deadline).await
+        }
+    }
+}
+
+/// One Table 6 detection on a worker, constrained by the cue-set schema for exactly these
+/// concepts, with the adapter chosen from their embeddings.
+pub(super) async fn detect_together(
+    state: &AppState,
+    image: &DecodedImage,
+    records: &[ConceptRecord],
+    deadline: Instant,
 ) -> Result<DetectResponse, ApiError> {
     let started = Instant::now();
     let bracketed_ids: Vec<String> = records.iter().map(|record| record.id.bracketed()).collect();
@@ -140,7 +157,7 @@ pub async fn run_detection(
         json_schema: Some(cue_set_schema(&bracketed_ids, location_chars)),
         adapter: adapter.as_ref().map(|selection| selection.name.clone()),
     };
-    let output = state.workers.generate(request, state.deadline()).await?;
+    let output = state.workers.generate(request, deadline).await?;
     let cues = normalize_cue_set(&output.text, &bracketed_ids).map_err(|why| {
         state.metrics.invalid_model_outputs.inc();
         ApiError::InvalidModelOutput(why)
@@ -199,6 +216,7 @@ fn detect_response(
             name: selection.name,
             similarity: selection.similarity,
         }),
+        concept_adapters: None,
         usage: Usage {
             prompt_tokens: output.usage.prompt_tokens,
             completion_tokens: output.usage.completion_tokens,

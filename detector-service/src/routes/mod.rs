@@ -5,3 +5,4 @@ pub mod chat;
 pub mod concepts;
 pub mod detect;
 pub mod health;
+mod isolation;

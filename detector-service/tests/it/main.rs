@@ -11,6 +11,7 @@ mod detect;
 mod doubles;
 mod generate_cli;
 mod helpers;
+mod isolation;
 mod meta_train_cli;
 mod operations;
 mod real_engine;

@@ -32,6 +32,7 @@ fn error_variants() -> Vec<(ApiError, u16, &'static str)> {
     let detection = DetectResponse {
         cues: Default::default(),
         adapter: None,
+        concept_adapters: None,
         usage: Default::default(),
         timings: Default::default(),
     };

@@ -15,3 +15,4 @@ mod prompts;
 mod rules;
 mod server;
 mod status;
+mod verification_isolation;
