@@ -62,6 +62,9 @@ def hf_worker(args):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     torch.set_num_threads(args.threads)
+    # TF32 off explicitly, as the engine runs (full f32 matmuls and convolutions on CUDA).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     started = time.perf_counter()
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(

@@ -39,6 +39,13 @@ pub enum Command {
     /// Print a keys-file line (`SLC_KEYS_FILE`) for a tenant's key read from stdin, or for a
     /// fresh random key (printed first, on its own line, to hand to the tenant).
     HashKey(HashKeyArgs),
+    /// Print the token ids of a text (or of a one-message chat) as a JSON array.
+    Tokenize(crate::cli::tokenize::TokenizeArgs),
+    /// Time llguidance on a tokenizer: trie build, cue-set grammar build and per-step masks.
+    BenchGrammar(crate::cli::bench_grammar::BenchGrammarArgs),
+    /// Preflight: validate a model (and bank, CLIP) from file headers and report the memory
+    /// it needs; exits non-zero with one line per problem.
+    Check(crate::cli::check::CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -238,9 +245,10 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_DEVICE", default_value = "cpu")]
     pub device: String,
 
-    /// `f32`, `bf16` or `f16`.
-    #[arg(long, env = "SLC_DTYPE", default_value = "f32")]
-    pub dtype: String,
+    /// `f32` or `bf16`. Unset: bf16 on CUDA (what the checkpoint is published in and what a
+    /// GPU runs fast), f32 on CPU (where bf16 matmuls are slow).
+    #[arg(long, env = "SLC_DTYPE")]
+    pub dtype: Option<String>,
 
     /// Adapters mixed per turn (paper Eq. 1 with top-K): 1 takes the most similar meta-concept
     /// (the paper's best setting); K > 1 averages the K most similar adapters' LoRA weights.
@@ -354,4 +362,40 @@ fn non_empty(keys: &[String]) -> Vec<String> {
         .map(|key| key.trim().to_string())
         .filter(|key| !key.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod dtype_tests {
+    use super::ServeConfig;
+    use clap::Parser;
+    use slc_engine::device::parse_dtype;
+    use tch::{Device, Kind};
+
+    /// Unset, the dtype follows the device: a GPU user gets bf16 without asking, a laptop f32.
+    #[test]
+    fn serve_leaves_the_dtype_to_the_device_unless_told() {
+        let options = ServeConfig::defaults().engine_options();
+        assert_eq!(options.dtype, None);
+        let default_on = |device| parse_dtype(options.dtype.as_deref(), device).unwrap();
+        assert_eq!(default_on(Device::Cuda(0)), Kind::BFloat16);
+        assert_eq!(default_on(Device::Cpu), Kind::Float);
+        assert_eq!(
+            parse_dtype(Some("f32"), Device::Cuda(0)).unwrap(),
+            Kind::Float
+        );
+    }
+
+    /// The help lists exactly what the parser takes: f16 is neither.
+    #[test]
+    fn the_dtype_help_matches_the_parser() {
+        let help = super::Cli::try_parse_from(["slc-detector", "serve", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("`f32` or `bf16`"), "{help}");
+        assert!(!help.contains("`f16`"), "{help}");
+        let error = parse_dtype(Some("f16"), Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("expected f32 or bf16"), "{error}");
+    }
 }

@@ -30,6 +30,25 @@ async fn main() -> anyhow::Result<()> {
             "cuda_available": slc_detector::cuda_available()
         })),
         Command::HashKey(args) => hash_key(&args),
+        Command::Tokenize(args) => {
+            println!(
+                "{}",
+                serde_json::to_string(&slc_detector::cli::tokenize::run(&args)?)?
+            );
+            Ok(())
+        }
+        Command::Check(args) => {
+            let report = slc_detector::cli::check::run(&args);
+            print_json(&report)?;
+            for problem in &report.findings.problems {
+                eprintln!("problem: {problem}");
+            }
+            if !report.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::BenchGrammar(args) => print_json(&slc_detector::cli::bench_grammar::run(&args)?),
     }
 }
 

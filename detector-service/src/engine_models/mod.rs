@@ -30,7 +30,8 @@ pub struct EngineOptions {
     /// Fold the bank's only adapter into the weights instead of applying it per request.
     pub merge_adapter: bool,
     pub device: String,
-    pub dtype: String,
+    /// `None`: the device's default (bf16 on CUDA, f32 on CPU).
+    pub dtype: Option<String>,
     /// Bound of the vision-encoder cache per worker; 0 turns it off.
     pub vision_cache_bytes: usize,
     /// Bound of the prefix KV cache per worker; 0 turns reuse off.
@@ -50,7 +51,7 @@ pub struct EngineLoader {
 impl ModelLoader for EngineLoader {
     fn load(&self) -> Result<EdgeModels, ModelError> {
         let options = &self.options;
-        let load = LoadOptions::parse(&options.device, Some(&options.dtype)).map_err(failed)?;
+        let load = LoadOptions::parse(&options.device, options.dtype.as_deref()).map_err(failed)?;
         let embedder = ClipImageEmbedder::load(&options.clip_dir, load.device)
             .map_err(|e| context(&options.clip_dir, e))?;
         let mut pipeline = VlmPipeline::load(&options.model_dir, load)
@@ -149,7 +150,7 @@ mod tests {
                 adapter_bank: Some(fixtures.join("lora/bank")),
                 merge_adapter: false,
                 device: "cpu".into(),
-                dtype: "f32".into(),
+                dtype: Some("f32".into()),
                 vision_cache_bytes: 1 << 20,
                 prefix_cache_bytes: 1 << 20,
                 jump_forward: true,

@@ -102,14 +102,24 @@ impl ClipVisionEmbeddings {
     /// `pixel_values` [B, 3, H, W] → [B, 1 + patches, hidden].
     fn forward(&self, pixel_values: &Tensor) -> Tensor {
         let batch = pixel_values.size()[0];
+        // TF32 off explicitly: cuDNN would otherwise run this f32 convolution in TF32 (its
+        // default) while every matmul runs in full f32, and an embedding made on CPU would then
+        // differ on CUDA enough to flip a near-tie adapter choice. The Python references set
+        // `torch.backends.cudnn.allow_tf32 = False` the same way. On CPU the flag changes nothing.
         let patches = pixel_values
-            .conv2d::<Tensor>(
+            .internal_convolution::<Tensor>(
                 &self.patch_embedding,
                 None,
                 [self.patch_size, self.patch_size],
                 [0, 0],
                 [1, 1],
+                false,
+                [0, 0],
                 1,
+                false,
+                false,
+                tch::Cuda::user_enabled_cudnn(),
+                false,
             )
             .flatten(2, -1)
             .transpose(1, 2);
