@@ -20,6 +20,7 @@ mod real_tokenizer;
 mod registry;
 mod runtime_links;
 mod status;
+mod tenant_data;
 mod tenant_matrix;
 mod tenant_migration;
 mod tenants;
