@@ -165,13 +165,7 @@ async fn run_turn(
     events: Option<&mpsc::Sender<Event>>,
 ) -> Result<AskResponse, ApiError> {
     let started = Instant::now();
-    let detects = turn.image.is_some()
-        && !turn.records.is_empty()
-        && matches!(turn.mode, Mode::Full | Mode::NoReflection);
-    let detection = match (&turn.image, detects) {
-        (Some(image), true) => Some(run_detection(state, image, &turn.records, turn.boxes).await?),
-        _ => None,
-    };
+    let detection = detect_for(state, &turn).await?;
     let detect_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let (Some(events), Some(detection)) = (events, &detection) {
         let _ = events.send(json_event(EVENT_DETECTION, detection)).await;
@@ -181,14 +175,7 @@ async fn run_turn(
         return Err(ApiError::Internal("the client went away".into()));
     }
 
-    let names = if turn.pseudonymize {
-        // Every registered id, not only the turn's: a description may mention another concept,
-        // and no real id may reach the cloud.
-        let registered = turn.scope.registry.ids().await?;
-        Pseudonyms::new(turn.records.iter().map(|record| &record.id)).also_hiding(&registered)
-    } else {
-        Pseudonyms::identity()
-    };
+    let names = pseudonyms_for(&turn).await?;
     let image = match &turn.image {
         Some(image) => Some(image.cloud_data_url().await?),
         None => None,
@@ -236,6 +223,30 @@ async fn run_turn(
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
     })
+}
+
+/// The local detection, when the turn's mode runs one and it has an image and concepts.
+async fn detect_for(
+    state: &AppState,
+    turn: &PreparedTurn,
+) -> Result<Option<DetectResponse>, ApiError> {
+    let detects = !turn.records.is_empty() && matches!(turn.mode, Mode::Full | Mode::NoReflection);
+    match &turn.image {
+        Some(image) if detects => Ok(Some(
+            run_detection(state, image, &turn.records, turn.boxes).await?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The turn's pseudonyms (or none): every registered id, not only the turn's, since a
+/// description may mention another concept and no real id may reach the cloud.
+async fn pseudonyms_for(turn: &PreparedTurn) -> Result<Pseudonyms, ApiError> {
+    if !turn.pseudonymize {
+        return Ok(Pseudonyms::identity());
+    }
+    let registered = turn.scope.registry.ids().await?;
+    Ok(Pseudonyms::new(turn.records.iter().map(|record| &record.id)).also_hiding(&registered))
 }
 
 /// The Table 6 cue set: boxes stay on the edge.
