@@ -131,6 +131,9 @@ async fn prepare(
                 .into(),
         ));
     }
+    if request.boxes {
+        crate::routes::detect::grounding_rule(state)?;
+    }
     let records = resolve_concepts(state, &scope.registry, &request.concepts, true).await?;
     let image = match &request.image {
         Some(image) => Some(state.images.base64(image, "image").await?),

@@ -57,6 +57,9 @@ pub async fn detect(
     scope: Scope,
     ApiJson(request): ApiJson<DetectRequest>,
 ) -> Result<axum::Json<DetectResponse>, ApiError> {
+    if request.boxes {
+        grounding_rule(&state)?;
+    }
     let records = resolve_concepts(&state, &scope.registry, &request.concepts, false).await?;
     let image = state.images.base64(&request.image, "image").await?;
     let detection = run_detection(&state, &image, &records, request.boxes).await?;
@@ -187,11 +190,7 @@ async fn add_boxes(
     usage: &mut Usage,
     deadline: Instant,
 ) -> Result<(), ApiError> {
-    let Some(rule) = state.workers.catalog().resize_rule else {
-        return Err(ApiError::InvalidRequest(
-            "this edge's model cannot ground boxes; ask without `boxes`".into(),
-        ));
-    };
+    let rule = grounding_rule(state)?;
     let original = (image.rgb.width(), image.rgb.height());
     let Some(resized) = grounding::resized_size(rule, original.0, original.1) else {
         return Ok(());
@@ -224,6 +223,16 @@ async fn add_boxes(
         }
     }
     Ok(())
+}
+
+/// The model's resize rule, which boxes are mapped through; a request for boxes on a model
+/// without one is refused before any work.
+pub fn grounding_rule(state: &AppState) -> Result<crate::model::ResizeRule, ApiError> {
+    state.workers.catalog().resize_rule.ok_or_else(|| {
+        ApiError::InvalidRequest(
+            "this edge's model cannot ground boxes; ask without `boxes`".into(),
+        )
+    })
 }
 
 /// Eq. 1's adapter for a detection, counted in `/metrics`.

@@ -5,7 +5,10 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestOptions, base64_of, fixture, register, solid_png, spawn_app};
+use crate::doubles::DoubleControl;
+use crate::helpers::{
+    TestOptions, assert_error, base64_of, fixture, register, solid_png, spawn_app,
+};
 
 #[tokio::test]
 async fn a_known_box_in_the_resized_image_is_mapped_to_the_original() {
@@ -130,5 +133,42 @@ async fn the_real_engine_grounds_inside_the_image() {
             None => assert_eq!(cue["present"], false, "{id}: {cue}"),
         }
     }
+    app.stop().await;
+}
+
+/// A model that cannot ground (no resize rule to map boxes through): `boxes` is refused on
+/// both routes before detection runs, not after.
+#[tokio::test]
+async fn boxes_on_a_model_that_cannot_ground_are_refused_before_any_work() {
+    let control = DoubleControl::default();
+    *control.no_resize_rule.lock().unwrap() = true;
+    let app = spawn_app(TestOptions {
+        control,
+        ..TestOptions::default()
+    })
+    .await;
+    register(
+        &app,
+        "bo",
+        "<bo> is a dog.",
+        &[solid_png([250, 10, 10], 8, 8)],
+    )
+    .await;
+    let image = base64_of(&solid_png([0, 128, 0], 64, 48));
+    let detect = json!({"image": image, "concepts": ["bo"], "boxes": true});
+    assert_error(
+        app.post_json("/v1/detect", &detect).await,
+        422,
+        "invalid_request",
+    )
+    .await;
+    let ask =
+        json!({"image": image, "question": "Where is <bo>?", "concepts": ["bo"], "boxes": true});
+    assert_error(app.post_json("/v1/ask", &ask).await, 422, "invalid_request").await;
+    assert_eq!(
+        app.control.seen().len(),
+        0,
+        "no model call for a refused request"
+    );
     app.stop().await;
 }

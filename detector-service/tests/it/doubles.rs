@@ -54,6 +54,8 @@ pub struct DoubleControl {
     pub panics: Arc<Mutex<usize>>,
     /// How many times the models were loaded (a worker reloads after a panic).
     pub loads: Arc<Mutex<usize>>,
+    /// The model has no resize rule (it cannot ground boxes), as of its next load.
+    pub no_resize_rule: Arc<Mutex<bool>>,
 }
 
 impl DoubleControl {
@@ -111,6 +113,9 @@ impl VisionLanguageModel for DoubleVlm {
 
     /// Qwen2.5-VL's defaults (`preprocessor_config.json` of the published checkpoints).
     fn resize_rule(&self) -> Option<ResizeRule> {
+        if *self.0.no_resize_rule.lock().unwrap() {
+            return None;
+        }
         Some(ResizeRule {
             factor: 28,
             min_pixels: 56 * 56,
