@@ -1,5 +1,5 @@
 //! The concept registry: concepts, their content-hashed reference images and their CLIP
-//! embedding, on SQLite (a file in WAL mode, the default) or PostgreSQL with the same queries.
+//! embedding, conversations (`conversations.rs`) and scenarios (`scenarios.rs`), on SQLite (a file in WAL mode, the default) or PostgreSQL with the same queries.
 //!
 //! Writes are one transaction each. Callers validate and embed everything first, so the only
 //! way a registration can stop half-way is a crash, and the transaction leaves nothing then.
@@ -12,9 +12,13 @@ use sqlx::{AnyPool, Row};
 
 use crate::embedding::{embedding_from_bytes, embedding_to_bytes};
 
+mod conversations;
 mod error;
+mod scenarios;
 mod time_format;
+pub use conversations::{ConversationRecord, NewTurn};
 pub use error::RegistryError;
+pub use scenarios::ScenarioRecord;
 use error::is_unique_violation;
 pub use time_format::now_rfc3339;
 
@@ -261,6 +265,7 @@ impl Registry {
                 .await?;
             self.write_images(&mut transaction, id, &embedded.images)
                 .await?;
+            scenarios::touch_scenarios_with(&mut transaction, id).await?;
         }
         self.commit_and_read(transaction, id).await
     }
@@ -278,6 +283,10 @@ impl Registry {
         if deleted.rows_affected() == 0 {
             return Err(RegistryError::NotFound(id.clone()));
         }
+        // What was stored about the concept goes with it: the conversation turns that used
+        // it, its pseudonyms, its scenario memberships.
+        conversations::forget_concept(&mut transaction, id).await?;
+        scenarios::forget_concept(&mut transaction, id).await?;
         transaction.commit().await?;
         Ok(())
     }

@@ -21,7 +21,9 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pseudonyms::Pseudonyms;
-use crate::routes::detect::{resolve_concepts, run_detection};
+use crate::routes::ask_conversation::{self, ConversationContext, FinishedTurn};
+use crate::routes::detect::run_detection;
+use crate::routes::turn_concepts::{ConceptsAsked, DefaultRule, TurnConcepts, choose_concepts};
 use crate::state::AppState;
 
 /// Ask a question about a photo (or text only) with personal concepts.
@@ -39,7 +41,8 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "The answer with its trace; with `stream: true`, server-sent events `detection`, `answer`, `done` (an AskResponse) or `error` (an AskFailure)", body = AskResponse),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 404, description = "Unknown concept ids", body = ErrorBody),
+        (status = 400, description = "Neither `concepts` nor `scenario`, and more concepts registered than one turn may use (`concepts_required`)", body = ErrorBody),
+        (status = 404, description = "Unknown concept ids (listed or mentioned as `<id>`), scenario (`unknown_scenario`) or conversation (`unknown_conversation`)", body = ErrorBody),
         (status = 413, description = "Body or image too large, a question over `shared_types::limits::MAX_QUESTION_CHARS`, or too many concepts", body = ErrorBody),
         (status = 422, description = "An empty question, `max_answer_tokens` out of range, a bad concept id or an undecodable image", body = ErrorBody),
         (status = 502, description = "The reasoner is unreachable or failed; the local detection is in the body", body = AskFailure),
@@ -82,6 +85,8 @@ struct PreparedTurn {
     question: String,
     image: Option<crate::images::DecodedImage>,
     records: Vec<crate::registry::ConceptRecord>,
+    scenario: Option<crate::registry::ScenarioRecord>,
+    conversation: Option<ConversationContext>,
     mode: Mode,
     pseudonymize: bool,
     batched_verification: bool,
@@ -107,7 +112,20 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
             "max_answer_tokens must be between 1 and {MAX_ANSWER_TOKENS}"
         )));
     }
-    let records = resolve_concepts(state, &request.concepts, true).await?;
+    let conversation =
+        ask_conversation::load(state, request.conversation_id.as_deref()).await?;
+    let scope = conversation.as_ref().map_or(&[][..], |c| c.scope.as_slice());
+    let asked = ConceptsAsked {
+        concepts: request.concepts.as_deref(),
+        scenario: request.scenario.as_deref(),
+        default_rule: Some(DefaultRule {
+            question: &question,
+            scope,
+        }),
+    };
+    let TurnConcepts {
+        records, scenario, ..
+    } = choose_concepts(state, asked).await?;
     let image = match &request.image {
         Some(image) => Some(state.images.base64(image, "image").await?),
         None => None,
@@ -116,6 +134,8 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
         question,
         image,
         records,
+        scenario,
+        conversation,
         mode: request.mode,
         pseudonymize: request.pseudonymize,
         batched_verification: request.batched_verification,
@@ -142,7 +162,9 @@ async fn run_turn(
         && !turn.records.is_empty()
         && matches!(turn.mode, Mode::Full | Mode::NoReflection);
     let detection = match (&turn.image, detects) {
-        (Some(image), true) => Some(run_detection(state, image, &turn.records).await?),
+        (Some(image), true) => {
+            Some(run_detection(state, image, &turn.records, turn.scenario.as_ref()).await?)
+        }
         _ => None,
     };
     let detect_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -158,7 +180,8 @@ async fn run_turn(
         // Every registered id, not only the turn's: a description may mention another concept,
         // and no real id may reach the cloud.
         let registered = state.registry.ids().await?;
-        Pseudonyms::new(turn.records.iter().map(|record| &record.id)).also_hiding(&registered)
+        ask_conversation::pseudonyms(turn.conversation.as_ref(), &turn.records)
+            .also_hiding(&registered)
     } else {
         Pseudonyms::identity()
     };
@@ -190,7 +213,7 @@ async fn run_turn(
             .data(reasoning.answer.clone());
         let _ = events.send(answer).await;
     }
-    Ok(AskResponse {
+    let mut response = AskResponse {
         answer: reasoning.answer.clone(),
         mode: turn.mode,
         raw_cues: detection.as_ref().map(|detection| detection.cues.clone()),
@@ -201,7 +224,19 @@ async fn run_turn(
             reason_ms,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
-    })
+        conversation: None,
+    };
+    if let Some(context) = &turn.conversation {
+        let finished = FinishedTurn {
+            question: &turn.question,
+            image_sha256: turn.image.as_ref().map(|image| image.sha256.clone()),
+            records: &turn.records,
+            scenario: turn.scenario.as_ref().map(|s| s.id.bare().to_owned()),
+            names: turn.pseudonymize.then_some(&names),
+        };
+        response.conversation = ask_conversation::store(state, context, finished, &response).await?;
+    }
+    Ok(response)
 }
 
 /// What crosses to the cloud: the re-encoded image (`image`), the question, the turn's ids and
@@ -229,5 +264,6 @@ fn reason_request(
             batched_verification: turn.batched_verification,
             max_answer_tokens: turn.max_answer_tokens,
         },
+        history: ask_conversation::history(turn.conversation.as_ref(), names),
     }
 }

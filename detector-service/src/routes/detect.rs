@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use shared_types::{
-    AdapterChoice, ConceptId, DetectRequest, DetectResponse, ErrorBody, Timings, Usage,
+    AdapterChoice, DetectRequest, DetectResponse, ErrorBody, Timings, Usage,
 };
 use slc_engine::lora::AdapterMix;
 
@@ -19,7 +19,8 @@ use crate::model::{
     AdapterSelection, ContentPart, GenerationOutput, GenerationRequest, PromptImage, PromptMessage,
     Role, SamplingParams,
 };
-use crate::registry::ConceptRecord;
+use crate::registry::{ConceptRecord, ScenarioRecord};
+use crate::routes::turn_concepts::{ConceptsAsked, choose_concepts};
 use crate::state::AppState;
 
 /// Detect registered concepts in an image (paper Table 6).
@@ -42,9 +43,9 @@ use crate::state::AppState;
             "timings": {"queue_ms": 0.4, "vision_ms": 310.0, "prefill_ms": 520.0, "decode_ms": 900.0, "total_ms": 1731.0}
         })),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 404, description = "Unknown concept ids", body = ErrorBody),
-        (status = 413, description = "Body or image too large, or too many concepts", body = ErrorBody),
-        (status = 422, description = "Invalid image or concept list", body = ErrorBody),
+        (status = 404, description = "Unknown concept ids, or an unknown `scenario` (`unknown_scenario`)", body = ErrorBody),
+        (status = 413, description = "Body or image too large, or too many concepts (the list and the scenario's members together)", body = ErrorBody),
+        (status = 422, description = "Invalid image or concept list, or neither `concepts` nor `scenario`", body = ErrorBody),
         (status = 429, description = "Model queue full", body = ErrorBody),
         (status = 504, description = "Deadline passed", body = ErrorBody),
     )
@@ -53,54 +54,26 @@ pub async fn detect(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<DetectRequest>,
 ) -> Result<axum::Json<DetectResponse>, ApiError> {
-    let records = resolve_concepts(&state, &request.concepts, false).await?;
+    let asked = ConceptsAsked {
+        concepts: (!request.concepts.is_empty()).then_some(request.concepts.as_slice()),
+        scenario: request.scenario.as_deref(),
+        default_rule: None,
+    };
+    let chosen = choose_concepts(&state, asked).await?;
     let image = state.images.base64(&request.image, "image").await?;
-    let detection = run_detection(&state, &image, &records).await?;
+    let detection =
+        run_detection(&state, &image, &chosen.records, chosen.scenario.as_ref()).await?;
     Ok(axum::Json(detection))
 }
 
-/// Validates a request's concept list and loads the records in order; unknown ids → 404
-/// naming all of them.
-pub async fn resolve_concepts(
-    state: &AppState,
-    raw_ids: &[String],
-    allow_empty: bool,
-) -> Result<Vec<ConceptRecord>, ApiError> {
-    if raw_ids.is_empty() && !allow_empty {
-        return Err(ApiError::InvalidRequest(
-            "the concept list is empty; name at least one registered concept".into(),
-        ));
-    }
-    if raw_ids.len() > state.limits.max_concepts_per_request {
-        return Err(ApiError::TooMany {
-            what: "concepts",
-            count: raw_ids.len(),
-            max: state.limits.max_concepts_per_request,
-        });
-    }
-    let mut ids = Vec::with_capacity(raw_ids.len());
-    for raw in raw_ids {
-        let id = ConceptId::parse(raw)?;
-        if ids.contains(&id) {
-            return Err(ApiError::InvalidRequest(format!(
-                "concept {id} is listed twice"
-            )));
-        }
-        ids.push(id);
-    }
-    state
-        .registry
-        .get_many(&ids)
-        .await?
-        .map_err(ApiError::UnknownConcepts)
-}
-
 /// Runs the Table 6 detection on a worker, constrained by the cue-set schema for exactly
-/// these concepts, with the adapter chosen from their embeddings.
+/// these concepts, with the adapter chosen from their embeddings (once per revision of
+/// `scenario` when they are exactly its members).
 pub async fn run_detection(
     state: &AppState,
     image: &DecodedImage,
     records: &[ConceptRecord],
+    scenario: Option<&ScenarioRecord>,
 ) -> Result<DetectResponse, ApiError> {
     let started = Instant::now();
     let bracketed_ids: Vec<String> = records.iter().map(|record| record.id.bracketed()).collect();
@@ -116,7 +89,7 @@ pub async fn run_detection(
             bracketed_ids.len()
         ))
     })?;
-    let adapter = choose_adapter(state, records);
+    let adapter = choose_adapter(state, records, scenario);
     let request = GenerationRequest {
         messages: vec![
             PromptMessage {
@@ -148,9 +121,29 @@ pub async fn run_detection(
     Ok(detect_response(cues, adapter, &output, started))
 }
 
-/// Eq. 1's adapter for a detection, counted in `/metrics`.
-fn choose_adapter(state: &AppState, records: &[ConceptRecord]) -> Option<AdapterSelection> {
-    let selection = eq1_adapter(state, records)?;
+/// Eq. 1's adapter for a detection, counted in `/metrics`; a scenario's from its cache.
+fn choose_adapter(
+    state: &AppState,
+    records: &[ConceptRecord],
+    scenario: Option<&ScenarioRecord>,
+) -> Option<AdapterSelection> {
+    let selection = match scenario {
+        Some(scenario) => {
+            let (selection, cached) = state.scenario_adapters.get_or_compute(
+                scenario.id.bare(),
+                scenario.scenario.revision,
+                || eq1_adapter(state, records),
+            );
+            let source = if cached { "cache" } else { "computed" };
+            state
+                .metrics
+                .scenario_adapter_choices
+                .with_label_values(&[source])
+                .inc();
+            selection
+        }
+        None => eq1_adapter(state, records),
+    }?;
     state
         .metrics
         .adapter_selections

@@ -164,6 +164,7 @@ fn reasoning(answer: &str, mode: Mode, cues: Option<shared_types::CueSet>) -> Re
         actions: BTreeMap::new(),
         upstream: Default::default(),
         timings: Default::default(),
+        history: None,
     }
 }
 
@@ -212,7 +213,7 @@ fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
             .image
             .as_deref()
             .is_some_and(|image| state.positive_images.contains(&sha256_hex(&decode(image))));
-        let concept = format!("<{}>", request.concepts[0].trim_matches(['<', '>']));
+        let concept = format!("<{}>", request.concepts.as_deref().unwrap_or_default()[0].trim_matches(['<', '>']));
         cues = Some(BTreeMap::from([(
             concept.clone(),
             Cue {
@@ -260,6 +261,7 @@ fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
             reason_ms: 1.0,
             total_ms: 2.0,
         },
+        conversation: None,
     };
     Json(response).into_response()
 }

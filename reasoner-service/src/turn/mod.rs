@@ -48,6 +48,8 @@ pub struct Reasoner {
     pub cache_scope: IdentityCacheScope,
     pub metrics: Metrics,
     pub recent_fallbacks: RecentFallbacks,
+    /// Characters of earlier turns the answer call may get (`--history-budget-chars`).
+    pub history_budget_chars: usize,
 }
 
 /// Upstream usage accumulated over a turn.
@@ -120,9 +122,14 @@ impl Reasoner {
         request_id: Option<&HeaderValue>,
     ) -> Result<ReasonResponse, ReasonerError> {
         let started = Instant::now();
-        let request = validate_reason(request)?;
+        let mut request = validate_reason(request)?;
+        let (history, history_trace) = crate::history::fit_history(
+            std::mem::take(&mut request.history),
+            self.history_budget_chars,
+        );
         let mut turn = Turn::new(&request, caller, request_id);
-        let answer_call = match &request.plan {
+        turn.response.history = history_trace;
+        let mut answer_call = match &request.plan {
             TurnPlan::Pure { image } => ChatCall::raw_answer(
                 &request.concepts,
                 &request.question,
@@ -138,6 +145,8 @@ impl Reasoner {
             }
             TurnPlan::Full { image, cues } => self.full(&mut turn, image, cues).await?,
         };
+        // Only the answer sees the conversation so far, as prior messages, text only.
+        answer_call.history = history;
         let answer_started = Instant::now();
         let reply = self.upstream.chat(&answer_call, request_id).await?;
         turn.response.timings.answer_ms = elapsed_ms(answer_started);
@@ -237,6 +246,7 @@ impl<'a> Turn<'a> {
                 actions: BTreeMap::new(),
                 upstream: UpstreamStats::default(),
                 timings: ReasonTimings::default(),
+                history: None,
             },
         }
     }

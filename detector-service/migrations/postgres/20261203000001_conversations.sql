@@ -1,0 +1,42 @@
+-- Conversations and their turns (issue 17). A turn keeps text, cue sets and a trace summary as
+-- JSON text, and its image's SHA-256, never the image. Rows are removed by explicit deletes in
+-- the registry's transactions (a concept's or a conversation's), as for concept_images.
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS conversation_turns (
+    conversation_id TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    image_sha256 TEXT,
+    raw_cues TEXT,
+    refined_cues TEXT,
+    trace TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, position)
+);
+
+-- The concepts a turn used: the conversation's scope, and what a concept's deletion removes.
+CREATE TABLE IF NOT EXISTS conversation_turn_concepts (
+    conversation_id TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    ordinal BIGINT NOT NULL,
+    concept_id TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, position, ordinal)
+);
+CREATE INDEX IF NOT EXISTS conversation_turn_concepts_by_concept
+    ON conversation_turn_concepts (concept_id);
+
+-- The conversation's pseudonyms: the concept at ordinal k is <c{k+1}> in every turn.
+CREATE TABLE IF NOT EXISTS conversation_aliases (
+    conversation_id TEXT NOT NULL,
+    ordinal BIGINT NOT NULL,
+    concept_id TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, ordinal)
+);
+CREATE INDEX IF NOT EXISTS conversation_aliases_by_concept
+    ON conversation_aliases (concept_id);

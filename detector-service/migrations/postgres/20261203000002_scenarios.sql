@@ -1,0 +1,17 @@
+-- Scenarios: named groups of concepts (issue 17). `revision` grows whenever the members, or a
+-- member's images, change; the edge's cached Eq. 1 adapter choice is keyed by it.
+CREATE TABLE IF NOT EXISTS scenarios (
+    id TEXT PRIMARY KEY NOT NULL,
+    description TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS scenario_members (
+    scenario_id TEXT NOT NULL,
+    ordinal BIGINT NOT NULL,
+    concept_id TEXT NOT NULL,
+    PRIMARY KEY (scenario_id, ordinal)
+);
+CREATE INDEX IF NOT EXISTS scenario_members_by_concept ON scenario_members (concept_id);
