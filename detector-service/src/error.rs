@@ -193,7 +193,10 @@ impl ApiError {
     pub fn unknown_scenario(id: &ConceptId) -> Self {
         ApiError::Missing {
             kind: "unknown_scenario",
-            message: format!("scenario {} is not registered; see GET /v1/scenarios", id.bare()),
+            message: format!(
+                "scenario {} is not registered; see GET /v1/scenarios",
+                id.bare()
+            ),
         }
     }
 

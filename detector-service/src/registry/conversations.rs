@@ -180,7 +180,10 @@ impl Registry {
                 Err(RegistryError::Database(error))
                     if attempt < APPEND_ATTEMPTS && super::error::is_unique_violation(&error) =>
                 {
-                    tracing::debug!(conversation = id, "a concurrent turn took the index; retrying");
+                    tracing::debug!(
+                        conversation = id,
+                        "a concurrent turn took the index; retrying"
+                    );
                 }
                 other => return other,
             }

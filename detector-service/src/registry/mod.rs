@@ -18,8 +18,8 @@ mod scenarios;
 mod time_format;
 pub use conversations::{ConversationRecord, NewTurn};
 pub use error::RegistryError;
-pub use scenarios::ScenarioRecord;
 use error::is_unique_violation;
+pub use scenarios::ScenarioRecord;
 pub use time_format::now_rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -112,9 +112,10 @@ async fn prepare(state: &AppState, request: AskRequest) -> Result<PreparedTurn, 
             "max_answer_tokens must be between 1 and {MAX_ANSWER_TOKENS}"
         )));
     }
-    let conversation =
-        ask_conversation::load(state, request.conversation_id.as_deref()).await?;
-    let scope = conversation.as_ref().map_or(&[][..], |c| c.scope.as_slice());
+    let conversation = ask_conversation::load(state, request.conversation_id.as_deref()).await?;
+    let scope = conversation
+        .as_ref()
+        .map_or(&[][..], |c| c.scope.as_slice());
     let asked = ConceptsAsked {
         concepts: request.concepts.as_deref(),
         scenario: request.scenario.as_deref(),
@@ -234,7 +235,8 @@ async fn run_turn(
             scenario: turn.scenario.as_ref().map(|s| s.id.bare().to_owned()),
             names: turn.pseudonymize.then_some(&names),
         };
-        response.conversation = ask_conversation::store(state, context, finished, &response).await?;
+        response.conversation =
+            ask_conversation::store(state, context, finished, &response).await?;
     }
     Ok(response)
 }

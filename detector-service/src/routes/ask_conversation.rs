@@ -2,9 +2,7 @@
 //! earlier turns as text for the cloud; after it, the stored turn.
 
 use shared_types::limits::{MAX_HISTORY_TEXT_CHARS, MAX_HISTORY_TURNS};
-use shared_types::{
-    AskResponse, ConceptId, ConversationTurn, PriorTurn, TurnRef, TurnSummary,
-};
+use shared_types::{AskResponse, ConceptId, ConversationTurn, PriorTurn, TurnRef, TurnSummary};
 
 use crate::error::ApiError;
 use crate::pseudonyms::Pseudonyms;

@@ -3,9 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use shared_types::{
-    AdapterChoice, DetectRequest, DetectResponse, ErrorBody, Timings, Usage,
-};
+use shared_types::{AdapterChoice, DetectRequest, DetectResponse, ErrorBody, Timings, Usage};
 use slc_engine::lora::AdapterMix;
 
 use crate::detection::{

@@ -70,7 +70,10 @@ pub async fn list_scenarios(
 ) -> Result<axum::Json<ScenarioList>, ApiError> {
     let scenarios = state.registry.scenarios().await?;
     Ok(axum::Json(ScenarioList {
-        scenarios: scenarios.into_iter().map(|record| record.scenario).collect(),
+        scenarios: scenarios
+            .into_iter()
+            .map(|record| record.scenario)
+            .collect(),
     }))
 }
 

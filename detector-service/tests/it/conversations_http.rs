@@ -62,11 +62,26 @@ fn ids(request: &ReasonRequest) -> Vec<&str> {
 async fn pseudonyms_and_scope_carry_across_turns_and_a_deleted_concept_takes_its_turns() {
     let (address, received) = scripted_reasoner().await;
     let app = spawn_app(TestOptions::reasoner(address)).await;
-    register(&app, "bo", "<bo> is a Shiba Inu.", &[solid_png([200, 0, 0], 8, 8)]).await;
-    register(&app, "mam", "<mam> is a grey cat.", &[solid_png([90, 90, 90], 8, 8)]).await;
+    register(
+        &app,
+        "bo",
+        "<bo> is a Shiba Inu.",
+        &[solid_png([200, 0, 0], 8, 8)],
+    )
+    .await;
+    register(
+        &app,
+        "mam",
+        "<mam> is a grey cat.",
+        &[solid_png([90, 90, 90], 8, 8)],
+    )
+    .await;
     let created = app.post_json("/v1/conversations", &json!({})).await;
     assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let turn = |question: &str, concepts: Option<Value>| {
         let mut body = json!({"question": question, "pseudonymize": true, "conversation_id": id});
@@ -84,7 +99,11 @@ async fn pseudonyms_and_scope_carry_across_turns_and_a_deleted_concept_takes_its
     {
         let received = received.lock().unwrap();
         assert_eq!(ids(&received[0]), ["<c1>"]);
-        assert_eq!(ids(&received[1]), ["<c2>"], "<mam> keeps <c1>, so <bo> is <c2>");
+        assert_eq!(
+            ids(&received[1]),
+            ["<c2>"],
+            "<mam> keeps <c1>, so <bo> is <c2>"
+        );
         assert_eq!(ids(&received[2]), ["<c2>", "<c1>"]);
         let history = &received[2].history;
         assert_eq!(history.len(), 2);
@@ -95,7 +114,12 @@ async fn pseudonyms_and_scope_carry_across_turns_and_a_deleted_concept_takes_its
     }
 
     // Deleting <mam> deletes the turns that used it; the one about <bo> alone stays.
-    let deleted = app.client.delete(app.url("/v1/concepts/mam")).send().await.unwrap();
+    let deleted = app
+        .client
+        .delete(app.url("/v1/concepts/mam"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
     let stored: Value = app
         .client
@@ -116,8 +140,18 @@ async fn pseudonyms_and_scope_carry_across_turns_and_a_deleted_concept_takes_its
     assert!(!stored.to_string().contains("mam"), "{stored}");
 
     let unknown = json!({"question": "Q?", "conversation_id": "conv_nope"});
-    assert_error(app.post_json("/v1/ask", &unknown).await, 404, "unknown_conversation").await;
-    let gone = app.client.delete(app.url("/v1/conversations/conv_nope")).send().await.unwrap();
+    assert_error(
+        app.post_json("/v1/ask", &unknown).await,
+        404,
+        "unknown_conversation",
+    )
+    .await;
+    let gone = app
+        .client
+        .delete(app.url("/v1/conversations/conv_nope"))
+        .send()
+        .await
+        .unwrap();
     assert_error(gone, 404, "unknown_conversation").await;
     app.stop().await;
 }
@@ -126,13 +160,35 @@ async fn pseudonyms_and_scope_carry_across_turns_and_a_deleted_concept_takes_its
 async fn scenario_requests_are_validated() {
     let (address, received) = scripted_reasoner().await;
     let app = spawn_app(TestOptions::reasoner(address)).await;
-    register(&app, "bo", "<bo> is a Shiba Inu.", &[solid_png([200, 0, 0], 8, 8)]).await;
+    register(
+        &app,
+        "bo",
+        "<bo> is a Shiba Inu.",
+        &[solid_png([200, 0, 0], 8, 8)],
+    )
+    .await;
     let cases = [
         (json!({"id": "s", "concepts": []}), 422, "invalid_request"),
-        (json!({"id": "s", "concepts": ["bo", "<bo>"]}), 422, "invalid_request"),
-        (json!({"id": "s", "concepts": ["nobody"]}), 404, "unknown_concept"),
-        (json!({"id": "no spaces", "concepts": ["bo"]}), 422, "invalid_concept_id"),
-        (json!({"id": "s", "concepts": ["bo"], "extra": 1}), 422, "invalid_request"),
+        (
+            json!({"id": "s", "concepts": ["bo", "<bo>"]}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"id": "s", "concepts": ["nobody"]}),
+            404,
+            "unknown_concept",
+        ),
+        (
+            json!({"id": "no spaces", "concepts": ["bo"]}),
+            422,
+            "invalid_concept_id",
+        ),
+        (
+            json!({"id": "s", "concepts": ["bo"], "extra": 1}),
+            422,
+            "invalid_request",
+        ),
         (
             json!({"id": "s", "concepts": (0..17).map(|i| format!("c{i}")).collect::<Vec<_>>()}),
             413,
@@ -142,11 +198,22 @@ async fn scenario_requests_are_validated() {
     for (body, status, kind) in cases {
         assert_error(app.post_json("/v1/scenarios", &body).await, status, kind).await;
     }
-    let created = app.post_json("/v1/scenarios", &json!({"id": "s", "concepts": ["bo"]})).await;
+    let created = app
+        .post_json("/v1/scenarios", &json!({"id": "s", "concepts": ["bo"]}))
+        .await;
     assert_eq!(created.status(), 201);
     let unknown = json!({"question": "Q?", "scenario": "other"});
-    assert_error(app.post_json("/v1/ask", &unknown).await, 404, "unknown_scenario").await;
-    let by_scenario = ask(&app, json!({"question": "Q?", "scenario": "s", "concepts": []})).await;
+    assert_error(
+        app.post_json("/v1/ask", &unknown).await,
+        404,
+        "unknown_scenario",
+    )
+    .await;
+    let by_scenario = ask(
+        &app,
+        json!({"question": "Q?", "scenario": "s", "concepts": []}),
+    )
+    .await;
     assert_eq!(by_scenario["answer"], "about <bo>");
     assert_eq!(ids(&received.lock().unwrap()[0]), ["<bo>"]);
     app.stop().await;

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use shared_types::{ConceptId, Cue, Mode, ReflectionAction, TurnSummary};
-use slc_detector::registry::{EmbeddedImages, NewImage, NewTurn, Registry, RegistryError, RegistryOptions};
+use slc_detector::registry::{
+    EmbeddedImages, NewImage, NewTurn, Registry, RegistryError, RegistryOptions,
+};
 
 use crate::helpers::{fresh_postgres_schema, postgres_url, solid_png};
 
@@ -72,54 +74,140 @@ async fn exercise_conversations(registry: &Registry) {
     assert_ne!(conversation.id, other.id);
 
     let first = turn("Where is <bo>?", &["bo"], Some(&["bo"]));
-    assert_eq!(registry.append_turn(&conversation.id, &first).await.unwrap(), Some(0));
+    assert_eq!(
+        registry
+            .append_turn(&conversation.id, &first)
+            .await
+            .unwrap(),
+        Some(0)
+    );
     let second = turn("And <mam>?", &["mam", "lina"], Some(&["bo", "mam", "lina"]));
-    assert_eq!(registry.append_turn(&conversation.id, &second).await.unwrap(), Some(1));
+    assert_eq!(
+        registry
+            .append_turn(&conversation.id, &second)
+            .await
+            .unwrap(),
+        Some(1)
+    );
     // A turn without pseudonyms leaves the stored ones as they are.
     let third = turn("Is he there?", &["bo"], None);
-    assert_eq!(registry.append_turn(&conversation.id, &third).await.unwrap(), Some(2));
+    assert_eq!(
+        registry
+            .append_turn(&conversation.id, &third)
+            .await
+            .unwrap(),
+        Some(2)
+    );
     registry
         .append_turn(&other.id, &turn("Hi <lina>", &["lina"], Some(&["lina"])))
         .await
         .unwrap();
 
-    let stored = registry.conversation(&conversation.id).await.unwrap().unwrap();
+    let stored = registry
+        .conversation(&conversation.id)
+        .await
+        .unwrap()
+        .unwrap();
     let questions: Vec<&str> = stored.turns.iter().map(|t| t.question.as_str()).collect();
     assert_eq!(questions, ["Where is <bo>?", "And <mam>?", "Is he there?"]);
     assert_eq!(stored.turns[1].concepts, ["<mam>", "<lina>"]);
     assert_eq!(stored.turns[1].index, 1);
     assert_eq!(stored.turns[0].raw_cues, first.raw_cues);
     assert_eq!(stored.turns[0].trace, first.trace);
-    assert_eq!(stored.turns[0].image_sha256.as_deref(), Some("cd".repeat(32).as_str()));
-    let newest_two = registry.conversation_turns(&conversation.id, Some(2)).await.unwrap();
-    assert_eq!(newest_two.iter().map(|t| t.index).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        stored.turns[0].image_sha256.as_deref(),
+        Some("cd".repeat(32).as_str())
+    );
+    let newest_two = registry
+        .conversation_turns(&conversation.id, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        newest_two.iter().map(|t| t.index).collect::<Vec<_>>(),
+        [1, 2]
+    );
 
-    let scope = registry.conversation_scope(&conversation.id, 2).await.unwrap();
+    let scope = registry
+        .conversation_scope(&conversation.id, 2)
+        .await
+        .unwrap();
     assert_eq!(scope, [id("bo"), id("mam"), id("lina")]);
-    let scope = registry.conversation_scope(&conversation.id, 1).await.unwrap();
+    let scope = registry
+        .conversation_scope(&conversation.id, 1)
+        .await
+        .unwrap();
     assert_eq!(scope, [id("bo")]);
-    let aliases = registry.conversation_aliases(&conversation.id).await.unwrap();
+    let aliases = registry
+        .conversation_aliases(&conversation.id)
+        .await
+        .unwrap();
     assert_eq!(aliases, [id("bo"), id("mam"), id("lina")]);
 
     // Deleting a concept deletes the turns that used it and its pseudonyms, everywhere.
     registry.delete(&id("lina")).await.unwrap();
-    let stored = registry.conversation(&conversation.id).await.unwrap().unwrap();
+    let stored = registry
+        .conversation(&conversation.id)
+        .await
+        .unwrap()
+        .unwrap();
     let indexes: Vec<u32> = stored.turns.iter().map(|t| t.index).collect();
     assert_eq!(indexes, [0, 2]);
-    assert!(registry.conversation(&other.id).await.unwrap().unwrap().turns.is_empty());
-    let aliases = registry.conversation_aliases(&conversation.id).await.unwrap();
+    assert!(
+        registry
+            .conversation(&other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .turns
+            .is_empty()
+    );
+    let aliases = registry
+        .conversation_aliases(&conversation.id)
+        .await
+        .unwrap();
     assert_eq!(aliases, [id("bo"), id("mam")]);
     // The next turn comes after the newest, not in a gap.
     let fourth = turn("Still?", &["bo"], None);
-    assert_eq!(registry.append_turn(&conversation.id, &fourth).await.unwrap(), Some(3));
+    assert_eq!(
+        registry
+            .append_turn(&conversation.id, &fourth)
+            .await
+            .unwrap(),
+        Some(3)
+    );
 
     // Deleting a conversation leaves nothing of it; a deleted one takes no turns.
-    assert!(registry.delete_conversation(&conversation.id).await.unwrap());
-    assert!(!registry.delete_conversation(&conversation.id).await.unwrap());
-    assert!(registry.conversation(&conversation.id).await.unwrap().is_none());
-    assert_eq!(registry.append_turn(&conversation.id, &fourth).await.unwrap(), None);
+    assert!(
+        registry
+            .delete_conversation(&conversation.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !registry
+            .delete_conversation(&conversation.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        registry
+            .conversation(&conversation.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        registry
+            .append_turn(&conversation.id, &fourth)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(registry.delete_conversation(&other.id).await.unwrap());
-    assert_eq!(registry.conversation_row_counts().await.unwrap(), [0, 0, 0, 0]);
+    assert_eq!(
+        registry.conversation_row_counts().await.unwrap(),
+        [0, 0, 0, 0]
+    );
 }
 
 async fn exercise_scenarios(registry: &Registry) {
@@ -131,7 +219,9 @@ async fn exercise_scenarios(registry: &Registry) {
     assert_eq!(created.scenario.concepts, ["bo", "mam"]);
     assert_eq!(created.scenario.revision, 1);
     assert!(matches!(
-        registry.insert_scenario(&id("family"), "", &[id("bo")]).await,
+        registry
+            .insert_scenario(&id("family"), "", &[id("bo")])
+            .await,
         Err(RegistryError::ScenarioExists(_))
     ));
     let updated = registry
@@ -145,13 +235,19 @@ async fn exercise_scenarios(registry: &Registry) {
         .await
         .unwrap();
     // New images for a member change its scenarios' revision (their Eq. 1 embedding moved).
-    registry.update(&id("mam"), "<mam> again", Some(one_image())).await.unwrap();
+    registry
+        .update(&id("mam"), "<mam> again", Some(one_image()))
+        .await
+        .unwrap();
     let family = registry.scenario(&id("family")).await.unwrap().unwrap();
     assert_eq!(family.scenario.revision, 3);
     // A deleted member leaves its scenarios, which get a new revision.
     registry.delete(&id("mam")).await.unwrap();
     let pets = registry.scenario(&id("pets")).await.unwrap().unwrap();
-    assert_eq!((pets.members.clone(), pets.scenario.revision), (vec![id("bo")], 3));
+    assert_eq!(
+        (pets.members.clone(), pets.scenario.revision),
+        (vec![id("bo")], 3)
+    );
     let listed: Vec<String> = registry
         .scenarios()
         .await
@@ -166,7 +262,9 @@ async fn exercise_scenarios(registry: &Registry) {
         Err(RegistryError::ScenarioNotFound(_))
     ));
     assert!(matches!(
-        registry.update_scenario(&id("family"), "", &[id("bo")]).await,
+        registry
+            .update_scenario(&id("family"), "", &[id("bo")])
+            .await,
         Err(RegistryError::ScenarioNotFound(_))
     ));
     assert!(registry.scenario(&id("family")).await.unwrap().is_none());
@@ -175,8 +273,13 @@ async fn exercise_scenarios(registry: &Registry) {
 #[tokio::test]
 async fn conversations_and_scenarios_on_sqlite() {
     let directory = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", directory.path().join("c.db").display());
-    let registry = Registry::connect(&url, RegistryOptions::default()).await.unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        directory.path().join("c.db").display()
+    );
+    let registry = Registry::connect(&url, RegistryOptions::default())
+        .await
+        .unwrap();
     exercise_conversations(&registry).await;
     exercise_scenarios(&registry).await;
 }
@@ -185,7 +288,9 @@ async fn conversations_and_scenarios_on_sqlite() {
 async fn conversations_and_scenarios_on_postgres() {
     let Some(base) = postgres_url() else { return };
     let url = fresh_postgres_schema(&base).await;
-    let registry = Registry::connect(&url, RegistryOptions::default()).await.unwrap();
+    let registry = Registry::connect(&url, RegistryOptions::default())
+        .await
+        .unwrap();
     exercise_conversations(&registry).await;
     exercise_scenarios(&registry).await;
 }
@@ -193,9 +298,17 @@ async fn conversations_and_scenarios_on_postgres() {
 #[tokio::test]
 async fn concurrent_turns_of_one_conversation_get_distinct_indexes() {
     let directory = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", directory.path().join("c.db").display());
-    let registry = Registry::connect(&url, RegistryOptions::default()).await.unwrap();
-    registry.insert(&id("bo"), "<bo>", one_image()).await.unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        directory.path().join("c.db").display()
+    );
+    let registry = Registry::connect(&url, RegistryOptions::default())
+        .await
+        .unwrap();
+    registry
+        .insert(&id("bo"), "<bo>", one_image())
+        .await
+        .unwrap();
     let conversation = registry.create_conversation().await.unwrap();
     let appends = (0..8).map(|n| {
         let registry = registry.clone();

@@ -213,7 +213,10 @@ fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
             .image
             .as_deref()
             .is_some_and(|image| state.positive_images.contains(&sha256_hex(&decode(image))));
-        let concept = format!("<{}>", request.concepts.as_deref().unwrap_or_default()[0].trim_matches(['<', '>']));
+        let concept = format!(
+            "<{}>",
+            request.concepts.as_deref().unwrap_or_default()[0].trim_matches(['<', '>'])
+        );
         cues = Some(BTreeMap::from([(
             concept.clone(),
             Cue {

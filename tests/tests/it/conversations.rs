@@ -33,7 +33,11 @@ async fn start() -> Stack {
     for id in ["bo", "brown-duck", "dug"] {
         let sample = samples.iter().find(|s| s.id == id).unwrap();
         stack
-            .register(&sample.id, &sample.description, std::slice::from_ref(&sample.image))
+            .register(
+                &sample.id,
+                &sample.description,
+                std::slice::from_ref(&sample.image),
+            )
             .await
             .unwrap();
     }
@@ -49,7 +53,12 @@ fn query_image() -> (String, String) {
     (url, hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
-async fn call(stack: &Stack, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    stack: &Stack,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut request = stack.edge(method, path);
     if let Some(body) = body {
         request = request.json(&body);
@@ -102,7 +111,10 @@ async fn a_two_turn_conversation_carries_text_and_scope_but_no_earlier_image() {
     let (status, first) = call(&stack, reqwest::Method::POST, "/v1/ask", Some(first)).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["conversation"], json!({"id": id, "turn": 0}));
-    assert!(last_json(&stack.to_reasoner).get("history").is_none(), "a first turn has none");
+    assert!(
+        last_json(&stack.to_reasoner).get("history").is_none(),
+        "a first turn has none"
+    );
 
     // No concepts, no mention: the pronoun's concept comes from the conversation's scope.
     let llm_before = recorded(&stack.to_large_model).len();
@@ -117,7 +129,11 @@ async fn a_two_turn_conversation_carries_text_and_scope_but_no_earlier_image() {
     let history = reason["history"].as_array().unwrap();
     assert_eq!(history.len(), 1, "{reason}");
     assert_eq!(history[0]["question"], "What is <c1> doing?");
-    assert_eq!(history[0].as_object().unwrap().len(), 2, "text only: {reason}");
+    assert_eq!(
+        history[0].as_object().unwrap().len(),
+        2,
+        "text only: {reason}"
+    );
     let answer_text = first["answer"].as_str().unwrap();
     if !answer_text.contains(['<', 'b', 'B']) {
         assert_eq!(history[0]["answer"], answer_text);
@@ -133,11 +149,26 @@ async fn a_two_turn_conversation_carries_text_and_scope_but_no_earlier_image() {
         .unwrap_or_else(|| panic!("the first question is a prior message: {answer_call}"));
     assert_eq!(messages[at + 1]["role"], "assistant");
     assert_eq!(messages[at + 1]["content"], history[0]["answer"]);
-    assert_eq!(image_parts(&answer_call), 1, "only the current turn's image");
+    assert_eq!(
+        image_parts(&answer_call),
+        1,
+        "only the current turn's image"
+    );
     assert_eq!(second["reasoning"]["history"]["turns_sent"], 1, "{second}");
-    assert!(second["reasoning"]["history"]["budget_chars"].as_u64().unwrap() > 0);
+    assert!(
+        second["reasoning"]["history"]["budget_chars"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
-    let (status, stored) = call(&stack, reqwest::Method::GET, &format!("/v1/conversations/{id}"), None).await;
+    let (status, stored) = call(
+        &stack,
+        reqwest::Method::GET,
+        &format!("/v1/conversations/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{stored}");
     let turns = stored["turns"].as_array().unwrap();
     assert_eq!(turns.len(), 2, "{stored}");
@@ -147,10 +178,25 @@ async fn a_two_turn_conversation_carries_text_and_scope_but_no_earlier_image() {
     assert!(!stored.to_string().contains("base64"), "no image is stored");
     assert_eq!(turns[1]["trace"]["history"]["turns_sent"], 1);
 
-    let (status, _) = call(&stack, reqwest::Method::DELETE, &format!("/v1/conversations/{id}"), None).await;
+    let (status, _) = call(
+        &stack,
+        reqwest::Method::DELETE,
+        &format!("/v1/conversations/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
-    let (status, gone) = call(&stack, reqwest::Method::GET, &format!("/v1/conversations/{id}"), None).await;
-    assert_eq!((status, gone["error"]["type"].as_str()), (404, Some("unknown_conversation")));
+    let (status, gone) = call(
+        &stack,
+        reqwest::Method::GET,
+        &format!("/v1/conversations/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, gone["error"]["type"].as_str()),
+        (404, Some("unknown_conversation"))
+    );
     stack.stop().unwrap();
 }
 
@@ -162,7 +208,11 @@ async fn scenarios_and_the_default_concept_rule() {
     // Neither concepts nor a scenario, three registered and two allowed: name them.
     let ask = json!({"question": "Who is here?", "mode": "full", "image": image});
     let (status, body) = call(&stack, reqwest::Method::POST, "/v1/ask", Some(ask)).await;
-    assert_eq!((status, body["error"]["type"].as_str()), (400, Some("concepts_required")), "{body}");
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (400, Some("concepts_required")),
+        "{body}"
+    );
     // A mention names the turn's concepts.
     let ask = json!({"question": "Is <dug> on the sofa?", "mode": "no_detector", "image": image});
     let (status, body) = call(&stack, reqwest::Method::POST, "/v1/ask", Some(ask)).await;
@@ -170,31 +220,74 @@ async fn scenarios_and_the_default_concept_rule() {
     assert_eq!(concept_ids(&last_json(&stack.to_reasoner)), ["<dug>"]);
     let ask = json!({"question": "Is <nobody> here?", "mode": "pure"});
     let (status, body) = call(&stack, reqwest::Method::POST, "/v1/ask", Some(ask)).await;
-    assert_eq!((status, body["error"]["type"].as_str()), (404, Some("unknown_concept")), "{body}");
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (404, Some("unknown_concept")),
+        "{body}"
+    );
 
-    let scenario = json!({"id": "sofa", "concepts": ["bo", "<dug>"], "description": "the living room"});
-    let (status, created) = call(&stack, reqwest::Method::POST, "/v1/scenarios", Some(scenario.clone())).await;
+    let scenario =
+        json!({"id": "sofa", "concepts": ["bo", "<dug>"], "description": "the living room"});
+    let (status, created) = call(
+        &stack,
+        reqwest::Method::POST,
+        "/v1/scenarios",
+        Some(scenario.clone()),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
-    assert_eq!((created["concepts"].clone(), created["revision"].clone()), (json!(["bo", "dug"]), json!(1)));
-    let (status, _) = call(&stack, reqwest::Method::POST, "/v1/scenarios", Some(scenario)).await;
+    assert_eq!(
+        (created["concepts"].clone(), created["revision"].clone()),
+        (json!(["bo", "dug"]), json!(1))
+    );
+    let (status, _) = call(
+        &stack,
+        reqwest::Method::POST,
+        "/v1/scenarios",
+        Some(scenario),
+    )
+    .await;
     assert_eq!(status, 409);
 
     let ask = json!({"question": "Who is on the sofa?", "scenario": "sofa", "mode": "full", "image": image});
     let (status, body) = call(&stack, reqwest::Method::POST, "/v1/ask", Some(ask)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(concept_ids(&last_json(&stack.to_reasoner)), ["<bo>", "<dug>"]);
-    let cues: Vec<&String> = body["detection"]["cues"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        concept_ids(&last_json(&stack.to_reasoner)),
+        ["<bo>", "<dug>"]
+    );
+    let cues: Vec<&String> = body["detection"]["cues"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(cues, ["<bo>", "<dug>"]);
     let adapter = body["detection"]["adapter"].clone();
     // Detection by scenario reuses the choice (the cache's counter), until the members change.
     let detect = json!({"image": image, "scenario": "sofa"});
-    let (status, detected) = call(&stack, reqwest::Method::POST, "/v1/detect", Some(detect.clone())).await;
+    let (status, detected) = call(
+        &stack,
+        reqwest::Method::POST,
+        "/v1/detect",
+        Some(detect.clone()),
+    )
+    .await;
     assert_eq!(status, 200, "{detected}");
     assert_eq!(detected["adapter"], adapter);
     assert_eq!(scenario_choices(&stack).await, (1, 1));
     let update = json!({"concepts": ["brown-duck"]});
-    let (status, updated) = call(&stack, reqwest::Method::PUT, "/v1/scenarios/sofa", Some(update)).await;
-    assert_eq!((status, updated["revision"].clone()), (200, json!(2)), "{updated}");
+    let (status, updated) = call(
+        &stack,
+        reqwest::Method::PUT,
+        "/v1/scenarios/sofa",
+        Some(update),
+    )
+    .await;
+    assert_eq!(
+        (status, updated["revision"].clone()),
+        (200, json!(2)),
+        "{updated}"
+    );
     let (status, detected) = call(&stack, reqwest::Method::POST, "/v1/detect", Some(detect)).await;
     assert_eq!(status, 200, "{detected}");
     let cues: Vec<&String> = detected["cues"].as_object().unwrap().keys().collect();
@@ -202,14 +295,23 @@ async fn scenarios_and_the_default_concept_rule() {
     assert_eq!(scenario_choices(&stack).await, (1, 2));
 
     // Deleting a member takes it out of the scenario.
-    let (status, _) = call(&stack, reqwest::Method::DELETE, "/v1/concepts/brown-duck", None).await;
+    let (status, _) = call(
+        &stack,
+        reqwest::Method::DELETE,
+        "/v1/concepts/brown-duck",
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     let (_, sofa) = call(&stack, reqwest::Method::GET, "/v1/scenarios/sofa", None).await;
     assert_eq!(sofa["concepts"], json!([]), "{sofa}");
     let (status, _) = call(&stack, reqwest::Method::DELETE, "/v1/scenarios/sofa", None).await;
     assert_eq!(status, 204);
     let (status, body) = call(&stack, reqwest::Method::GET, "/v1/scenarios/sofa", None).await;
-    assert_eq!((status, body["error"]["type"].as_str()), (404, Some("unknown_scenario")));
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (404, Some("unknown_scenario"))
+    );
     stack.stop().unwrap();
 }
 

@@ -2,8 +2,8 @@
 
 mod bad_input_corpus;
 mod console;
+mod conversations;
 mod deploy_checks;
 mod deploy_drift;
-mod conversations;
 mod e2e;
 mod slow_clients;
