@@ -207,6 +207,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_MAX_CONCEPTS_PER_REQUEST", default_value_t = 16)]
     pub max_concepts_per_request: usize,
 
+    /// How many of a conversation's latest turns keep their concepts in scope: "And where is
+    /// he now?" after a turn about `<bo>` is about `<bo>` (unless the request names concepts).
+    #[arg(long, env = "SLC_CONVERSATION_SCOPE_TURNS", default_value_t = 3)]
+    pub conversation_scope_turns: usize,
+
     /// Memory for decoded images alive at once, in MiB (each costs about 6 bytes a pixel while
     /// it decodes); a request that would go over gets 429 at once.
     #[arg(long, env = "SLC_DECODE_BUDGET_MIB", default_value_t = 1024)]

@@ -54,6 +54,15 @@ pub enum ApiError {
     UnknownConcepts(Vec<ConceptId>),
     #[error("{0}")]
     NotFound(String),
+    /// An unknown scenario or conversation (`kind` says which).
+    #[error("{message}")]
+    Missing { kind: &'static str, message: String },
+    /// A scenario id that is taken.
+    #[error("{message}")]
+    Conflict { kind: &'static str, message: String },
+    /// Neither `concepts` nor `scenario`, and too many registered concepts to use them all.
+    #[error("{0}")]
+    ConceptsRequired(String),
     #[error("unknown model {0:?}; see GET /v1/models")]
     UnknownModel(String),
     #[error("concept {0} already exists; use PUT /v1/concepts/{bare} to change it", bare = .0.bare())]
@@ -118,7 +127,7 @@ fn join(ids: &[ConceptId]) -> String {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Malformed { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Malformed { .. } | ApiError::ConceptsRequired(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest(_)
             | ApiError::InvalidConceptId(_)
             | ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -128,10 +137,11 @@ impl ApiError {
             | ApiError::OverQuota { .. }
             | ApiError::TooMany { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::UnknownConcepts(_) | ApiError::NotFound(_) | ApiError::UnknownModel(_) => {
-                StatusCode::NOT_FOUND
-            }
-            ApiError::ConceptExists(_) => StatusCode::CONFLICT,
+            ApiError::UnknownConcepts(_)
+            | ApiError::NotFound(_)
+            | ApiError::Missing { .. }
+            | ApiError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            ApiError::ConceptExists(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -168,6 +178,8 @@ impl ApiError {
             },
             ApiError::UnknownConcepts(_) => "unknown_concept",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Missing { kind, .. } | ApiError::Conflict { kind, .. } => kind,
+            ApiError::ConceptsRequired(_) => "concepts_required",
             ApiError::UnknownModel(_) => "model_not_found",
             ApiError::ConceptExists(_) => "concept_exists",
             ApiError::Unauthorized => "unauthorized",
@@ -183,6 +195,23 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::Database(_) => "database_error",
             ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn unknown_scenario(id: &ConceptId) -> Self {
+        ApiError::Missing {
+            kind: "unknown_scenario",
+            message: format!(
+                "scenario {} is not registered; see GET /v1/scenarios",
+                id.bare()
+            ),
+        }
+    }
+
+    pub fn unknown_conversation() -> Self {
+        ApiError::Missing {
+            kind: "unknown_conversation",
+            message: "no such conversation; create one with POST /v1/conversations".into(),
         }
     }
 
@@ -295,6 +324,15 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::AlreadyExists(id) => ApiError::ConceptExists(id),
             RegistryError::NotFound(id) => ApiError::UnknownConcepts(vec![id]),
+            RegistryError::ScenarioExists(id) => ApiError::Conflict {
+                kind: "scenario_exists",
+                message: format!(
+                    "scenario {} already exists; use PUT /v1/scenarios/{} to change it",
+                    id.bare(),
+                    id.bare()
+                ),
+            },
+            RegistryError::ScenarioNotFound(id) => ApiError::unknown_scenario(&id),
             other if other.is_unavailable() => ApiError::DatabaseUnavailable(other.to_string()),
             other => ApiError::Database(other.to_string()),
         }

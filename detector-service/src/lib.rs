@@ -22,6 +22,7 @@ pub mod pseudonyms;
 pub mod reasoner_client;
 pub mod registry;
 pub mod routes;
+pub mod scenario_adapters;
 pub mod state;
 pub mod tenants;
 pub mod workers;
@@ -79,6 +80,25 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/concepts/{id}/images/{n}",
             get(routes::concepts::get_concept_image),
+        )
+        .route(
+            "/v1/scenarios",
+            post(routes::scenarios::create_scenario).get(routes::scenarios::list_scenarios),
+        )
+        .route(
+            "/v1/scenarios/{id}",
+            get(routes::scenarios::get_scenario)
+                .put(routes::scenarios::update_scenario)
+                .delete(routes::scenarios::delete_scenario),
+        )
+        .route(
+            "/v1/conversations",
+            post(routes::conversations::create_conversation),
+        )
+        .route(
+            "/v1/conversations/{id}",
+            get(routes::conversations::get_conversation)
+                .delete(routes::conversations::delete_conversation),
         )
         .route("/v1/detect", post(routes::detect::detect))
         .route("/v1/ask", post(routes::ask::ask))
@@ -181,6 +201,7 @@ pub async fn build_state(
         images: ImageIntake::new(image_limits, config.decode_budget_mib * 1024 * 1024),
         workers,
         adapter_chooser,
+        scenario_adapters: Default::default(),
         reasoner: ReasonerClient::new(
             &config.reasoner_url,
             config.reasoner_api_key.clone(),
@@ -198,6 +219,7 @@ pub async fn build_state(
             max_chat_images: config.max_chat_images,
             request_deadline: config.request_deadline(),
             detect_max_tokens: config.detect_max_tokens,
+            conversation_scope_turns: config.conversation_scope_turns,
         },
         keys,
         metrics_keys: config.scrape_keys(),

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub decode_steps: IntCounter,
     pub jump_forward_steps_saved: IntCounter,
     pub adapter_selections: IntCounterVec,
+    /// Scenario adapter choices by `source`: `cache` or `computed` (Eq. 1 run).
+    pub scenario_adapter_choices: IntCounterVec,
     pub invalid_model_outputs: IntCounter,
     pub dropped_requests: IntCounterVec,
     pub model_panics: IntCounter,
@@ -115,6 +117,14 @@ impl Metrics {
             &["adapter"],
         )
         .unwrap();
+        let scenario_adapter_choices = IntCounterVec::new(
+            Opts::new(
+                "slc_detector_scenario_adapter_choices_total",
+                "Eq. 1 adapter choices for scenarios, by source (cache or computed)",
+            ),
+            &["source"],
+        )
+        .unwrap();
         let invalid_model_outputs = IntCounter::new(
             "slc_detector_invalid_model_outputs_total",
             "Cue sets from the model that failed validation (should stay 0)",
@@ -164,6 +174,7 @@ impl Metrics {
             Box::new(decode_steps.clone()),
             Box::new(jump_forward_steps_saved.clone()),
             Box::new(adapter_selections.clone()),
+            Box::new(scenario_adapter_choices.clone()),
             Box::new(invalid_model_outputs.clone()),
             Box::new(dropped_requests.clone()),
             Box::new(model_panics.clone()),
@@ -199,6 +210,7 @@ impl Metrics {
             decode_steps,
             jump_forward_steps_saved,
             adapter_selections,
+            scenario_adapter_choices,
             invalid_model_outputs,
             dropped_requests,
             model_panics,

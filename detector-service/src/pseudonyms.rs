@@ -102,6 +102,22 @@ impl Pseudonyms {
         }
     }
 
+    /// A conversation's pseudonyms: `prior` keep the aliases of its earlier turns (`prior[k]`
+    /// is `<c{k+1}>`), and the turn's concepts not among them get the next ones, so an id has
+    /// one alias for the whole conversation.
+    pub fn continuing<'a>(
+        prior: &'a [ConceptId],
+        ids: impl IntoIterator<Item = &'a ConceptId>,
+    ) -> Self {
+        Self::new(prior.iter().chain(ids))
+    }
+
+    /// The ids that have an alias, in alias order (what a conversation stores after a turn,
+    /// first mentions of concepts outside it included).
+    pub fn aliased(&self) -> Vec<ConceptId> {
+        self.lock().aliased.clone()
+    }
+
     /// Also hides mentions of `ids` (every registered concept): each gets the next alias on
     /// its first mention. Ids already given to [`Pseudonyms::new`] keep theirs.
     pub fn also_hiding<'a>(self, ids: impl IntoIterator<Item = &'a ConceptId>) -> Self {

@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_chat_images: usize,
     pub request_deadline: Duration,
     pub detect_max_tokens: u32,
+    /// Latest turns of a conversation whose concepts stay in scope.
+    pub conversation_scope_turns: usize,
 }
 
 pub struct AppInner {
@@ -30,6 +32,8 @@ pub struct AppInner {
     pub images: crate::images::ImageIntake,
     pub workers: Arc<WorkerPool>,
     pub adapter_chooser: Arc<dyn AdapterChooser>,
+    /// Eq. 1's choice per scenario, until its members change.
+    pub scenario_adapters: crate::scenario_adapters::ScenarioAdapters,
     pub reasoner: ReasonerClient,
     pub metrics: Metrics,
     pub limits: Limits,

@@ -153,7 +153,11 @@ pub fn build_request(
     Ok(AskRequest {
         image,
         question: prepared.text.clone(),
-        concepts: item.concepts.clone(),
+        // Always named: the paper's protocol fixes each item's concepts, so the edge's
+        // default rule (every registered concept) must not apply.
+        concepts: Some(item.concepts.clone()),
+        scenario: None,
+        conversation_id: None,
         mode: mode.wire_mode(),
         pseudonymize: settings.pseudonymize,
         batched_verification: settings.batched_verification,

@@ -126,6 +126,11 @@ pub struct ServeConfig {
     )]
     pub metrics_keys: Vec<String>,
 
+    /// Characters of a conversation's earlier questions and answers the answer call gets;
+    /// the oldest turns past it are left out (the trace's `history` says how many).
+    #[arg(long, env = "SLC_REASONER_HISTORY_BUDGET_CHARS", default_value_t = shared_types::limits::DEFAULT_HISTORY_BUDGET_CHARS)]
+    pub history_budget_chars: usize,
+
     /// Turns served at once; one more gets 429.
     #[arg(long, env = "SLC_REASONER_MAX_CONCURRENT_TURNS", default_value_t = 256)]
     pub max_concurrent_turns: usize,

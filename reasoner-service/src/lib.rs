@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod identity;
 pub mod image;
@@ -66,6 +67,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
             upstream,
             cache,
             cache_scope: config.identity_cache_scope,
+            history_budget_chars: config.history_budget_chars,
             metrics: metrics.clone(),
             recent_fallbacks: crate::identity::RecentFallbacks::new(
                 std::time::Duration::from_secs(config.identity_fallback_retry_secs),

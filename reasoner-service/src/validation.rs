@@ -10,7 +10,8 @@ use shared_types::limits::{
     check_chars,
 };
 use shared_types::{
-    ConceptDescription, ConceptId, CueSet, IdentitiesRequest, Mode, ReasonOptions, ReasonRequest,
+    ConceptDescription, ConceptId, CueSet, IdentitiesRequest, Mode, PriorTurn, ReasonOptions,
+    ReasonRequest,
 };
 
 use crate::error::ReasonerError;
@@ -28,6 +29,8 @@ pub struct ValidReasonRequest {
     pub mode: Mode,
     pub options: ReasonOptions,
     pub plan: TurnPlan,
+    /// Earlier turns, within the caps; the budget is applied by the turn.
+    pub history: Vec<PriorTurn>,
 }
 
 /// What the turn does, with exactly the inputs each mode needs (see `turn`'s table).
@@ -76,6 +79,7 @@ pub fn validate_reason(request: ReasonRequest) -> Result<ValidReasonRequest, Rea
         ));
     }
     validate_concepts(&request.concepts)?;
+    crate::history::validate_history(&request.history)?;
     if let Some(cues) = &request.cues {
         validate_cue_ids(cues, &request.concepts)?;
         validate_cue_text(cues)?;
@@ -87,6 +91,7 @@ pub fn validate_reason(request: ReasonRequest) -> Result<ValidReasonRequest, Rea
         mode: request.mode,
         options: request.options,
         plan,
+        history: request.history,
     })
 }
 

@@ -14,8 +14,20 @@ pub struct AskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub question: String,
-    /// Registered concept ids, bare (`bo`) or bracketed (`<bo>`).
-    pub concepts: Vec<String>,
+    /// Registered concept ids, bare (`bo`) or bracketed (`<bo>`); `[]` for none. When neither
+    /// this nor `scenario` is given, the turn uses the `<id>`s the question mentions, the
+    /// conversation's scope, and every registered concept when there are at most
+    /// `SLC_MAX_CONCEPTS_PER_REQUEST` (otherwise a 400 asks to name them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concepts: Option<Vec<String>>,
+    /// A scenario's members as the turn's concepts (added to `concepts` when both are given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// Continue this conversation (`POST /v1/conversations`): its earlier turns go to the
+    /// large model as text, the concepts of its last turns stay in scope, and this turn is
+    /// stored in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
     #[serde(default)]
     pub mode: Mode,
     /// Replace ids with `<c1>`, `<c2>`, … in everything sent to the cloud, and map them back.
@@ -53,6 +65,16 @@ pub struct AskResponse {
     /// The reasoner's trace: refined cues, identities, verifications, upstream calls, timings.
     pub reasoning: ReasonResponse,
     pub timings: AskTimings,
+    /// Where the turn was stored, when it belongs to a conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<TurnRef>,
+}
+
+/// A stored turn's place: `GET /v1/conversations/{id}` lists it at `turn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TurnRef {
+    pub id: String,
+    pub turn: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

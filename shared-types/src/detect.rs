@@ -10,12 +10,17 @@ use crate::cues::CueSet;
 pub struct DetectRequest {
     /// The query image as base64 or a `data:image/...;base64,` URL.
     pub image: String,
-    /// Registered concept ids, bare (`bo`) or bracketed (`<bo>`).
+    /// Registered concept ids, bare (`bo`) or bracketed (`<bo>`). May be left out when
+    /// `scenario` is given.
+    #[serde(default)]
     pub concepts: Vec<String>,
     /// Grounding boxes (beyond the paper): each concept reported present also gets its
     /// `box` in the original image's pixels, one more small-model call per concept.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub boxes: bool,
+    /// A scenario's members, added to `concepts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

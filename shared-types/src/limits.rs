@@ -19,6 +19,18 @@ pub const MAX_CUE_TEXT_CHARS: usize = 256;
 /// Largest `max_answer_tokens` a client may ask for.
 pub const MAX_ANSWER_TOKENS: u32 = 4_096;
 
+/// Most earlier turns of a conversation the edge sends with a turn (the newest ones) and the
+/// reasoner accepts.
+pub const MAX_HISTORY_TURNS: usize = 32;
+
+/// Longest earlier question or answer, in characters, in a turn's history: the edge cuts a
+/// longer stored answer to this before sending it; the reasoner accepts [`WIRE_SLACK`] times it.
+pub const MAX_HISTORY_TEXT_CHARS: usize = 8_000;
+
+/// The reasoner's default budget for a turn's history, in characters of earlier questions and
+/// answers (about 4,000 tokens of English): older turns past it are dropped first.
+pub const DEFAULT_HISTORY_BUDGET_CHARS: usize = 16_000;
+
 /// How much longer the reasoner lets question and description text be than the edge does.
 pub const WIRE_SLACK: usize = 2;
 

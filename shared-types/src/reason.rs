@@ -27,6 +27,35 @@ pub struct ReasonRequest {
     /// `shared_types::stream`), the large model called with `stream: true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// Earlier turns of the conversation, oldest first, text only (no field can carry an
+    /// image): the answer call gets them as prior chat messages. At most
+    /// `limits::MAX_HISTORY_TURNS`; the reasoner drops the oldest past its character budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<PriorTurn>,
+}
+
+/// One earlier turn as the large model sees it: the user's question and the answer given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorTurn {
+    pub question: String,
+    pub answer: String,
+}
+
+/// How much of the conversation went to the answer call, and the budget it had to fit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryTrace {
+    /// Characters of earlier questions and answers the reasoner allows per turn
+    /// (`SLC_REASONER_HISTORY_BUDGET_CHARS`).
+    pub budget_chars: u64,
+    /// Earlier turns received from the edge.
+    pub turns_received: u32,
+    /// Earlier turns sent to the large model: the newest that fit the budget.
+    pub turns_sent: u32,
+    /// Oldest turns left out to fit the budget.
+    pub turns_dropped: u32,
+    /// Characters of the turns sent.
+    pub chars_sent: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -61,6 +90,9 @@ pub struct ReasonResponse {
     pub actions: BTreeMap<String, ReflectionAction>,
     pub upstream: UpstreamStats,
     pub timings: ReasonTimings,
+    /// The conversation history given to the answer call; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryTrace>,
 }
 
 /// One yes/no verification question (Table 8) and what the large model said.

@@ -40,7 +40,7 @@ impl ScopedRegistry {
         &self.registry
     }
 
-    fn t(&self) -> &str {
+    pub(super) fn t(&self) -> &str {
         self.tenant.as_str()
     }
 
@@ -168,6 +168,7 @@ impl ScopedRegistry {
                 .await?;
             self.write_images(&mut transaction, id, &embedded.images)
                 .await?;
+            super::scenarios::touch_scenarios_with(&mut transaction, self.t(), id).await?;
         }
         self.commit_and_read(transaction, id).await
     }
@@ -187,6 +188,10 @@ impl ScopedRegistry {
         if deleted.rows_affected() == 0 {
             return Err(RegistryError::NotFound(id.clone()));
         }
+        // What was stored about the concept goes with it: the conversation turns that used
+        // it, its pseudonyms, its scenario memberships.
+        super::conversations::forget_concept(&mut transaction, self.t(), id).await?;
+        super::scenarios::forget_concept(&mut transaction, self.t(), id).await?;
         transaction.commit().await?;
         self.registry.checkpoint().await;
         Ok(())

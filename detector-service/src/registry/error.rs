@@ -10,6 +10,10 @@ pub enum RegistryError {
     AlreadyExists(ConceptId),
     #[error("concept {0} not found")]
     NotFound(ConceptId),
+    #[error("scenario {0} already exists")]
+    ScenarioExists(ConceptId),
+    #[error("scenario {0} not found")]
+    ScenarioNotFound(ConceptId),
     /// A stored row breaks an invariant every write keeps (an id that is not a concept id).
     #[error("a stored row is invalid: {0}")]
     Corrupt(String),

@@ -1,5 +1,5 @@
 //! The concept registry: concepts, their content-hashed reference images and their CLIP
-//! embedding, on SQLite (a file in WAL mode, the default) or PostgreSQL with the same queries.
+//! embedding, conversations (`conversations.rs`) and scenarios (`scenarios.rs`), on SQLite (a file in WAL mode, the default) or PostgreSQL with the same queries.
 //!
 //! Writes are one transaction each. Callers validate and embed everything first, so the only
 //! way a registration can stop half-way is a crash, and the transaction leaves nothing then.
@@ -19,11 +19,15 @@ use sqlx::{AnyPool, Row};
 use crate::tenants::TenantId;
 
 mod concepts;
+mod conversations;
 mod error;
+mod scenarios;
 mod tenants;
 mod time_format;
 pub use concepts::{ExportedConcept, ScopedRegistry};
+pub use conversations::{ConversationRecord, NewTurn};
 pub use error::RegistryError;
+pub use scenarios::ScenarioRecord;
 pub use tenants::TenantUsage;
 pub use time_format::now_rfc3339;
 

@@ -59,7 +59,18 @@ impl Registry {
     pub async fn delete_tenant(&self, tenant: &TenantId) -> Result<TenantUsage, RegistryError> {
         let removed = self.tenant_usage(tenant).await?;
         let mut transaction = self.pool().begin().await?;
-        for table in ["concept_images", "concepts"] {
+        // Every table that has a tenant column: concepts with their photos, conversations with
+        // their turns, scenarios with their members.
+        for table in [
+            "concept_images",
+            "concepts",
+            "conversation_turn_concepts",
+            "conversation_aliases",
+            "conversation_turns",
+            "conversations",
+            "scenario_members",
+            "scenarios",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE tenant = $1"
             )))

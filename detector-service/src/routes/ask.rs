@@ -22,8 +22,10 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pseudonyms::Pseudonyms;
 use crate::reasoner_client::CallTags;
+use crate::routes::ask_conversation::{self, ConversationContext, FinishedTurn};
 use crate::routes::ask_stream::reason_streamed;
-use crate::routes::detect::{resolve_concepts, run_detection};
+use crate::routes::detect::run_detection;
+use crate::routes::turn_concepts::{ConceptsAsked, DefaultRule, TurnConcepts, choose_concepts};
 use crate::state::AppState;
 use crate::tenants::Scope;
 
@@ -42,7 +44,8 @@ use crate::tenants::Scope;
     responses(
         (status = 200, description = "The answer with its trace; with `stream: true`, server-sent events in order: `detection` (a DetectResponse, when detection ran), `verification` (a VerificationEvent: the refined cues, when reflection ran), `delta` (an AnswerDelta: the answer's next text, as the large model writes it), then `done` (an AskResponse) or `error` (an AskFailure)", body = AskResponse),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 404, description = "Unknown concept ids", body = ErrorBody),
+        (status = 400, description = "Neither `concepts` nor `scenario`, and more concepts registered than one turn may use (`concepts_required`)", body = ErrorBody),
+        (status = 404, description = "Unknown concept ids (listed or mentioned as `<id>`), scenario (`unknown_scenario`) or conversation (`unknown_conversation`)", body = ErrorBody),
         (status = 413, description = "Body or image too large, a question over `shared_types::limits::MAX_QUESTION_CHARS`, or too many concepts", body = ErrorBody),
         (status = 422, description = "An empty question, `max_answer_tokens` out of range, a bad concept id or an undecodable image", body = ErrorBody),
         (status = 502, description = "The reasoner is unreachable or failed; the local detection is in the body", body = AskFailure),
@@ -86,6 +89,8 @@ struct PreparedTurn {
     question: String,
     image: Option<crate::images::DecodedImage>,
     records: Vec<crate::registry::ConceptRecord>,
+    scenario: Option<crate::registry::ScenarioRecord>,
+    conversation: Option<ConversationContext>,
     mode: Mode,
     pseudonymize: bool,
     batched_verification: bool,
@@ -134,7 +139,22 @@ async fn prepare(
     if request.boxes {
         crate::routes::detect::grounding_rule(state)?;
     }
-    let records = resolve_concepts(state, &scope.registry, &request.concepts, true).await?;
+    let conversation =
+        ask_conversation::load(state, &scope.registry, request.conversation_id.as_deref()).await?;
+    let in_scope = conversation
+        .as_ref()
+        .map_or(&[][..], |c| c.scope.as_slice());
+    let asked = ConceptsAsked {
+        concepts: request.concepts.as_deref(),
+        scenario: request.scenario.as_deref(),
+        default_rule: Some(DefaultRule {
+            question: &question,
+            scope: in_scope,
+        }),
+    };
+    let TurnConcepts {
+        records, scenario, ..
+    } = choose_concepts(state, &scope.registry, asked).await?;
     let image = match &request.image {
         Some(image) => Some(state.images.base64(image, "image").await?),
         None => None,
@@ -143,6 +163,8 @@ async fn prepare(
         question,
         image,
         records,
+        scenario,
+        conversation,
         mode: request.mode,
         pseudonymize: request.pseudonymize,
         batched_verification: request.batched_verification,
@@ -213,7 +235,7 @@ async fn run_turn(
     if let (Some(refined), Some(detection)) = (&mut reasoning.refined_cues, &detection) {
         keep_boxes(refined, &detection.cues);
     }
-    Ok(AskResponse {
+    let mut response = AskResponse {
         answer: reasoning.answer.clone(),
         mode: turn.mode,
         raw_cues: detection.as_ref().map(|detection| detection.cues.clone()),
@@ -225,7 +247,20 @@ async fn run_turn(
             first_token_ms,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
-    })
+        conversation: None,
+    };
+    if let Some(context) = &turn.conversation {
+        let finished = FinishedTurn {
+            question: &turn.question,
+            image_sha256: turn.image.as_ref().map(|image| image.sha256.clone()),
+            records: &turn.records,
+            scenario: turn.scenario.as_ref().map(|s| s.id.bare().to_owned()),
+            names: turn.pseudonymize.then_some(&names),
+        };
+        response.conversation =
+            ask_conversation::store(&turn.scope.registry, context, finished, &response).await?;
+    }
+    Ok(response)
 }
 
 /// The local detection, when the turn's mode runs one and it has an image and concepts.
@@ -236,7 +271,14 @@ async fn detect_for(
     let detects = !turn.records.is_empty() && matches!(turn.mode, Mode::Full | Mode::NoReflection);
     match &turn.image {
         Some(image) if detects => Ok(Some(
-            run_detection(state, image, &turn.records, turn.boxes).await?,
+            run_detection(
+                state,
+                image,
+                &turn.records,
+                turn.scenario.as_ref(),
+                turn.boxes,
+            )
+            .await?,
         )),
         _ => Ok(None),
     }
@@ -249,7 +291,10 @@ async fn pseudonyms_for(turn: &PreparedTurn) -> Result<Pseudonyms, ApiError> {
         return Ok(Pseudonyms::identity());
     }
     let registered = turn.scope.registry.ids().await?;
-    Ok(Pseudonyms::new(turn.records.iter().map(|record| &record.id)).also_hiding(&registered))
+    Ok(
+        ask_conversation::pseudonyms(turn.conversation.as_ref(), &turn.records)
+            .also_hiding(&registered),
+    )
 }
 
 /// The Table 6 cue set: boxes stay on the edge.
@@ -297,5 +342,6 @@ fn reason_request(
             recheck_mentioned: turn.recheck_mentioned,
         },
         stream: false,
+        history: ask_conversation::history(turn.conversation.as_ref(), names),
     }
 }

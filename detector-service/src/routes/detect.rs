@@ -3,9 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use shared_types::{
-    AdapterChoice, ConceptId, DetectRequest, DetectResponse, ErrorBody, Timings, Usage,
-};
+use shared_types::{AdapterChoice, DetectRequest, DetectResponse, ErrorBody, Timings, Usage};
 use slc_engine::lora::AdapterMix;
 
 use crate::detection::{
@@ -20,7 +18,8 @@ use crate::model::{
     AdapterSelection, ContentPart, GenerationOutput, GenerationRequest, PromptImage, PromptMessage,
     Role, SamplingParams,
 };
-use crate::registry::{ConceptRecord, ScopedRegistry};
+use crate::registry::{ConceptRecord, ScenarioRecord};
+use crate::routes::turn_concepts::{ConceptsAsked, choose_concepts};
 use crate::state::AppState;
 use crate::tenants::Scope;
 
@@ -45,9 +44,9 @@ use crate::tenants::Scope;
             "timings": {"queue_ms": 0.4, "vision_ms": 310.0, "prefill_ms": 520.0, "decode_ms": 900.0, "total_ms": 1731.0}
         })),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 404, description = "Unknown concept ids", body = ErrorBody),
-        (status = 413, description = "Body or image too large, or too many concepts", body = ErrorBody),
-        (status = 422, description = "Invalid image or concept list", body = ErrorBody),
+        (status = 404, description = "Unknown concept ids, or an unknown `scenario` (`unknown_scenario`)", body = ErrorBody),
+        (status = 413, description = "Body or image too large, or too many concepts (the list and the scenario's members together)", body = ErrorBody),
+        (status = 422, description = "Invalid image or concept list, or neither `concepts` nor `scenario`", body = ErrorBody),
         (status = 429, description = "Model queue full", body = ErrorBody),
         (status = 504, description = "Deadline passed", body = ErrorBody),
     )
@@ -60,60 +59,40 @@ pub async fn detect(
     if request.boxes {
         grounding_rule(&state)?;
     }
-    let records = resolve_concepts(&state, &scope.registry, &request.concepts, false).await?;
+    let asked = ConceptsAsked {
+        concepts: (!request.concepts.is_empty()).then_some(request.concepts.as_slice()),
+        scenario: request.scenario.as_deref(),
+        default_rule: None,
+    };
+    let chosen = choose_concepts(&state, &scope.registry, asked).await?;
     let image = state.images.base64(&request.image, "image").await?;
-    let detection = run_detection(&state, &image, &records, request.boxes).await?;
+    let detection = run_detection(
+        &state,
+        &image,
+        &chosen.records,
+        chosen.scenario.as_ref(),
+        request.boxes,
+    )
+    .await?;
     Ok(axum::Json(detection))
-}
-
-/// Validates a request's concept list and loads the records in order from the tenant's
-/// registry; unknown ids (another tenant's among them) → 404 naming all of them.
-pub async fn resolve_concepts(
-    state: &AppState,
-    registry: &ScopedRegistry,
-    raw_ids: &[String],
-    allow_empty: bool,
-) -> Result<Vec<ConceptRecord>, ApiError> {
-    if raw_ids.is_empty() && !allow_empty {
-        return Err(ApiError::InvalidRequest(
-            "the concept list is empty; name at least one registered concept".into(),
-        ));
-    }
-    if raw_ids.len() > state.limits.max_concepts_per_request {
-        return Err(ApiError::TooMany {
-            what: "concepts",
-            count: raw_ids.len(),
-            max: state.limits.max_concepts_per_request,
-        });
-    }
-    let mut ids = Vec::with_capacity(raw_ids.len());
-    for raw in raw_ids {
-        let id = ConceptId::parse(raw)?;
-        if ids.contains(&id) {
-            return Err(ApiError::InvalidRequest(format!(
-                "concept {id} is listed twice"
-            )));
-        }
-        ids.push(id);
-    }
-    registry
-        .get_many(&ids)
-        .await?
-        .map_err(ApiError::UnknownConcepts)
 }
 
 /// Runs the Table 6 detection under the edge's concept isolation: one prompt for all the
 /// concepts (the paper's way), or one per concept (`isolation.rs`), within one deadline; with
-/// `boxes`, then one grounding call per concept reported present (`grounding.rs`).
+/// `boxes`, then one grounding call per concept reported present (`grounding.rs`). The
+/// adapter of `scenario`'s members is its cached Eq. 1 choice (per revision).
 pub async fn run_detection(
     state: &AppState,
     image: &DecodedImage,
     records: &[ConceptRecord],
+    scenario: Option<&ScenarioRecord>,
     boxes: bool,
 ) -> Result<DetectResponse, ApiError> {
     let deadline = state.deadline();
     let mut response = match state.concept_isolation {
-        ConceptIsolation::Joint => detect_together(state, image, records, deadline).await?,
+        ConceptIsolation::Joint => {
+            detect_together(state, image, records, scenario, deadline).await?
+        }
         ConceptIsolation::PerConcept => {
             super::isolation::detect_each(state, image, records, deadline).await?
         }
@@ -131,6 +110,7 @@ pub(super) async fn detect_together(
     state: &AppState,
     image: &DecodedImage,
     records: &[ConceptRecord],
+    scenario: Option<&ScenarioRecord>,
     deadline: Instant,
 ) -> Result<DetectResponse, ApiError> {
     let started = Instant::now();
@@ -147,7 +127,7 @@ pub(super) async fn detect_together(
             bracketed_ids.len()
         ))
     })?;
-    let adapter = choose_adapter(state, records);
+    let adapter = choose_adapter(state, records, scenario);
     let request = GenerationRequest {
         messages: vec![
             PromptMessage {
@@ -235,9 +215,32 @@ pub fn grounding_rule(state: &AppState) -> Result<crate::model::ResizeRule, ApiE
     })
 }
 
-/// Eq. 1's adapter for a detection, counted in `/metrics`.
-fn choose_adapter(state: &AppState, records: &[ConceptRecord]) -> Option<AdapterSelection> {
-    let selection = eq1_adapter(state, records)?;
+/// Eq. 1's adapter for a detection, counted in `/metrics`; a scenario's from its cache.
+fn choose_adapter(
+    state: &AppState,
+    records: &[ConceptRecord],
+    scenario: Option<&ScenarioRecord>,
+) -> Option<AdapterSelection> {
+    let selection = match scenario {
+        Some(scenario) => {
+            // Scenario ids are unique per tenant only.
+            let key = format!("{}/{}", scenario.tenant.as_str(), scenario.id.bare());
+            let (selection, cached) =
+                state
+                    .scenario_adapters
+                    .get_or_compute(&key, scenario.scenario.revision, || {
+                        eq1_adapter(state, records)
+                    });
+            let source = if cached { "cache" } else { "computed" };
+            state
+                .metrics
+                .scenario_adapter_choices
+                .with_label_values(&[source])
+                .inc();
+            selection
+        }
+        None => eq1_adapter(state, records),
+    }?;
     state
         .metrics
         .adapter_selections

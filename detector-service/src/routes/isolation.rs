@@ -30,7 +30,8 @@ pub(super) async fn detect_each(
     let started = Instant::now();
     let mut merged = Merged::default();
     for record in records {
-        let single = detect_together(state, image, std::slice::from_ref(record), deadline).await?;
+        let single =
+            detect_together(state, image, std::slice::from_ref(record), None, deadline).await?;
         merged.add(record.id.bracketed(), single);
     }
     Ok(merged.finish(started))

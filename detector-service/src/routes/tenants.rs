@@ -29,6 +29,9 @@ struct Manifest<'a> {
     tenant: &'a str,
     exported_at: String,
     concepts: Vec<ManifestConcept>,
+    scenarios: Vec<shared_types::Scenario>,
+    /// Each with its stored turns (questions, answers, cue sets; images only as hashes).
+    conversations: Vec<shared_types::Conversation>,
 }
 
 #[derive(Serialize)]
@@ -100,6 +103,13 @@ async fn archive(registry: &ScopedRegistry) -> Result<Response, ApiError> {
         tenant: registry.tenant().as_str(),
         exported_at: now_rfc3339(),
         concepts: listed,
+        scenarios: registry
+            .scenarios()
+            .await?
+            .into_iter()
+            .map(|record| record.scenario)
+            .collect(),
+        conversations: registry.conversations().await?,
     };
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|error| ApiError::Internal(error.to_string()))?;

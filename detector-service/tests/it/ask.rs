@@ -142,6 +142,7 @@ fn answer_for(request: &ReasonRequest) -> ReasonResponse {
             ..UpstreamStats::default()
         },
         timings: ReasonTimings::default(),
+        history: None,
     }
 }
 

@@ -56,6 +56,16 @@ async fn export_then_delete_a_tenant_leaves_nothing_in_the_sqlite_files_bytes() 
         .await
         .unwrap();
     let sha256 = concept["images"][0]["sha256"].as_str().unwrap().to_string();
+    let scenario =
+        json!({"id": "pets", "description": "scenario-marker-2718", "concepts": ["zq", "bo"]});
+    let created = call(&app, ALICE, Method::POST, "/v1/scenarios", Some(&scenario)).await;
+    assert_eq!(created.status(), 201);
+    let conversation: Value = call(&app, ALICE, Method::POST, "/v1/conversations", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let conversation = conversation["id"].as_str().unwrap().to_owned();
 
     // The export: the tenant's own data, all of it, and nothing of anyone else's.
     let response = call(&app, ALICE, Method::GET, "/v1/export", None).await;
@@ -82,6 +92,12 @@ async fn export_then_delete_a_tenant_leaves_nothing_in_the_sqlite_files_bytes() 
         std::fs::read(extracted.path().join("concepts/zq/0.png")).unwrap(),
         photo
     );
+    assert_eq!(
+        manifest["scenarios"][0]["description"],
+        "scenario-marker-2718"
+    );
+    assert_eq!(manifest["scenarios"][0]["concepts"], json!(["zq", "bo"]));
+    assert_eq!(manifest["conversations"][0]["id"], conversation.as_str());
     assert!(
         !serde_json::to_string(&manifest)
             .unwrap()
@@ -94,6 +110,8 @@ async fn export_then_delete_a_tenant_leaves_nothing_in_the_sqlite_files_bytes() 
         "the test must see what it looks for"
     );
     assert!(contains(&before, sha256.as_bytes()));
+    assert!(contains(&before, b"scenario-marker-2718"));
+    assert!(contains(&before, conversation.as_bytes()));
 
     let removed = call(&app, OPERATOR, Method::DELETE, "/v1/tenants/alice", None).await;
     assert_eq!(removed.status(), 200);
@@ -116,6 +134,14 @@ async fn export_then_delete_a_tenant_leaves_nothing_in_the_sqlite_files_bytes() 
     assert!(
         !contains(&after, &photo[photo.len() / 2..photo.len() / 2 + 64]),
         "image bytes remain"
+    );
+    assert!(
+        !contains(&after, b"scenario-marker-2718"),
+        "the scenario remains"
+    );
+    assert!(
+        !contains(&after, conversation.as_bytes()),
+        "the conversation remains"
     );
     assert!(contains(&after, b"bob-marker-0815"), "bob's data stays");
     let listed: Value = call(&app, ALICE, Method::GET, "/v1/concepts", None)

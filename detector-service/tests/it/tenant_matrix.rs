@@ -24,33 +24,74 @@ enum Probe {
     NoTenantData,
 }
 
-fn probe(method: &str, path: &str, photo: &str) -> Probe {
+/// The probes of one route; `conversation` is Alice's conversation id.
+fn probes_of(method: &str, path: &str, photo: &str, conversation: &str) -> Vec<Probe> {
     let method_of = |m: &str| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap();
     let m = method_of(method);
     let concrete = path
+        .replace(
+            "/v1/conversations/{id}",
+            &format!("/v1/conversations/{conversation}"),
+        )
         .replace("{id}", "al")
         .replace("{n}", "0")
         .replace("{tenant}", "alice");
-    match (method, path) {
-        ("get" | "delete", "/v1/concepts/{id}") | ("get", "/v1/concepts/{id}/images/{n}") => {
-            Probe::NotFound(m, concrete, None)
-        }
+    let probe = match (method, path) {
+        ("get" | "delete", "/v1/concepts/{id}")
+        | ("get", "/v1/concepts/{id}/images/{n}")
+        | ("get" | "delete", "/v1/conversations/{id}")
+        | ("get" | "delete", "/v1/scenarios/{id}") => Probe::NotFound(m, concrete, None),
+        ("put", "/v1/scenarios/{id}") => Probe::NotFound(
+            m,
+            concrete,
+            Some(json!({"description": "bob's now.", "concepts": ["al"]})),
+        ),
+        // Bob cannot group Alice's concept into a scenario of his.
+        ("post", "/v1/scenarios") => Probe::NotFound(
+            m,
+            concrete,
+            Some(json!({"id": "bobs", "description": "bob's.", "concepts": ["al"]})),
+        ),
         ("put", "/v1/concepts/{id}") => Probe::NotFound(
             m,
             concrete,
             Some(json!({"description": "<al> is bob's now.", "images": [photo]})),
         ),
-        ("post", "/v1/detect") => Probe::NotFound(
-            m,
-            concrete,
-            Some(json!({"image": photo, "concepts": ["al"]})),
-        ),
-        ("post", "/v1/ask") => Probe::NotFound(
-            m,
-            concrete,
-            Some(json!({"question": "Is <al> here?", "concepts": ["al"], "image": photo})),
-        ),
-        ("get", "/v1/concepts") | ("get", "/v1/export") => Probe::Hides(m, concrete, None),
+        ("post", "/v1/detect") => {
+            return vec![
+                Probe::NotFound(
+                    m.clone(),
+                    concrete.clone(),
+                    Some(json!({"image": photo, "concepts": ["al"]})),
+                ),
+                Probe::NotFound(
+                    m,
+                    concrete,
+                    Some(json!({"image": photo, "concepts": [], "scenario": "al"})),
+                ),
+            ];
+        }
+        ("post", "/v1/ask") => {
+            return vec![
+                Probe::NotFound(
+                    m.clone(),
+                    concrete.clone(),
+                    Some(json!({"question": "Is <al> here?", "concepts": ["al"], "image": photo})),
+                ),
+                Probe::NotFound(
+                    m.clone(),
+                    concrete.clone(),
+                    Some(json!({"question": "Is it here?", "scenario": "al"})),
+                ),
+                Probe::NotFound(
+                    m,
+                    concrete,
+                    Some(json!({"question": "And now?", "conversation_id": conversation})),
+                ),
+            ];
+        }
+        ("get", "/v1/concepts" | "/v1/export" | "/v1/scenarios")
+        | ("post", "/v1/conversations") => Probe::Hides(m, concrete, None),
         // Bob's `al` is his own: ids are unique per tenant, so this writes nothing of Alice's.
         ("post", "/v1/concepts") => Probe::Hides(
             m,
@@ -63,17 +104,24 @@ fn probe(method: &str, path: &str, photo: &str) -> Probe {
         _ => panic!(
             "{method} {path} has no tenant probe: scope it in the registry layer and add it here"
         ),
-    }
+    };
+    vec![probe]
 }
 
-/// Everything Alice can see of her data: the list, each concept and each image's bytes.
-async fn alice_snapshot(app: &TestApp) -> Vec<u8> {
-    let list = call(app, ALICE, Method::GET, "/v1/concepts", None).await;
-    assert_eq!(list.status(), 200);
-    let mut snapshot = list.bytes().await.unwrap().to_vec();
-    let image = call(app, ALICE, Method::GET, "/v1/concepts/al/images/0", None).await;
-    assert_eq!(image.status(), 200);
-    snapshot.extend(image.bytes().await.unwrap());
+/// Everything Alice can see of her data: the list, each concept and each image's bytes, her
+/// scenario and her conversation.
+async fn alice_snapshot(app: &TestApp, conversation: &str) -> Vec<u8> {
+    let mut snapshot = Vec::new();
+    for path in [
+        "/v1/concepts".to_owned(),
+        "/v1/concepts/al/images/0".to_owned(),
+        "/v1/scenarios/al".to_owned(),
+        format!("/v1/conversations/{conversation}"),
+    ] {
+        let response = call(app, ALICE, Method::GET, &path, None).await;
+        assert_eq!(response.status(), 200, "{path}");
+        snapshot.extend(response.bytes().await.unwrap());
+    }
     snapshot
 }
 
@@ -88,14 +136,26 @@ async fn run_matrix(database_url: Option<String>) {
         &alices_photo,
     )
     .await;
-    let before = alice_snapshot(&app).await;
+    let scenario =
+        json!({"id": "al", "description": "al's secret-marker scenario.", "concepts": ["al"]});
+    let created = call(&app, ALICE, Method::POST, "/v1/scenarios", Some(&scenario)).await;
+    assert_eq!(created.status(), 201);
+    let conversation: Value = call(&app, ALICE, Method::POST, "/v1/conversations", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let conversation = conversation["id"].as_str().unwrap().to_owned();
+    let before = alice_snapshot(&app, &conversation).await;
     let document: Value =
         serde_json::from_str(include_str!("../../../openapi/detector.json")).unwrap();
     let photo = base64_of(&solid_png([1, 2, 3], 6, 6));
     let mut probes = Vec::new();
     for (path, operations) in document["paths"].as_object().unwrap() {
         for method in operations.as_object().unwrap().keys() {
-            probes.push((format!("{method} {path}"), probe(method, path, &photo)));
+            for probe in probes_of(method, path, &photo, &conversation) {
+                probes.push((format!("{method} {path}"), probe));
+            }
         }
     }
     // Bob's own `al` (the collection's write) comes last, after every probe of Alice's `al`.
@@ -137,7 +197,7 @@ async fn run_matrix(database_url: Option<String>) {
             }
             probed += 1;
             assert_eq!(
-                alice_snapshot(&app).await,
+                alice_snapshot(&app, &conversation).await,
                 before,
                 "{label} changed alice's data"
             );

@@ -219,7 +219,7 @@ async fn full_run_against_the_scripted_edge() {
         for record in &first.report.items {
             let requests = &asked[&(record.mode, record.question.text.clone())];
             let matching = requests.iter().any(|request| {
-                request.concepts == vec!["bo".to_string()]
+                request.concepts == Some(vec!["bo".to_string()])
                     && !request.stream
                     && match (&record.image, &request.image) {
                         (Some(path), Some(image)) => {

@@ -164,6 +164,7 @@ fn reasoning(answer: &str, mode: Mode, cues: Option<shared_types::CueSet>) -> Re
         actions: BTreeMap::new(),
         upstream: Default::default(),
         timings: Default::default(),
+        history: None,
     }
 }
 
@@ -183,6 +184,7 @@ fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
     let unknown: Vec<&String> = request
         .concepts
         .iter()
+        .flatten()
         .filter(|c| !state.concepts.contains_key(c.trim_matches(['<', '>'])))
         .collect();
     if !unknown.is_empty() {
@@ -212,7 +214,10 @@ fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
             .image
             .as_deref()
             .is_some_and(|image| state.positive_images.contains(&sha256_hex(&decode(image))));
-        let concept = format!("<{}>", request.concepts[0].trim_matches(['<', '>']));
+        let concept = format!(
+            "<{}>",
+            request.concepts.as_deref().unwrap_or_default()[0].trim_matches(['<', '>'])
+        );
         cues = Some(BTreeMap::from([(
             concept.clone(),
             Cue {
@@ -261,6 +266,7 @@ fn answer(state: &Mutex<EdgeState>, request: AskRequest) -> Response {
             first_token_ms: None,
             total_ms: 2.0,
         },
+        conversation: None,
     };
     Json(response).into_response()
 }

@@ -31,6 +31,7 @@ impl ChatCall {
             max_tokens: Some(IDENTITY_MAX_TOKENS_PER_CONCEPT * concepts.len() as u32),
             temperature: Some(0.0),
             response_format: json_schema.then(|| identity_response_format(concepts)),
+            history: Vec::new(),
         }
     }
 
@@ -44,6 +45,7 @@ impl ChatCall {
             max_tokens: Some(VERIFY_MAX_TOKENS_PER_QUESTION * questions.len() as u32),
             temperature: Some(0.0),
             response_format: json_schema.then(|| verification_response_format(questions.len())),
+            history: Vec::new(),
         }
     }
 
@@ -94,6 +96,7 @@ impl ChatCall {
             max_tokens,
             temperature: None,
             response_format: None,
+            history: Vec::new(),
         }
     }
 }

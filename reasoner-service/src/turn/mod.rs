@@ -59,6 +59,8 @@ pub struct Reasoner {
     pub cache_scope: IdentityCacheScope,
     pub metrics: Metrics,
     pub recent_fallbacks: RecentFallbacks,
+    /// Characters of earlier turns the answer call may get (`--history-budget-chars`).
+    pub history_budget_chars: usize,
 }
 
 /// Upstream usage accumulated over a turn.
@@ -144,8 +146,11 @@ impl Reasoner {
         events: Option<&mpsc::Sender<TurnEvent>>,
     ) -> Result<ReasonResponse, ReasonerError> {
         let started = Instant::now();
+        let (history, history_trace) =
+            crate::history::fit_history(request.history.clone(), self.history_budget_chars);
         let mut turn = Turn::new(request, caller, request_id);
-        let answer_call = match &request.plan {
+        turn.response.history = history_trace;
+        let mut answer_call = match &request.plan {
             TurnPlan::Pure { image } => ChatCall::raw_answer(
                 &request.concepts,
                 &request.question,
@@ -161,6 +166,8 @@ impl Reasoner {
             }
             TurnPlan::Full { image, cues } => self.full(&mut turn, image, cues).await?,
         };
+        // Only the answer sees the conversation so far, as prior messages, text only.
+        answer_call.history = history;
         let answer_started = Instant::now();
         let reply = match events {
             None => self.upstream.chat(&answer_call, request_id).await?,
@@ -310,6 +317,7 @@ impl<'a> Turn<'a> {
                 actions: BTreeMap::new(),
                 upstream: UpstreamStats::default(),
                 timings: ReasonTimings::default(),
+                history: None,
             },
         }
     }

@@ -84,6 +84,9 @@ pub struct ChatCall {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub response_format: Option<Value>,
+    /// Earlier turns of a conversation, oldest first, sent as user/assistant messages between
+    /// the system prompt and this call's user message. Text only: no image goes with them.
+    pub history: Vec<shared_types::PriorTurn>,
 }
 
 /// What came back from one logical call.

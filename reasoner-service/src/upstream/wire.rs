@@ -91,11 +91,23 @@ fn wire_request<'a>(
     image_url: &'a str,
     stream: bool,
 ) -> WireRequest<'a> {
-    let mut messages = Vec::with_capacity(2);
+    let mut messages = Vec::with_capacity(2 + 2 * call.history.len());
     if let Some(system) = &call.system {
         messages.push(WireMessage {
             role: "system",
             content: WireContent::Text(system),
+        });
+    }
+    // The conversation so far, as the chat it was: text only, so the image part below stays
+    // the body's only one (the splice in `encode` relies on that).
+    for turn in &call.history {
+        messages.push(WireMessage {
+            role: "user",
+            content: WireContent::Text(&turn.question),
+        });
+        messages.push(WireMessage {
+            role: "assistant",
+            content: WireContent::Text(&turn.answer),
         });
     }
     let user = match &call.image {
@@ -249,6 +261,10 @@ mod tests {
             max_tokens: Some(5),
             temperature: Some(0.0),
             response_format: None,
+            history: vec![shared_types::PriorTurn {
+                question: r#"earlier {"url":""}?"#.into(),
+                answer: "é answer".into(),
+            }],
         };
         let body = encode("m", &call, false);
         // The image's pieces are the turn's buffers, not copies.
@@ -261,6 +277,8 @@ mod tests {
             "model": "m",
             "messages": [
                 {"role": "system", "content": r#"sys {"url":""} "quoted" é"#},
+                {"role": "user", "content": r#"earlier {"url":""}?"#},
+                {"role": "assistant", "content": "é answer"},
                 {"role": "user", "content": [
                     {"type": "image_url", "image_url": {"url": url}},
                     {"type": "text", "text": r#"Q1. {"url":""}? \ "#},
@@ -284,6 +302,7 @@ mod tests {
         let call = ChatCall {
             image: None,
             system: None,
+            history: Vec::new(),
             ..call
         };
         let body = encode("m", &call, false);

@@ -4,6 +4,7 @@ mod binary;
 mod cache;
 mod faults;
 mod helpers;
+mod history;
 mod http;
 mod identity_isolation;
 mod modes;

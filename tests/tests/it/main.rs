@@ -2,6 +2,7 @@
 
 mod bad_input_corpus;
 mod console;
+mod conversations;
 mod deploy_checks;
 mod deploy_drift;
 mod e2e;
