@@ -145,6 +145,10 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_TENANT_MAX_CONCEPTS", default_value_t = 100)]
     pub tenant_max_concepts: usize,
 
+    /// Most conversations one tenant keeps (413 `conversation_quota_exceeded` beyond it).
+    #[arg(long, env = "SLC_TENANT_MAX_CONVERSATIONS", default_value_t = 1000)]
+    pub tenant_max_conversations: usize,
+
     /// Most bytes of reference photos one tenant stores, in MiB (413 `storage_quota_exceeded`).
     #[arg(long, env = "SLC_TENANT_MAX_STORED_MIB", default_value_t = 256)]
     pub tenant_max_stored_mib: u64,

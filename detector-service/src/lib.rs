@@ -227,6 +227,7 @@ pub async fn build_state(
         tenants: TenantPolicy {
             quotas: TenantQuotas {
                 max_concepts: config.tenant_max_concepts,
+                max_conversations: config.tenant_max_conversations,
                 max_stored_bytes: config.tenant_max_stored_mib * 1024 * 1024,
                 requests_per_minute: config.tenant_requests_per_minute,
             },

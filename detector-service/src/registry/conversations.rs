@@ -82,6 +82,15 @@ impl ScopedRegistry {
         .transpose()
     }
 
+    /// How many conversations the tenant keeps (its quota).
+    pub async fn conversation_count(&self) -> Result<i64, RegistryError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM conversations WHERE tenant = $1")
+            .bind(self.t())
+            .fetch_one(self.registry().pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Every conversation of the tenant with its turns, oldest first (for the export).
     pub async fn conversations(&self) -> Result<Vec<Conversation>, RegistryError> {
         let rows =

@@ -1,11 +1,13 @@
 //! `/v1/conversations`: a conversation is created empty, grows by one stored turn per
 //! `/v1/ask` that names it (`conversation_id`), and is read or deleted here with its turns.
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use shared_types::{Conversation, ErrorBody};
 
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::state::AppState;
 use crate::tenants::Scope;
 
 /// Longest conversation id accepted in a path (ours are 37 characters).
@@ -15,10 +17,22 @@ const MAX_CONVERSATION_ID_LEN: usize = 128;
 #[utoipa::path(post, path = "/v1/conversations", tag = "conversations",
     responses((status = 201, body = Conversation, example = json!({
         "id": "conv_3f2a9c0d4e5b46f7a8b9c0d1e2f3a4b5",
-        "created_at": "2026-12-03T16:00:00Z", "updated_at": "2026-12-03T16:00:00Z", "turns": []}))))]
+        "created_at": "2026-12-03T16:00:00Z", "updated_at": "2026-12-03T16:00:00Z", "turns": []})),
+        (status = 413, description = "The tenant keeps its most conversations (`conversation_quota_exceeded`)", body = ErrorBody)))]
 pub async fn create_conversation(
+    State(state): State<AppState>,
     scope: Scope,
 ) -> Result<(StatusCode, axum::Json<Conversation>), ApiError> {
+    let max = state.tenants.quotas.max_conversations;
+    if scope.registry.conversation_count().await? as usize >= max {
+        return Err(ApiError::OverQuota {
+            kind: "conversation_quota_exceeded",
+            message: format!(
+                "this tenant keeps {max} conversations already (SLC_TENANT_MAX_CONVERSATIONS); \
+                 delete one first"
+            ),
+        });
+    }
     let record = scope.registry.create_conversation().await?;
     Ok((
         StatusCode::CREATED,

@@ -135,6 +135,7 @@ impl FromRequestParts<AppState> for Operator {
 #[derive(Debug, Clone, Copy)]
 pub struct TenantQuotas {
     pub max_concepts: usize,
+    pub max_conversations: usize,
     pub max_stored_bytes: u64,
     pub requests_per_minute: u32,
 }

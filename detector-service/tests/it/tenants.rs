@@ -280,6 +280,23 @@ async fn per_tenant_concept_and_storage_quotas_refuse_with_413() {
 }
 
 #[tokio::test]
+async fn per_tenant_conversation_quota_refuses_with_413() {
+    let app = spawn_app(two_tenants(None, |config| {
+        config.tenant_max_conversations = 2
+    }))
+    .await;
+    let create = |key| call(&app, key, Method::POST, "/v1/conversations", None);
+    for _ in 0..2 {
+        assert_eq!(create(ALICE).await.status(), 201);
+    }
+    let message = assert_error(create(ALICE).await, 413, "conversation_quota_exceeded").await;
+    assert!(message.contains("2 conversations"), "{message}");
+    // Bob's quota is his own.
+    assert_eq!(create(BOB).await.status(), 201);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn each_tenant_has_a_request_budget_and_429_says_when_to_retry() {
     let app = spawn_app(two_tenants(None, |config| {
         config.tenant_requests_per_minute = 3
