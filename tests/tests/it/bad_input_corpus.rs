@@ -419,6 +419,22 @@ fn edge_field_cases(image: &str) -> Vec<Case> {
         case("image n past the end", e, Method::GET, "/v1/concepts/bo/images/7", Body::None, 404, "not_found"),
         case("PUT unknown concept", e, Method::PUT, "/v1/concepts/nobody", ask(json!({"description": "<nobody>"})), 404, "unknown_concept"),
         case("DELETE unknown concept", e, Method::DELETE, "/v1/concepts/nobody", Body::None, 404, "unknown_concept"),
+        // Conversations and scenarios (issue 17).
+        case("GET unknown conversation", e, Method::GET, "/v1/conversations/conv_nope", Body::None, 404, "unknown_conversation"),
+        case("GET a 200-char conversation id", e, Method::GET, format!("/v1/conversations/{}", "c".repeat(200)), Body::None, 404, "unknown_conversation"),
+        case("DELETE unknown conversation", e, Method::DELETE, "/v1/conversations/conv_nope", Body::None, 404, "unknown_conversation"),
+        case("ask: unknown conversation", e, Method::POST, "/v1/ask", ask(json!({"question": "And now?", "conversation_id": "conv_nope"})), 404, "unknown_conversation"),
+        case("ask: unknown scenario", e, Method::POST, "/v1/ask", ask(json!({"question": "Who?", "scenario": "nowhere"})), 404, "unknown_scenario"),
+        case("detect: unknown scenario", e, Method::POST, "/v1/detect", ask(json!({"image": image, "concepts": [], "scenario": "nowhere"})), 404, "unknown_scenario"),
+        case("scenario: bad id", e, Method::POST, "/v1/scenarios", ask(json!({"id": "a b", "description": "d", "concepts": ["bo"]})), 422, "invalid_concept_id"),
+        case("scenario: no members", e, Method::POST, "/v1/scenarios", ask(json!({"id": "fam", "description": "d", "concepts": []})), 422, "invalid_request"),
+        case("scenario: unknown member", e, Method::POST, "/v1/scenarios", ask(json!({"id": "fam", "description": "d", "concepts": ["nobody"]})), 404, "unknown_concept"),
+        case("scenario: member twice", e, Method::POST, "/v1/scenarios", ask(json!({"id": "fam", "description": "d", "concepts": ["bo", "<bo>"]})), 422, "invalid_request"),
+        case("scenario: 17 members", e, Method::POST, "/v1/scenarios", ask(json!({"id": "fam", "description": "d", "concepts": (0..17).map(|i| format!("c{i}")).collect::<Vec<_>>()})), 413, "too_many_concepts"),
+        case("scenario: 4,001-char description", e, Method::POST, "/v1/scenarios", ask(json!({"id": "fam", "description": "d".repeat(4001), "concepts": ["bo"]})), 413, "description_too_long"),
+        case("GET unknown scenario", e, Method::GET, "/v1/scenarios/nowhere", Body::None, 404, "unknown_scenario"),
+        case("PUT unknown scenario", e, Method::PUT, "/v1/scenarios/nowhere", ask(json!({"description": "d", "concepts": ["bo"]})), 404, "unknown_scenario"),
+        case("DELETE unknown scenario", e, Method::DELETE, "/v1/scenarios/nowhere", Body::None, 404, "unknown_scenario"),
     ]);
     // Accepted: control-token strings in a description are plain text.
     cases.push(Case {
@@ -439,7 +455,39 @@ fn reasoner_field_cases(image: &str) -> Vec<Case> {
     let r = Service::Reasoner;
     let concept = |id: &str| json!({"id": id, "description": format!("{id} is a dog.")});
     let reason = |body: Value| Body::Json(body);
+    let turn = json!({"question": "Q?", "answer": "A."});
     let mut cases = vec![
+        case(
+            "reason: 33 history turns",
+            r,
+            Method::POST,
+            "/v1/reason",
+            reason(json!({"question": "Q?", "concepts": [], "history": vec![turn.clone(); 33]})),
+            413,
+            "too_many_history_turns",
+        ),
+        case(
+            "reason: a 16,001-char history answer",
+            r,
+            Method::POST,
+            "/v1/reason",
+            reason(
+                json!({"question": "Q?", "concepts": [], "history": [{"question": "Q?", "answer": "a".repeat(16_001)}]}),
+            ),
+            413,
+            "history_text_too_long",
+        ),
+        case(
+            "reason: an image in a history turn",
+            r,
+            Method::POST,
+            "/v1/reason",
+            reason(
+                json!({"question": "Q?", "concepts": [], "history": [{"question": "Q?", "answer": "A.", "image": image}]}),
+            ),
+            422,
+            "invalid_request",
+        ),
         case(
             "reason: empty question",
             r,
