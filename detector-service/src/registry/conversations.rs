@@ -137,28 +137,48 @@ impl ScopedRegistry {
         .bind(limit)
         .fetch_all(self.registry().pool())
         .await?;
-        let mut turns = Vec::with_capacity(rows.len());
-        for row in rows.iter().rev() {
-            let position: i64 = row.try_get("position")?;
-            let concepts = self.turn_concepts(id, position).await?;
-            turns.push(turn_from_row(row, concepts)?);
-        }
-        Ok(turns)
+        let Some(oldest) = rows.last() else {
+            return Ok(Vec::new());
+        };
+        // One query for the concepts of every turn read, not one per turn: `/v1/ask` reads
+        // up to `MAX_HISTORY_TURNS` turns per request.
+        let mut concepts = self
+            .turn_concepts_from(id, oldest.try_get("position")?)
+            .await?;
+        rows.iter()
+            .rev()
+            .map(|row| {
+                let position: i64 = row.try_get("position")?;
+                turn_from_row(row, concepts.remove(&position).unwrap_or_default())
+            })
+            .collect()
     }
 
-    async fn turn_concepts(&self, id: &str, position: i64) -> Result<Vec<String>, RegistryError> {
+    /// The concepts of the turns at `from` and later, by position, in their order.
+    async fn turn_concepts_from(
+        &self,
+        id: &str,
+        from: i64,
+    ) -> Result<std::collections::BTreeMap<i64, Vec<String>>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT concept_id FROM conversation_turn_concepts \
-             WHERE tenant = $1 AND conversation_id = $2 AND position = $3 ORDER BY ordinal",
+            "SELECT position, concept_id FROM conversation_turn_concepts \
+             WHERE tenant = $1 AND conversation_id = $2 AND position >= $3 \
+             ORDER BY position, ordinal",
         )
         .bind(self.t())
         .bind(id)
-        .bind(position)
+        .bind(from)
         .fetch_all(self.registry().pool())
         .await?;
-        rows.iter()
-            .map(|row| Ok(stored_concept(row)?.bracketed()))
-            .collect()
+        let mut concepts = std::collections::BTreeMap::<i64, Vec<String>>::new();
+        for row in &rows {
+            let position: i64 = row.try_get("position")?;
+            concepts
+                .entry(position)
+                .or_default()
+                .push(stored_concept(row)?.bracketed());
+        }
+        Ok(concepts)
     }
 
     /// The concepts of the newest `last_turns` turns, newest turn first, each once: the
