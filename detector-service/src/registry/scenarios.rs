@@ -50,10 +50,7 @@ impl ScopedRegistry {
             return Err(error.into());
         }
         write_members(&mut transaction, self.t(), id, members).await?;
-        transaction.commit().await?;
-        self.scenario(id)
-            .await?
-            .ok_or_else(|| RegistryError::ScenarioNotFound(id.clone()))
+        self.commit_and_read_scenario(transaction, id).await
     }
 
     /// Replaces a scenario's members and description, bumping its revision.
@@ -78,12 +75,16 @@ impl ScopedRegistry {
         if updated.rows_affected() == 0 {
             return Err(RegistryError::ScenarioNotFound(id.clone()));
         }
-        sqlx::query("DELETE FROM scenario_members WHERE tenant = $1 AND scenario_id = $2")
-            .bind(self.t())
-            .bind(id.bare())
-            .execute(&mut *transaction)
-            .await?;
+        clear_members(&mut transaction, self.t(), id).await?;
         write_members(&mut transaction, self.t(), id, members).await?;
+        self.commit_and_read_scenario(transaction, id).await
+    }
+
+    async fn commit_and_read_scenario(
+        &self,
+        transaction: sqlx::Transaction<'_, sqlx::Any>,
+        id: &ConceptId,
+    ) -> Result<ScenarioRecord, RegistryError> {
         transaction.commit().await?;
         self.scenario(id)
             .await?
@@ -100,11 +101,7 @@ impl ScopedRegistry {
         if deleted.rows_affected() == 0 {
             return Err(RegistryError::ScenarioNotFound(id.clone()));
         }
-        sqlx::query("DELETE FROM scenario_members WHERE tenant = $1 AND scenario_id = $2")
-            .bind(self.t())
-            .bind(id.bare())
-            .execute(&mut *transaction)
-            .await?;
+        clear_members(&mut transaction, self.t(), id).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -201,6 +198,19 @@ pub(super) async fn touch_scenarios_with(
     .bind(concept.bare())
     .execute(&mut **transaction)
     .await?;
+    Ok(())
+}
+
+async fn clear_members(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+    id: &ConceptId,
+) -> Result<(), RegistryError> {
+    sqlx::query("DELETE FROM scenario_members WHERE tenant = $1 AND scenario_id = $2")
+        .bind(tenant)
+        .bind(id.bare())
+        .execute(&mut **transaction)
+        .await?;
     Ok(())
 }
 

@@ -161,6 +161,22 @@ pub struct ScriptedUpstream {
     _shutdown: oneshot::Sender<()>,
 }
 
+/// Serves `router` on a fresh loopback port until the returned sender is dropped.
+pub async fn serve_on_loopback(router: axum::Router) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+    });
+    (address, shutdown)
+}
+
 impl ScriptedUpstream {
     /// `script(request, index)` decides each reply; `index` counts requests from 0.
     pub async fn start(script: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
@@ -172,17 +188,7 @@ impl ScriptedUpstream {
         let router = axum::Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (shutdown, stop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stop.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (address, shutdown) = serve_on_loopback(router).await;
         Self {
             address,
             log,

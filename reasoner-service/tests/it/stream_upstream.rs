@@ -74,17 +74,7 @@ impl StreamingUpstream {
         let router = axum::Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (shutdown, stop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stop.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (address, shutdown) = crate::helpers::serve_on_loopback(router).await;
         Self {
             address,
             streams,
