@@ -7,33 +7,75 @@
 //! Keys are canonicalised at load time to the transformers-5 layout (`model.language_model.*`,
 //! `model.visual.*`, `lm_head.*`), so model code is written against one tree only.
 //!
-//! Memory: opening reads only the shards' headers. Each tensor is read when the model takes
-//! it, straight into a tensor of the model's dtype on its device, through one bounded buffer
-//! (`READ_CHUNK_BYTES`), so loading peaks at the model's own bytes plus a few chunks, not the
-//! file plus a stored copy plus the converted copy. Reads are `pread`s rather than a memory
-//! map: mapped pages count towards the process's RSS until unmapped, and mapping needs
-//! `unsafe`, which this workspace denies.
+//! Memory: opening reads only the shards' headers. Each tensor is made when the model takes
+//! it: in the stored dtype on the CPU, a view of the shard mapped copy-on-write; otherwise
+//! converted into a tensor of the model's dtype on its device a chunk at a time
+//! (`READ_CHUNK_BYTES`), each chunk mapped only while it is copied (touched pages of a live
+//! mapping count towards RSS). So loading peaks at the model's own bytes plus a chunk, not the
+//! file plus a stored copy plus the converted copy.
 
 use crate::error::{EngineError, Result};
 use crate::safetensors_header::{TensorHeader, read_header};
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// The most bytes one read brings into memory before it is copied into the model's tensor.
-const READ_CHUNK_BYTES: usize = 16 << 20;
+/// The most bytes of a stored tensor mapped or read at once while it is converted or uploaded:
+/// the host's overhead beside the model, and large enough that mapping costs nothing.
+const READ_CHUNK_BYTES: usize = 64 << 20;
 
 /// A checkpoint's tensors by canonical name: where each lies in its file, or (for tools that
 /// make weights) already in memory.
 pub struct Checkpoint {
-    files: Vec<(PathBuf, File)>,
+    files: Vec<ShardFile>,
     tensors: HashMap<String, Stored>,
     dtype: Kind,
     device: Device,
     /// Whether the files use the hub layout; errors then name keys as the files spell them.
     hub_layout: bool,
+}
+
+/// One safetensors file, open for `pread`, mapped on first use by a same-dtype CPU load.
+struct ShardFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    mapped: OnceCell<Tensor>,
+}
+
+impl ShardFile {
+    fn read_at(&self, bytes: &mut [u8], at: u64) -> Result<()> {
+        self.file
+            .read_exact_at(bytes, at)
+            .map_err(|e| checkpoint_error(&self.path, format!("reading a tensor: {e}")))
+    }
+
+    /// The whole file as one u8 tensor, mapped privately (writes would be the process's own
+    /// copies, never the file's), kept for the views that share it.
+    fn mapped(&self) -> Result<&Tensor> {
+        if let Some(tensor) = self.mapped.get() {
+            return Ok(tensor);
+        }
+        let tensor = self.map(self.len as i64)?;
+        Ok(self.mapped.get_or_init(|| tensor))
+    }
+
+    /// The file's first `len` bytes as a u8 tensor, mapped privately.
+    fn map(&self, len: i64) -> Result<Tensor> {
+        let name = self
+            .path
+            .to_str()
+            .ok_or_else(|| checkpoint_error(&self.path, "the path is not UTF-8"))?;
+        Ok(Tensor::f_from_file(
+            name,
+            false,
+            len,
+            (Kind::Uint8, Device::Cpu),
+        )?)
+    }
 }
 
 enum Stored {
@@ -145,6 +187,10 @@ impl Checkpoint {
         for path in safetensors_files(dir)? {
             let header = read_header(&path).map_err(|e| checkpoint_error(&path, e))?;
             let file = File::open(&path).map_err(|e| checkpoint_error(&path, e.to_string()))?;
+            let len = file
+                .metadata()
+                .map_err(|e| checkpoint_error(&path, e.to_string()))?
+                .len();
             for (
                 name,
                 TensorHeader {
@@ -170,7 +216,12 @@ impl Checkpoint {
                 };
                 tensors.insert(canonical, stored);
             }
-            files.push((path, file));
+            files.push(ShardFile {
+                path,
+                file,
+                len,
+                mapped: OnceCell::new(),
+            });
         }
         Ok(Checkpoint {
             files,
@@ -236,25 +287,47 @@ impl Checkpoint {
         }
     }
 
-    /// Reads a stored tensor chunk by chunk into a new tensor of the model's dtype and device.
+    /// A stored tensor in the model's dtype on its device.
+    ///
+    /// - On the CPU in the stored dtype: a view of the shard mapped copy-on-write
+    ///   (`torch.from_file(shared=False)`, as safetensors maps for transformers). No copy;
+    ///   pages are read as the model first touches them.
+    /// - Converted or uploaded: `copy_` into the result chunk by chunk (`READ_CHUNK_BYTES`),
+    ///   each chunk from its own short-lived mapping, so the host holds the model plus one
+    ///   chunk's pages, never a whole tensor's or shard's.
+    /// - A tensor not aligned for its dtype (files from before safetensors padded its header):
+    ///   the same, each chunk read with `pread`.
     fn read(&self, file: usize, kind: Kind, shape: &[i64], offset: u64) -> Result<Tensor> {
-        let (path, handle) = &self.files[file];
+        let shard = &self.files[file];
+        let element = kind.elt_size_in_bytes() as i64;
+        let numel: i64 = shape.iter().product();
+        let aligned = offset as i64 % element == 0;
+        if aligned && self.device == Device::Cpu && kind == self.dtype {
+            return Ok(shard
+                .mapped()?
+                .f_narrow(0, offset as i64, numel * element)?
+                .f_view_dtype(kind)?
+                .f_view(shape)?);
+        }
         let target = Tensor::f_empty(shape, (self.dtype, self.device))?;
         let flat = target.f_view([-1])?;
-        let element = kind.elt_size_in_bytes();
-        let numel = flat.numel();
-        let chunk_elements = (READ_CHUNK_BYTES / element).max(1);
-        let mut buffer = vec![0u8; numel.min(chunk_elements) * element];
-        let mut start = 0usize;
+        let chunk_elements = (READ_CHUNK_BYTES as i64 / element).max(1);
+        let mut buffer = Vec::new();
+        let mut start = 0i64;
         while start < numel {
             let count = chunk_elements.min(numel - start);
-            let bytes = &mut buffer[..count * element];
-            handle
-                .read_exact_at(bytes, offset + (start * element) as u64)
-                .map_err(|e| checkpoint_error(path, format!("reading a tensor: {e}")))?;
-            let chunk = Tensor::f_from_data_size(bytes, &[count as i64], kind)?;
-            flat.f_narrow(0, start as i64, count as i64)?
-                .f_copy_(&chunk)?;
+            let begin = offset as i64 + start * element;
+            let chunk = if aligned {
+                let mapped = shard.map(begin + count * element)?;
+                mapped
+                    .f_narrow(0, begin, count * element)?
+                    .f_view_dtype(kind)?
+            } else {
+                buffer.resize((count * element) as usize, 0u8);
+                shard.read_at(&mut buffer, begin as u64)?;
+                Tensor::f_from_data_size(&buffer, &[count], kind)?
+            };
+            flat.f_narrow(0, start, count)?.f_copy_(&chunk)?;
             start += count;
         }
         Ok(target)

@@ -1,9 +1,9 @@
 //! `make-checkpoint` at the real 3B widths writes the hub's layout (sharded with an index, hub
 //! keys, tied embeddings, the real tokenizer, preprocessor and generation configs), `check`
 //! accepts it, and loading it stays within the memory bound: the peak over the process's
-//! resident memory before the load is at most 1.15x the model's bytes, in bf16 and in f32
-//! (reading whole shards and keeping a stored copy beside the converted one, as the loader once
-//! did, peaks at 2x). The depth is reduced to one layer per tower so the test stays quick; the
+//! resident memory before the load is at most 1.15x the model's bytes, in bf16 and in f32,
+//! after the load and after a first forward pass (reading whole shards and keeping a stored
+//! copy beside the converted one, as the loader once did, added 1.4x in bf16). The depth is reduced to one layer per tower so the test stays quick; the
 //! full-depth figures are `scripts/bench_load.py`'s.
 
 use std::path::Path;
@@ -84,16 +84,18 @@ fn a_3b_width_checkpoint_in_the_hub_layout_loads_within_the_memory_bound() {
     for dtype in ["bf16", "f32"] {
         let report = detector(&["bench-load", "--dtype", dtype, "--model"], &out);
         let model = report["model_mib"].as_f64().unwrap();
-        let added =
-            report["peak_rss_mib"].as_f64().unwrap() - report["rss_before_mib"].as_f64().unwrap();
         // About 850 MiB in bf16: the tied 151,936 x 2048 embedding alone is 593 MiB.
         assert!(
             model > 700.0 * if dtype == "f32" { 2.0 } else { 1.0 },
             "{report}"
         );
-        assert!(
-            added <= 1.15 * model,
-            "{dtype}: loading added {added:.0} MiB for a {model:.0} MiB model: {report}"
-        );
+        // A bf16 load maps the shards, so its pages become resident in the first pass.
+        for peak in ["peak_rss_mib", "peak_rss_after_first_forward_mib"] {
+            let added = report[peak].as_f64().unwrap() - report["rss_before_mib"].as_f64().unwrap();
+            assert!(
+                added <= 1.15 * model,
+                "{dtype}: {peak} is {added:.0} MiB over the start for a {model:.0} MiB model: {report}"
+            );
+        }
     }
 }
