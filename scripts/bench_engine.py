@@ -75,6 +75,11 @@ def hf_worker(args):
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     ids = inputs["input_ids"].unsqueeze(0)
     pixels, grid = inputs["pixel_values"], inputs["grid"]
+    # transformers 5 computes M-RoPE positions only when told which tokens are image tokens;
+    # without it, silently 1-D positions (4.57 computes them from the ids itself).
+    mrope_kwargs = {}
+    if int(__import__("transformers").__version__.split(".")[0]) >= 5:
+        mrope_kwargs["mm_token_type_ids"] = (ids == model.config.image_token_id).long()
 
     class Stamp(LogitsProcessor):
         def __init__(self):
@@ -101,6 +106,7 @@ def hf_worker(args):
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
                 image_grid_thw=grid, generation_config=gen, logits_processor=LogitsProcessorList([stamp]),
+                **mrope_kwargs,
             )
         if rep >= args.warmup:
             vision.append((t1 - t0) * 1000)
@@ -115,6 +121,24 @@ def hf_worker(args):
         "peak_rss_mib": peak_rss_mib(), "threads": torch.get_num_threads(),
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else 0,
     }))
+
+
+def decode_bytes_per_token(model_dir, element):
+    """The weights one decode step must read: every text-decoder tensor and the (tied)
+    embedding as the lm_head, from the shards' headers; the vision tower is not read."""
+    from safetensors import safe_open
+
+    index = json.load(open(os.path.join(model_dir, "model.safetensors.index.json")))
+    total = 0
+    for shard in sorted(set(index["weight_map"].values())):
+        with safe_open(os.path.join(model_dir, shard), "pt") as f:
+            for key in f.keys():
+                if key.startswith("model.") and not key.startswith("model.visual") or key.startswith("lm_head"):
+                    numel = 1
+                    for d in f.get_slice(key).get_shape():
+                        numel *= d
+                    total += numel * element
+    return total
 
 
 def run_json(cmd, env=None):
@@ -137,6 +161,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--bandwidth-gbs", type=float,
+                   help="the device's memory bandwidth (H200: 4800): print the decode bound it sets")
     p.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model")
     p.add_argument("--inputs")
@@ -175,6 +201,11 @@ def main():
     print(f"| TTFT (ms) | {ttft(ours):.1f} | {ttft(hf):.1f} | {ttft(ours) / ttft(hf):.2f} |")
     tps = lambda r: 1000 / med(r, "decode_ms_per_token")
     print(f"| decode tok/s | {tps(ours):.1f} | {tps(hf):.1f} | {tps(ours) / tps(hf):.2f} |")
+    if args.bandwidth_gbs:
+        per_token = decode_bytes_per_token(model_dir, 2 if args.dtype == "bf16" else 4)
+        bound = args.bandwidth_gbs * 1e9 / per_token
+        print(f"| decode bound at {args.bandwidth_gbs:.0f} GB/s (tok/s) | {bound:.0f} | "
+              f"{per_token / 2**30:.2f} GiB read per token | ours at {tps(ours) / bound:.0%} of it |")
     same = sum(a == b for a, b in zip(ours["tokens"], hf["tokens"]))
     print(f"\ngreedy tokens equal: {same}/{len(hf['tokens'])}; load: ours {ours['load_s']:.1f} s, HF {hf['load_s']:.1f} s")
     print(json.dumps({"ours": ours, "hf": hf}), file=open(os.path.join(args.work_dir, "last-run.json"), "w"))

@@ -8,8 +8,11 @@
 #
 #   scripts/gpu-bench.sh [path/to/slc-detector]
 #
-# Prints, for a 448x448 image and a 1920x1080 image, TTFT (vision + prefill) and decode tok/s at
-# batch 1, ours and HF's, on the full-depth random checkpoint with the exact 3B shapes, bf16.
+# First checks CUDA parity on the tiny fixtures (scripts/cuda_parity.py: ours against
+# transformers, f32 and bf16, logits and 32 greedy tokens). Then prints, for a 448x448 image and a
+# 1920x1080 image, TTFT (vision + prefill) and decode tok/s at batch 1, ours and HF's, on the
+# full-depth random checkpoint with the exact 3B shapes, bf16, beside the bound the H200's
+# 4.8 TB/s sets on decode.
 # Then, when target/release/slc-turn-bench is there (SLC_GPU_TURN_BENCH=0 skips it), one turn
 # benchmark at full depth: 2 concepts, optimized vs naive, on CUDA in bf16.
 set -euo pipefail
@@ -24,11 +27,14 @@ export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 "$binary" device-info | grep -Eq '"cuda_available": ?true' || { echo "slc-detector sees no CUDA device" >&2; exit 1; }
 "$python" -c 'import torch, transformers; assert torch.cuda.is_available(); print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())'
 
+# CUDA parity on the tiny fixtures first: ours against transformers, f32 and bf16.
+timeout 120 "$python" "$here/cuda_parity.py" --binary "$binary" --device cuda || echo "CUDA parity: FAILED" >&2
+
 for size in "448 448" "1080 1920"; do
   set -- $size
   timeout 150 "$python" "$here/bench_engine.py" --binary "$binary" --work-dir "$work" \
     --text-layers 36 --vision-layers 32 --dtype bf16 --device cuda --threads 8 \
-    --image-height "$1" --image-width "$2" --new-tokens 64 --reps 3 --warmup 1
+    --image-height "$1" --image-width "$2" --new-tokens 64 --reps 3 --warmup 1 --bandwidth-gbs 4800
 done
 
 turn_bench="$(dirname "$binary")/slc-turn-bench"

@@ -29,6 +29,8 @@ pub enum Command {
     MakeCheckpoint(crate::cli::make_checkpoint::MakeCheckpointArgs),
     /// Time the engine on fixed inputs (driven by scripts/bench_engine.py).
     BenchEngine(crate::cli::bench::BenchArgs),
+    /// Load a checkpoint once: load time, the model's bytes and the peak resident memory.
+    BenchLoad(crate::cli::bench_load::BenchLoadArgs),
     /// Offline meta-training: cluster training concepts and train one LoRA adapter per
     /// meta-concept into an adapter bank.
     MetaTrain(crate::cli::meta_train::MetaTrainArgs),
@@ -181,9 +183,10 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_QUEUE_SIZE", default_value_t = 16)]
     pub queue_size: usize,
 
-    /// Model worker threads, each owning one copy of the model.
-    #[arg(long, env = "SLC_WORKERS", default_value_t = 1)]
-    pub workers: usize,
+    /// Model worker threads, each owning one copy of the model (default: one per GPU with
+    /// `--device cuda`, each on its own GPU; else one).
+    #[arg(long, env = "SLC_WORKERS")]
+    pub workers: Option<usize>,
 
     /// Seconds a request may take in total (queue + model) before 504.
     #[arg(long, env = "SLC_REQUEST_DEADLINE_SECS", default_value_t = 300.0)]

@@ -192,7 +192,10 @@ pub async fn build_state(
     keys.spawn_watcher();
     let registry = Registry::connect(&config.database_url, registry_options).await?;
     let metrics = Metrics::with_tenant_labels(config.metrics_tenant_labels);
-    let workers = WorkerPool::start(loader, config.workers, config.queue_size, metrics.clone());
+    let worker_count = config.workers.unwrap_or_else(|| {
+        engine_models::default_workers(&config.device, engine_models::cuda_device_count())
+    });
+    let workers = WorkerPool::start(loader, worker_count, config.queue_size, metrics.clone());
     let image_limits = ImageLimits {
         max_pixels: config.max_image_pixels,
     };

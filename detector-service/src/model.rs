@@ -197,9 +197,10 @@ pub struct EdgeModels {
     pub embedder: Box<dyn ConceptEmbedder>,
 }
 
-/// Builds the models on the worker thread that will own them.
+/// Builds the models on the worker thread that will own them; `worker` is that thread's index
+/// (the engine puts worker i on GPU i when there are several).
 pub trait ModelLoader: Send + Sync {
-    fn load(&self) -> Result<EdgeModels, ModelError>;
+    fn load(&self, worker: usize) -> Result<EdgeModels, ModelError>;
 }
 
 /// The adapter chosen for a turn and how similar its meta-concept is to the turn's concepts.

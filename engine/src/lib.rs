@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod prefix_cache;
 pub mod preprocess;
 pub mod qwen2_5_vl;
+pub mod safetensors_header;
 pub mod serving;
 pub mod tokenizer;
 pub mod weights;

@@ -8,7 +8,8 @@ use crate::error::Result;
 use crate::weights::WeightPath;
 use tch::{Kind, Tensor};
 
-/// A low-rank update applied next to a frozen weight: `y += scale * B(A x)`.
+/// A low-rank update applied next to a frozen weight: `y += scale * B(A x)`, with the factors
+/// in f32 whatever the model's dtype (see `Linear::forward`).
 /// The slot exists so PEFT adapters (the LoRA issue) can be attached unmerged and switched per
 /// request without touching the base weight.
 pub struct LoraDelta {
@@ -51,15 +52,19 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.linear(&self.weight, self.bias.as_ref());
-        match &self.lora {
-            None => y,
-            Some(delta) => {
-                y + x
-                    .linear::<Tensor>(&delta.a, None)
-                    .linear::<Tensor>(&delta.b, None)
-                    * delta.scale
-            }
-        }
+        let Some(delta) = &self.lora else {
+            return y;
+        };
+        let kind = y.kind();
+        // As PEFT 0.17.1 `lora.Linear.forward` with its default `autocast_adapter_dtype`: the
+        // factors are f32, the input is cast to them, the sum is taken in f32 (the bf16 base
+        // output promotes) and cast back to the model's dtype once. In f32 this is `y + BAx·s`.
+        let update = x
+            .to_kind(delta.a.kind())
+            .linear::<Tensor>(&delta.a, None)
+            .linear::<Tensor>(&delta.b, None)
+            * delta.scale;
+        (y.to_kind(update.kind()) + update).to_kind(kind)
     }
 
     pub fn out_features(&self) -> i64 {

@@ -1,24 +1,59 @@
 //! Loading a Hugging Face checkpoint directory: one `model.safetensors` or shards listed in
-//! `model.safetensors.index.json`, in either key layout, converted once to the requested dtype
-//! and device. Mirrors what transformers 4.57.6 `from_pretrained` accepts for Qwen2.5-VL
+//! `model.safetensors.index.json`, in either key layout. Mirrors what transformers 4.57.6
+//! `from_pretrained` accepts for Qwen2.5-VL
 //! (`src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`,
 //! `Qwen2_5_VLForConditionalGeneration._checkpoint_conversion_mapping`).
 //!
 //! Keys are canonicalised at load time to the transformers-5 layout (`model.language_model.*`,
 //! `model.visual.*`, `lm_head.*`), so model code is written against one tree only.
+//!
+//! Memory: opening reads only the shards' headers. Each tensor is read when the model takes
+//! it, straight into a tensor of the model's dtype on its device, through one bounded buffer
+//! (`READ_CHUNK_BYTES`), so loading peaks at the model's own bytes plus a few chunks, not the
+//! file plus a stored copy plus the converted copy. Reads are `pread`s rather than a memory
+//! map: mapped pages count towards the process's RSS until unmapped, and mapping needs
+//! `unsafe`, which this workspace denies.
 
 use crate::error::{EngineError, Result};
+use crate::safetensors_header::{TensorHeader, read_header};
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// All tensors of a checkpoint, keyed by canonical name, still in their stored dtype on CPU.
+/// The most bytes one read brings into memory before it is copied into the model's tensor.
+const READ_CHUNK_BYTES: usize = 16 << 20;
+
+/// A checkpoint's tensors by canonical name: where each lies in its file, or (for tools that
+/// make weights) already in memory.
 pub struct Checkpoint {
-    tensors: HashMap<String, Tensor>,
+    files: Vec<(PathBuf, File)>,
+    tensors: HashMap<String, Stored>,
     dtype: Kind,
     device: Device,
     /// Whether the files use the hub layout; errors then name keys as the files spell them.
     hub_layout: bool,
+}
+
+enum Stored {
+    /// In `files[file]` at `offset`, stored as `kind`.
+    File {
+        file: usize,
+        kind: Kind,
+        shape: Vec<i64>,
+        offset: u64,
+    },
+    Memory(Tensor),
+}
+
+impl Stored {
+    fn shape(&self) -> Vec<i64> {
+        match self {
+            Stored::File { shape, .. } => shape.clone(),
+            Stored::Memory(tensor) => tensor.size(),
+        }
+    }
 }
 
 /// Maps a hub key (`model.layers.*`, `visual.*`) onto the canonical layout.
@@ -89,41 +124,56 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     ))
 }
 
-fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
+fn kind_of(dtype: &str) -> Option<Kind> {
     Some(match dtype {
-        safetensors::Dtype::F32 => Kind::Float,
-        safetensors::Dtype::BF16 => Kind::BFloat16,
-        safetensors::Dtype::F16 => Kind::Half,
-        safetensors::Dtype::F64 => Kind::Double,
-        safetensors::Dtype::I64 => Kind::Int64,
+        "F32" => Kind::Float,
+        "BF16" => Kind::BFloat16,
+        "F16" => Kind::Half,
+        "F64" => Kind::Double,
+        "I64" => Kind::Int64,
         _ => return None,
     })
 }
 
 impl Checkpoint {
-    /// Reads every shard of `dir`. Tensors are converted to `dtype` on `device` when taken.
+    /// Reads the headers of every shard of `dir`. Tensors are read, converted to `dtype` on
+    /// `device`, when taken.
     pub fn open(dir: &Path, dtype: Kind, device: Device) -> Result<Self> {
         let mut tensors = HashMap::new();
+        let mut files = Vec::new();
         let mut hub_layout = false;
-        for file in safetensors_files(dir)? {
-            let bytes = std::fs::read(&file).map_err(|e| checkpoint_error(&file, e.to_string()))?;
-            let st = safetensors::SafeTensors::deserialize(&bytes)
-                .map_err(|e| checkpoint_error(&file, format!("not a safetensors file: {e}")))?;
-            for (name, view) in st.tensors() {
-                let kind = kind_of(view.dtype()).ok_or_else(|| {
+        for path in safetensors_files(dir)? {
+            let header = read_header(&path).map_err(|e| checkpoint_error(&path, e))?;
+            let file = File::open(&path).map_err(|e| checkpoint_error(&path, e.to_string()))?;
+            for (
+                name,
+                TensorHeader {
+                    dtype,
+                    shape,
+                    offset,
+                },
+            ) in header
+            {
+                let kind = kind_of(&dtype).ok_or_else(|| {
                     checkpoint_error(
-                        &file,
-                        format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
+                        &path,
+                        format!("tensor `{name}` has unsupported dtype {dtype}"),
                     )
                 })?;
-                let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-                let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)?;
                 let canonical = canonical_key(&name);
                 hub_layout |= canonical != name;
-                tensors.insert(canonical, tensor);
+                let stored = Stored::File {
+                    file: files.len(),
+                    kind,
+                    shape,
+                    offset,
+                };
+                tensors.insert(canonical, stored);
             }
+            files.push((path, file));
         }
         Ok(Checkpoint {
+            files,
             tensors,
             dtype,
             device,
@@ -136,9 +186,10 @@ impl Checkpoint {
         let hub_layout = tensors.keys().any(|k| canonical_key(k) != *k);
         let tensors = tensors
             .into_iter()
-            .map(|(k, v)| (canonical_key(&k), v))
+            .map(|(k, v)| (canonical_key(&k), Stored::Memory(v)))
             .collect();
         Checkpoint {
+            files: Vec::new(),
             tensors,
             dtype,
             device,
@@ -161,23 +212,52 @@ impl Checkpoint {
 
     /// The tensor named `key` with exactly `shape`, in the model dtype on the model device.
     pub fn get(&self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        let tensor = self
+        let stored = self
             .tensors
             .get(key)
             .ok_or_else(|| EngineError::MissingTensor {
                 key: self.file_key(key),
             })?;
-        if tensor.size() != shape {
+        if stored.shape() != shape {
             return Err(EngineError::TensorShape {
                 key: self.file_key(key),
                 expected: shape.to_vec(),
-                actual: tensor.size(),
+                actual: stored.shape(),
             });
         }
-        Ok(tensor
-            .to_device(self.device)
-            .to_kind(self.dtype)
-            .contiguous())
+        match stored {
+            Stored::Memory(tensor) => Ok(tensor
+                .to_device(self.device)
+                .to_kind(self.dtype)
+                .contiguous()),
+            &Stored::File {
+                file, kind, offset, ..
+            } => self.read(file, kind, shape, offset),
+        }
+    }
+
+    /// Reads a stored tensor chunk by chunk into a new tensor of the model's dtype and device.
+    fn read(&self, file: usize, kind: Kind, shape: &[i64], offset: u64) -> Result<Tensor> {
+        let (path, handle) = &self.files[file];
+        let target = Tensor::f_empty(shape, (self.dtype, self.device))?;
+        let flat = target.f_view([-1])?;
+        let element = kind.elt_size_in_bytes();
+        let numel = flat.numel();
+        let chunk_elements = (READ_CHUNK_BYTES / element).max(1);
+        let mut buffer = vec![0u8; numel.min(chunk_elements) * element];
+        let mut start = 0usize;
+        while start < numel {
+            let count = chunk_elements.min(numel - start);
+            let bytes = &mut buffer[..count * element];
+            handle
+                .read_exact_at(bytes, offset + (start * element) as u64)
+                .map_err(|e| checkpoint_error(path, format!("reading a tensor: {e}")))?;
+            let chunk = Tensor::f_from_data_size(bytes, &[count as i64], kind)?;
+            flat.f_narrow(0, start as i64, count as i64)?
+                .f_copy_(&chunk)?;
+            start += count;
+        }
+        Ok(target)
     }
 
     /// `key` as the checkpoint's files spell it, for error messages.

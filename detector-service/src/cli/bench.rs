@@ -31,20 +31,6 @@ pub struct BenchArgs {
     pub dtype: Option<String>,
 }
 
-/// Peak resident set size of this process in MiB (VmHWM).
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     tch::set_num_threads(args.threads);
     let options = LoadOptions::parse(&args.device, args.dtype.as_deref())?;
@@ -94,7 +80,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "prefill_ms": prefill,
         "decode_ms_per_token": per_token,
         "tokens": tokens,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": super::bench_load::status_mib("VmHWM:"),
         "threads": tch::get_num_threads(),
     }))
 }

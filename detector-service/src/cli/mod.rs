@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_grammar;
+pub mod bench_load;
 pub mod check;
 pub mod embed;
 pub mod generate;

@@ -44,14 +44,42 @@ pub struct EngineOptions {
     pub fail_on_prompt: Option<String>,
 }
 
+/// How many GPUs libtorch sees (0 without CUDA).
+pub fn cuda_device_count() -> usize {
+    if tch::Cuda::is_available() {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// The device worker `worker` loads on: with a bare `cuda` and several GPUs, worker i takes
+/// GPU i (round robin past the last), so each worker owns a GPU and its memory instead of
+/// every copy of the model landing on GPU 0. An explicit `cuda:N` or `cpu` is kept.
+pub fn worker_device(device: &str, worker: usize, gpus: usize) -> String {
+    match device.trim().to_ascii_lowercase().as_str() {
+        "cuda" | "gpu" if gpus > 1 => format!("cuda:{}", worker % gpus),
+        _ => device.to_string(),
+    }
+}
+
+/// `SLC_WORKERS` unset: one worker per GPU with a bare `cuda`, else one.
+pub fn default_workers(device: &str, gpus: usize) -> usize {
+    match device.trim().to_ascii_lowercase().as_str() {
+        "cuda" | "gpu" => gpus.max(1),
+        _ => 1,
+    }
+}
+
 pub struct EngineLoader {
     pub options: EngineOptions,
 }
 
 impl ModelLoader for EngineLoader {
-    fn load(&self) -> Result<EdgeModels, ModelError> {
+    fn load(&self, worker: usize) -> Result<EdgeModels, ModelError> {
         let options = &self.options;
-        let load = LoadOptions::parse(&options.device, options.dtype.as_deref()).map_err(failed)?;
+        let device = worker_device(&options.device, worker, cuda_device_count());
+        let load = LoadOptions::parse(&device, options.dtype.as_deref()).map_err(failed)?;
         let embedder = ClipImageEmbedder::load(&options.clip_dir, load.device)
             .map_err(|e| context(&options.clip_dir, e))?;
         let mut pipeline = VlmPipeline::load(&options.model_dir, load)
@@ -117,6 +145,22 @@ fn context(path: &Path, error: EngineError) -> ModelError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_worker_gets_its_own_gpu_and_defaults_to_one_per_gpu() {
+        let devices: Vec<String> = (0..5).map(|w| worker_device("cuda", w, 4)).collect();
+        assert_eq!(devices, ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0"]);
+        assert_eq!(worker_device("cuda", 3, 1), "cuda");
+        assert_eq!(
+            worker_device("cuda:1", 3, 4),
+            "cuda:1",
+            "an explicit GPU is kept"
+        );
+        assert_eq!(worker_device("cpu", 3, 4), "cpu");
+        assert_eq!(default_workers("cuda", 4), 4);
+        assert_eq!(default_workers("cuda", 0), 1);
+        assert_eq!(default_workers("cpu", 4), 1);
+    }
     use crate::model::{
         ContentPart, GenerationRequest, PromptMessage, Role, SamplingParams, TokenControl,
     };
@@ -157,7 +201,7 @@ mod tests {
                 fail_on_prompt: None,
             },
         };
-        let mut vlm = loader.load().unwrap().vlm;
+        let mut vlm = loader.load(0).unwrap().vlm;
         let mut on_text = |_: &str| TokenControl::Continue;
         // Issue 14: one adapter name repeated 200,000 times.
         let repeated = vec!["dug"; 200_000].join("+");

@@ -115,6 +115,9 @@ struct WorkerShared {
     workers_ready: AtomicUsize,
     worker_count: usize,
     metrics: Metrics,
+    /// Held by the worker that is loading: workers load one after another, so the host holds
+    /// one checkpoint's worth of loading memory at a time, not one per worker.
+    loading: Mutex<()>,
 }
 
 impl WorkerPool {
@@ -139,6 +142,7 @@ impl WorkerPool {
             workers_ready: AtomicUsize::new(0),
             worker_count: workers.max(1),
             metrics: metrics.clone(),
+            loading: Mutex::new(()),
         });
         for index in 0..workers.max(1) {
             let shared = shared.clone();
@@ -334,7 +338,12 @@ fn worker_main(index: usize, loader: Arc<dyn ModelLoader>, shared: Arc<WorkerSha
 
 /// Loads and warms the models; on failure the service turns not ready with the reason.
 fn load(index: usize, loader: &dyn ModelLoader, shared: &WorkerShared) -> Option<EdgeModels> {
-    let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| load_and_warm(loader)))
+    // A loader that panicked while holding the lock poisoned it; the next load is still alone.
+    let _turn = shared
+        .loading
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| load_and_warm(loader, index)))
         .unwrap_or_else(|panic| Err(ModelError::Failed(panic_message(&panic))));
     match loaded {
         Ok(models) => Some(models),
@@ -363,8 +372,8 @@ impl Drop for StoppedWorker {
     }
 }
 
-fn load_and_warm(loader: &dyn ModelLoader) -> Result<EdgeModels, ModelError> {
-    let mut models = loader.load()?;
+fn load_and_warm(loader: &dyn ModelLoader, worker: usize) -> Result<EdgeModels, ModelError> {
+    let mut models = loader.load(worker)?;
     models.vlm.warm_up()?;
     Ok(models)
 }

@@ -54,6 +54,9 @@ pub struct DoubleControl {
     pub panics: Arc<Mutex<usize>>,
     /// How many times the models were loaded (a worker reloads after a panic).
     pub loads: Arc<Mutex<usize>>,
+    /// Loads in progress now and the most ever at once; each load takes a few milliseconds
+    /// so that workers loading together would overlap.
+    pub loads_at_once: Arc<Mutex<(usize, usize)>>,
     /// The model has no resize rule (it cannot ground boxes), as of its next load.
     pub no_resize_rule: Arc<Mutex<bool>>,
 }
@@ -84,11 +87,18 @@ impl DoubleControl {
 pub struct DoubleLoader(pub DoubleControl);
 
 impl ModelLoader for DoubleLoader {
-    fn load(&self) -> Result<EdgeModels, ModelError> {
+    fn load(&self, _worker: usize) -> Result<EdgeModels, ModelError> {
         if let Some(why) = self.0.fail_load.lock().unwrap().clone() {
             return Err(ModelError::Failed(why));
         }
         *self.0.loads.lock().unwrap() += 1;
+        {
+            let mut at_once = self.0.loads_at_once.lock().unwrap();
+            at_once.0 += 1;
+            at_once.1 = at_once.1.max(at_once.0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.0.loads_at_once.lock().unwrap().0 -= 1;
         Ok(EdgeModels {
             vlm: Box::new(DoubleVlm(self.0.clone())),
             embedder: Box::new(PixelMeanEmbedder(self.0.clone())),

@@ -128,7 +128,7 @@ pub fn serve_config(database_url: String) -> ServeConfig {
     config.reasoner_api_key = Some("edge-key".into());
     config.reasoner_timeout_secs = 10.0;
     config.queue_size = 8;
-    config.workers = 1;
+    config.workers = Some(1);
     config.request_deadline_secs = 30.0;
     config.max_image_pixels = 4_000_000;
     config.max_body_bytes = 4 * 1024 * 1024;

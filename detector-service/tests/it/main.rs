@@ -11,6 +11,7 @@ mod console;
 mod conversations_http;
 mod detect;
 mod doubles;
+mod full_size_layout;
 mod generate_cli;
 mod helpers;
 mod isolation;

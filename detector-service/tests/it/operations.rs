@@ -415,3 +415,24 @@ async fn the_binary_serves_from_env_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// Workers load one after another: with three, never two loads at once (each would hold a
+/// whole checkpoint's loading memory on the host), and the service is ready once all three are.
+#[tokio::test]
+async fn workers_load_their_models_one_after_another() {
+    let control = DoubleControl::default();
+    let app = spawn_app(TestOptions {
+        control: control.clone(),
+        tweak: Box::new(|config| config.workers = Some(3)),
+        ..TestOptions::default()
+    })
+    .await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(*control.loads.lock().unwrap(), 3);
+    assert_eq!(
+        control.loads_at_once.lock().unwrap().1,
+        1,
+        "two workers loaded at once"
+    );
+}

@@ -5,7 +5,7 @@
 
 use super::SamplingParams;
 use crate::error::{EngineError, Result};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// A small seeded generator (splitmix64) so a request's samples depend on its seed alone, not on
 /// libtorch's global RNG shared by every thread.
@@ -23,21 +23,46 @@ impl SplitMix64 {
 }
 
 /// `logits` with every token outside `bits` (bit `i % 32` of word `i / 32`) at `-inf`.
+///
+/// The mask goes to the logits' device packed, one 32-bit word per 32 tokens (4,748 words for
+/// Qwen's 151,936), and is unpacked there with shifts: building 151,936 host bools and
+/// uploading them each step cost as much as a whole GPU decode step of the 3B model.
 pub(super) fn apply_mask(logits: &Tensor, bits: &[u32]) -> Result<Tensor> {
-    let vocab = logits.size()[0] as usize;
-    let allowed: Vec<bool> = (0..vocab)
-        .map(|i| bits.get(i / 32).is_some_and(|w| (w >> (i % 32)) & 1 == 1))
+    let vocab = logits.size()[0];
+    let words = (vocab as usize).div_ceil(32);
+    let mut packed: Vec<u32> = (0..words)
+        .map(|w| bits.get(w).copied().unwrap_or(0))
         .collect();
-    if !allowed.iter().any(|&a| a) {
+    // Bits past the vocabulary in the last word are not tokens.
+    let tail = vocab as usize % 32;
+    if let (Some(last), true) = (packed.last_mut(), tail != 0) {
+        *last &= (1u32 << tail) - 1;
+    }
+    if packed.iter().all(|&word| word == 0) {
         return Err(EngineError::Constraint(
             "the grammar allows no token".into(),
         ));
     }
-    let mask = Tensor::from_slice(&allowed).to_device(logits.device());
-    Ok(logits.masked_fill(&mask.logical_not(), f64::NEG_INFINITY))
+    // As i32 bit patterns (libtorch has no u32 shifts); an arithmetic shift keeps bit 31's
+    // place, and only the lowest bit is read after each shift.
+    let packed: Vec<i32> = packed.iter().map(|&word| word as i32).collect();
+    let device = logits.device();
+    let shifts = Tensor::arange(32, (Kind::Int, device));
+    let allowed = Tensor::from_slice(&packed)
+        .to_device(device)
+        .unsqueeze(1)
+        .bitwise_right_shift(&shifts)
+        .bitwise_and(1)
+        .flatten(0, -1)
+        .narrow(0, 0, vocab)
+        .eq(1);
+    Ok(logits.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY))
 }
 
-/// Picks the next token from f32 logits [vocab].
+/// Picks the next token from f32 logits [vocab], on the logits' device: only the chosen id
+/// comes back to the host. Temperature, top-k and top-p as transformers' warpers, then one
+/// draw from this request's own generator, inverted through the cumulative distribution in
+/// token order.
 pub(super) fn choose(
     logits: &Tensor,
     params: &SamplingParams,
@@ -46,55 +71,144 @@ pub(super) fn choose(
     if params.temperature <= 0.0 {
         return Ok(logits.argmax(-1, false).int64_value(&[]));
     }
-    let mut scores: Vec<f32> =
-        Vec::try_from((logits / params.temperature).to_device(tch::Device::Cpu))
-            .map_err(EngineError::Torch)?;
-    if params.top_k > 0 && params.top_k < scores.len() {
-        let mut sorted = scores.clone();
-        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-        let threshold = sorted[params.top_k - 1];
-        scores
-            .iter_mut()
-            .filter(|s| **s < threshold)
-            .for_each(|s| *s = f32::NEG_INFINITY);
+    let mut scores = logits / params.temperature;
+    let vocab = scores.size()[0] as usize;
+    if params.top_k > 0 && params.top_k < vocab {
+        let (top, _) = scores.topk(params.top_k as i64, -1, true, true);
+        let threshold = top.narrow(0, params.top_k as i64 - 1, 1);
+        scores = scores.masked_fill(&scores.lt_tensor(&threshold), f64::NEG_INFINITY);
     }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<f64> = scores.iter().map(|&s| ((s - max) as f64).exp()).collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
+    // The shift in f32, then f64 from here, as the draw is: the probabilities of a
+    // 151,936-token softmax are summed.
+    let mut probs = (&scores - scores.max()).to_kind(Kind::Double).exp();
+    probs = &probs / probs.sum(Kind::Double);
     if params.top_p < 1.0 {
-        keep_nucleus(&mut probs, params.top_p);
+        probs = keep_nucleus(&probs, params.top_p);
     }
     let draw = rng.next_f64();
-    let mut cumulative = 0.0;
-    for (i, p) in probs.iter().enumerate() {
-        cumulative += p;
-        if draw < cumulative && *p > 0.0 {
-            return Ok(i as i64);
-        }
+    let cumulative = probs.cumsum(0, Kind::Double);
+    // The first token whose cumulative mass passes the draw; a zero-probability token never
+    // does, as its cumulative equals its predecessor's.
+    let index = cumulative.le(draw).sum(Kind::Int64).int64_value(&[]);
+    if (index as usize) < vocab {
+        return Ok(index);
     }
-    Ok(probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as i64)
+    // The draw fell past the total through rounding: the last token with any mass.
+    let positive = probs.gt(0.0).nonzero();
+    Ok(positive.int64_value(&[positive.size()[0] - 1, 0]))
 }
 
-/// Keeps the smallest set of most likely tokens whose mass reaches `top_p` (at least one) and
-/// renormalises.
-fn keep_nucleus(probs: &mut [f64], top_p: f64) {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    let mut cumulative = 0.0;
-    let mut keep = vec![false; probs.len()];
-    for &i in &order {
-        keep[i] = true;
-        cumulative += probs[i];
-        if cumulative >= top_p {
-            break;
+/// Keeps the smallest set of most likely tokens whose mass reaches `top_p` (at least one;
+/// ties in token order) and renormalises.
+fn keep_nucleus(probs: &Tensor, top_p: f64) -> Tensor {
+    let (sorted, order) = probs.sort_stable(true, 0, true);
+    // A token stays when the mass before it, in descending order, is still short of top_p.
+    let before = sorted.cumsum(0, Kind::Double) - &sorted;
+    let keep_sorted = before.lt(top_p);
+    let keep = keep_sorted.zeros_like().scatter(0, &order, &keep_sorted);
+    let kept = probs.where_self(&keep, &probs.zeros_like());
+    &kept / kept.sum(Kind::Double)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host implementation the device one replaced, kept as its reference.
+    fn host_choose(logits: &Tensor, params: &SamplingParams, rng: &mut SplitMix64) -> i64 {
+        let mut scores: Vec<f32> = Vec::try_from(logits / params.temperature).unwrap();
+        if params.top_k > 0 && params.top_k < scores.len() {
+            let mut sorted = scores.clone();
+            sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+            let threshold = sorted[params.top_k - 1];
+            scores
+                .iter_mut()
+                .filter(|s| **s < threshold)
+                .for_each(|s| *s = f32::NEG_INFINITY);
         }
-    }
-    for (p, k) in probs.iter_mut().zip(&keep) {
-        if !k {
-            *p = 0.0;
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut probs: Vec<f64> = scores.iter().map(|&s| ((s - max) as f64).exp()).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if params.top_p < 1.0 {
+            let mut order: Vec<usize> = (0..probs.len()).collect();
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            let mut cumulative = 0.0;
+            let mut keep = vec![false; probs.len()];
+            for &i in &order {
+                keep[i] = true;
+                cumulative += probs[i];
+                if cumulative >= params.top_p {
+                    break;
+                }
+            }
+            probs
+                .iter_mut()
+                .zip(&keep)
+                .filter(|(_, k)| !**k)
+                .for_each(|(p, _)| *p = 0.0);
+            let total: f64 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= total);
         }
+        let draw = rng.next_f64();
+        let mut cumulative = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            cumulative += p;
+            if draw < cumulative && *p > 0.0 {
+                return i as i64;
+            }
+        }
+        probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as i64
     }
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
+
+    #[test]
+    fn device_sampling_draws_what_the_host_reference_draws() {
+        tch::manual_seed(7);
+        let settings = [
+            (1.0, 0, 1.0),
+            (0.7, 50, 1.0),
+            (1.0, 0, 0.9),
+            (0.8, 40, 0.95),
+            (1.3, 3, 0.5),
+        ];
+        let mut differences = 0;
+        for (case, &(temperature, top_k, top_p)) in settings.iter().enumerate() {
+            // Peaked logits, so top-k and top-p cut somewhere inside the vocabulary.
+            let logits = Tensor::randn([5000], (Kind::Float, tch::Device::Cpu)) * 4.0;
+            let params = SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                ..SamplingParams::default()
+            };
+            for seed in 0..200u64 {
+                let seed = seed * 7919 + case as u64;
+                let ours = choose(&logits, &params, &mut SplitMix64(seed)).unwrap();
+                let theirs = host_choose(&logits, &params, &mut SplitMix64(seed));
+                differences += usize::from(ours != theirs);
+            }
+        }
+        assert_eq!(differences, 0, "of 1000 draws");
+    }
+
+    #[test]
+    fn the_packed_mask_allows_exactly_the_set_bits() {
+        let vocab = 100i64;
+        let logits = Tensor::zeros([vocab], (Kind::Float, tch::Device::Cpu));
+        let allowed = [0usize, 5, 31, 32, 63, 64, 99];
+        let mut bits = vec![0u32; 4];
+        for &i in &allowed {
+            bits[i / 32] |= 1 << (i % 32);
+        }
+        // A bit past the vocabulary, as a grammar over a larger tokenizer may set.
+        bits[3] |= 1 << 10;
+        let masked = apply_mask(&logits, &bits).unwrap();
+        let kept: Vec<f32> = Vec::try_from(masked).unwrap();
+        for (i, value) in kept.iter().enumerate() {
+            assert_eq!(value.is_finite(), allowed.contains(&i), "token {i}");
+        }
+        let only_past_the_end = [0u32, 0, 0, 1 << 10];
+        assert!(apply_mask(&logits, &only_past_the_end).is_err());
+        assert!(apply_mask(&logits, &[]).is_err());
+    }
 }

@@ -131,7 +131,7 @@ impl LoraAdapter {
             return Err(adapter_error(source, "the adapter has no LoRA weights"));
         }
         check_coverage(source, &config, &shapes, &factors)?;
-        let (device, kind) = (model.device(), model.kind());
+        let device = model.device();
         let mut modules = BTreeMap::new();
         for (path, (a, b)) in factors {
             let Some(&(in_features, out_features)) = shapes.get(&path) else {
@@ -161,7 +161,9 @@ impl LoraAdapter {
                 ));
             }
             let scale = config.scale_for(&path);
-            let to_model = |t: Tensor| t.to_device(device).to_kind(kind).contiguous();
+            // f32 factors on any model dtype, as PEFT keeps them (`autocast_adapter_dtype`), so
+            // the delta, merging and top-K averaging never see bf16-rounded factors.
+            let to_model = |t: Tensor| t.to_device(device).to_kind(Kind::Float).contiguous();
             modules.insert(
                 path,
                 LoraWeights {
@@ -189,8 +191,10 @@ impl LoraAdapter {
         }
         let mut modules = BTreeMap::new();
         for (path, weights) in &first.modules {
-            let mut a = weights.a.to_kind(Kind::Float);
-            let mut b = weights.b.to_kind(Kind::Float);
+            // Fresh sums: `to_kind` to the same dtype returns the tensor itself, and adding in
+            // place into it would change the first adapter's factors for every later use.
+            let mut a = weights.a.copy();
+            let mut b = weights.b.copy();
             for other in &adapters[1..] {
                 let theirs = other.modules.get(path).filter(|w| {
                     w.a.size() == weights.a.size()
@@ -206,15 +210,15 @@ impl LoraAdapter {
                         ),
                     ));
                 };
-                a += theirs.a.to_kind(Kind::Float);
-                b += theirs.b.to_kind(Kind::Float);
+                a += &theirs.a;
+                b += &theirs.b;
             }
             let n = adapters.len() as f64;
             modules.insert(
                 path.clone(),
                 LoraWeights {
-                    a: (a / n).to_kind(weights.a.kind()),
-                    b: (b / n).to_kind(weights.b.kind()),
+                    a: a / n,
+                    b: b / n,
                     scale: weights.scale,
                 },
             );

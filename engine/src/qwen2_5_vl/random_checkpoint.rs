@@ -72,7 +72,24 @@ pub fn reduced_config(options: &RandomCheckpointOptions) -> Result<Value> {
     Ok(config)
 }
 
-/// Writes config.json, generation_config.json and sharded random weights into `dir`.
+/// The published preprocessor_config.json of Qwen2.5-VL-3B-Instruct (its pixel bounds are
+/// `smart_resize`'s defaults: 4 to 16,384 patches of 28 px).
+pub fn published_preprocessor_config() -> Value {
+    serde_json::json!({
+        "min_pixels": 3136,
+        "max_pixels": 12845056,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor"
+    })
+}
+
+/// Writes config.json, generation_config.json, preprocessor_config.json and sharded random
+/// weights into `dir`.
 pub fn write_random_checkpoint(dir: &Path, options: &RandomCheckpointOptions) -> Result<()> {
     let _guard = tch::no_grad_guard();
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
@@ -93,6 +110,7 @@ pub fn write_random_checkpoint(dir: &Path, options: &RandomCheckpointOptions) ->
             "eos_token_id": [151645, 151643],
         }),
     )?;
+    write_json("preprocessor_config.json", &published_preprocessor_config())?;
     tch::manual_seed(options.seed);
     let tensors = checkpoint_tensors(&config);
     let element = options.dtype.elt_size_in_bytes() as i64;

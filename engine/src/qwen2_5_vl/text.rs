@@ -101,6 +101,18 @@ impl TextAttention {
         })
     }
 
+    /// [1, kv_heads, len, d] -> [1, heads, len, d], each K/V head repeated for its group
+    /// (transformers' `repeat_kv`).
+    fn repeat_kv(&self, t: &Tensor) -> Tensor {
+        let [b, kv_heads, len, d] = t.size()[..] else {
+            unreachable!("K/V are [batch, heads, len, head_dim]")
+        };
+        let groups = self.num_heads / self.num_kv_heads;
+        t.unsqueeze(2)
+            .expand([b, kv_heads, groups, len, d], false)
+            .reshape([b, kv_heads * groups, len, d])
+    }
+
     /// x: [1, len, hidden]; cos/sin: [len, head_dim] in the model dtype.
     fn forward(
         &self,
@@ -122,6 +134,15 @@ impl TextAttention {
         // Fresh prompt: plain causal. One new token: attends to everything. Several new tokens
         // after a cached prefix (jump-forward, prefix reuse): an explicit bottom-right causal mask.
         let causal = mask.is_none() && len > 1;
+        // GQA inside SDPA only without a mask: with one, libtorch falls back to the math
+        // kernel, which builds the whole f32 score matrix. Then K/V are repeated per query
+        // head first, as transformers' `sdpa_attention_forward` does (`use_gqa_in_sdpa`,
+        // `repeat_kv`), which keeps the memory-efficient kernels.
+        let grouped = self.num_heads != self.num_kv_heads;
+        let (k, v) = match mask {
+            Some(_) if grouped => (self.repeat_kv(&k), self.repeat_kv(&v)),
+            _ => (k, v),
+        };
         let out = Tensor::scaled_dot_product_attention(
             &q,
             &k,
@@ -130,7 +151,7 @@ impl TextAttention {
             0.0,
             causal,
             Some(self.scaling),
-            self.num_heads != self.num_kv_heads,
+            grouped && mask.is_none(),
         );
         self.o_proj.forward(
             &out.transpose(1, 2)

@@ -206,6 +206,13 @@ fn averaging_an_adapter_with_itself_changes_nothing() {
         &refs["logits_text-and-vision-mlp"],
     );
     assert!(diff <= 1e-4, "{diff}");
+    // Averaging leaves its inputs as they were: the first adapter still gives its own logits.
+    attach_adapter(&mut model, &adapter);
+    let diff = max_diff(
+        &one_image_logits(&model),
+        &refs["logits_text-and-vision-mlp"],
+    );
+    assert!(diff <= 1e-4, "the averaged adapter changed: {diff}");
     let other = LoraAdapter::load(&lora_fixture("rslora-qkv"), &model).unwrap();
     assert!(LoraAdapter::average(&[&adapter, &other]).is_err());
 }

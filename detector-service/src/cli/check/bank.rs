@@ -10,7 +10,7 @@ use slc_engine::lora::config::{AdapterConfig, TargetModules};
 use slc_engine::weights::{canonical_key, safetensors_files};
 
 use super::Findings;
-use super::headers::{TensorHeader, read_header};
+use slc_engine::safetensors_header::{TensorHeader, read_header};
 
 const KEY_PREFIX: &str = "base_model.model.";
 

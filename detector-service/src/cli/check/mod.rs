@@ -12,7 +12,6 @@
 //! Every problem is one line in `problems`; any problem makes the command exit non-zero.
 
 mod bank;
-mod headers;
 mod model;
 
 use std::path::PathBuf;

