@@ -195,8 +195,9 @@ pub fn window_index(grids: &[[i64; 3]], cfg: &VisionConfig) -> WindowIndex {
 /// CPU convolution (oneDNN) accumulates in another order than its matmul, and in bf16 that moves
 /// a few outputs by one bf16 step (2 of 3,840 on the fixture image), enough to flip a greedy
 /// choice at a tie later. Running HF's own op keeps bf16 bit-identical with transformers. It
-/// costs on CPU: 4,096 patches at the 3B widths on 2 threads take ~1 s in bf16 (21 ms as a
-/// matmul) and ~0.6 s in f32 (0.1 s), about a tenth of the vision tower's time.
+/// costs on CPU: 4,096 patches at the 3B widths on 2 threads take 0.5-1 s in bf16 (21 ms as a
+/// matmul) and ~0.6 s in f32 (0.1 s), against ~24 s for HF's whole 32-block tower in bf16 on the
+/// same patches (2-4%).
 pub struct PatchEmbed {
     /// `proj.weight`: [hidden, in_channels, temporal_patch_size, patch_size, patch_size].
     pub weight: Tensor,
@@ -211,13 +212,23 @@ impl PatchEmbed {
             .to_device(self.weight.device())
             .to_kind(self.weight.kind())
             .view([-1, kernel[0], kernel[1], kernel[2], kernel[3]]);
-        x.conv3d(
+        // The convolution `nn.Conv3d` runs, with TF32 off explicitly: cuDNN would otherwise run
+        // it in TF32 in f32 (its default) while every matmul runs in full f32. The CUDA parity
+        // reference (`scripts/cuda_parity.py`) sets `torch.backends.cudnn.allow_tf32 = False`
+        // the same way, as the CLIP tower does (`clip/mod.rs`). On CPU the flag changes nothing.
+        x.internal_convolution::<Tensor>(
             &self.weight,
-            None::<Tensor>,
+            None,
             &kernel[1..],
             [0, 0, 0],
             [1, 1, 1],
+            false,
+            [0, 0, 0],
             1,
+            false,
+            false,
+            tch::Cuda::user_enabled_cudnn(),
+            false,
         )
         .view([-1, hidden])
     }
