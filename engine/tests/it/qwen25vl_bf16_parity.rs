@@ -3,7 +3,9 @@
 //! `from_pretrained(dir, dtype=torch.bfloat16, attn_implementation="sdpa")` on the same
 //! checkpoints and inputs as the f32 references (`make_bf16_references.py`).
 //!
-//! The tolerance is zero: full-prompt logits bit-identical and all 32 greedy tokens equal.
+//! The tolerance is zero: full-prompt logits bit-identical and all 32 greedy tokens equal, and
+//! the logits of three tokens fed in one step after the cached prompt (jump-forward's and prefix
+//! reuse's masked path) bit-identical too.
 //! Both sides run the same libtorch 2.11 CPU kernels, and the engine now runs HF's ops in HF's
 //! order and dtypes (f32 RMSNorm cast back before the weight, text rotary in bf16 from cos/sin
 //! cast to bf16, vision rotary in f32, SDPA with HF's scale, the patch embed as HF's Conv3d), so
@@ -30,6 +32,8 @@ use tch::{Device, Kind, Tensor};
 /// See the module comment: the same kernels in the same order leave nothing to differ.
 const LOGIT_TOLERANCE: f64 = 0.0;
 const GREEDY_TOKENS: usize = 32;
+/// `EXTRA_TOKENS` of `make_bf16_references.py`.
+const EXTRA_TOKENS: [i64; 3] = [5, 17, 42];
 
 /// (checkpoint directory, reference name, prompt), as `make_bf16_references.py` writes them.
 const CASES: [(&str, &str, &str); 4] = [
@@ -105,6 +109,19 @@ fn ours(model_dir: &str, prompt_name: &str) -> (Tensor, Vec<i64>) {
     (logits, out.token_ids)
 }
 
+/// Our logits for `EXTRA_TOKENS` fed in one step after the one-image prompt's cache: the masked
+/// path of jump-forward and prefix reuse.
+fn ours_extra_step() -> Tensor {
+    let model = load_bf16("untied");
+    let (input_ids, pixels, grids) = prompt(&references(), "one_image");
+    let embeds = model.encode_images(&pixels.unwrap(), &grids).unwrap();
+    let mut cache = model.new_cache();
+    let _prompt = model
+        .prefill(&input_ids, Some(&embeds), &grids, &mut cache)
+        .unwrap();
+    model.logits(&model.forward_tokens(&EXTRA_TOKENS, &mut cache).unwrap())
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
     (a - b).abs().max().double_value(&[])
@@ -147,4 +164,10 @@ fn bf16_logits_and_greedy_tokens_equal_hf_on_this_cpu() {
             "{dir}/{name}: greedy tokens differ from HF"
         );
     }
+    let diff = max_diff(&ours_extra_step(), &theirs["logits_untied_one_image_extra"]);
+    eprintln!("bf16 untied/one_image + 3 tokens in one cached step: max abs logit diff {diff}");
+    assert!(
+        diff <= LOGIT_TOLERANCE,
+        "three tokens after the cached prompt: max abs logit diff from HF {diff} > {LOGIT_TOLERANCE}"
+    );
 }
