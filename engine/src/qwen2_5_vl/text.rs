@@ -80,6 +80,10 @@ pub struct TextAttention {
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
+    /// `Qwen2_5_VLAttention.scaling`, `head_dim**-0.5`, passed to SDPA as HF's
+    /// `sdpa_attention_forward` does (libtorch's own default, `1 / sqrt(head_dim)`, can differ
+    /// from it in the last bit of the double, e.g. for head_dim 128).
+    scaling: f64,
 }
 
 impl TextAttention {
@@ -93,6 +97,7 @@ impl TextAttention {
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: d,
+            scaling: (d as f64).powf(-0.5),
         })
     }
 
@@ -145,7 +150,7 @@ impl TextAttention {
             mask,
             0.0,
             causal,
-            None,
+            Some(self.scaling),
             grouped && mask.is_none(),
         );
         self.o_proj.forward(

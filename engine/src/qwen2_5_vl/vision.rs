@@ -1,7 +1,7 @@
 //! The vision tower, as transformers 4.57.6
 //! `src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`
 //! `Qwen2_5_VisionTransformerPretrainedModel`: patch embedding (the Conv3d whose stride equals its
-//! kernel, run as one matmul), 2-D rotary, blocks of window attention with full attention in
+//! kernel), 2-D rotary, blocks of window attention with full attention in
 //! `fullatt_block_indexes`, the 2x2 patch merger, and the window reordering and its inverse.
 //!
 //! Window attention runs per window (equal-length windows batched together), never as a dense
@@ -19,6 +19,8 @@ pub struct VisionAttention {
     pub proj: Linear,
     num_heads: i64,
     head_dim: i64,
+    /// `Qwen2_5_VLVisionAttention.scaling`, `head_dim**-0.5`, passed to SDPA as HF does.
+    scaling: f64,
 }
 
 impl VisionAttention {
@@ -29,6 +31,7 @@ impl VisionAttention {
             proj: Linear::load(&vs.pp("proj"), dim, dim, true)?,
             num_heads: cfg.num_heads,
             head_dim: cfg.head_dim(),
+            scaling: (cfg.head_dim() as f64).powf(-0.5),
         })
     }
 
@@ -74,7 +77,7 @@ impl VisionAttention {
                 None::<Tensor>,
                 0.0,
                 false,
-                None,
+                Some(self.scaling),
                 false,
             ); // [count, heads, len, hd]
             outputs.push(
@@ -185,9 +188,55 @@ pub fn window_index(grids: &[[i64; 3]], cfg: &VisionConfig) -> WindowIndex {
     }
 }
 
+/// `Qwen2_5_VisionPatchEmbed`: each patch row viewed as [channels, temporal, height, width] and
+/// run through the Conv3d whose stride equals its kernel.
+///
+/// The same sum as one matmul with the flattened weight, but not the same rounding: libtorch's
+/// CPU convolution (oneDNN) accumulates in another order than its matmul, and in bf16 that moves
+/// a few outputs by one bf16 step (2 of 3,840 on the fixture image), enough to flip a greedy
+/// choice at a tie later. Running HF's own op keeps bf16 bit-identical with transformers. It
+/// costs on CPU: 4,096 patches at the 3B widths on 2 threads take 0.5-1 s in bf16 (21 ms as a
+/// matmul) and ~0.6 s in f32 (0.1 s), against ~24 s for HF's whole 32-block tower in bf16 on the
+/// same patches (2-4%).
+pub struct PatchEmbed {
+    /// `proj.weight`: [hidden, in_channels, temporal_patch_size, patch_size, patch_size].
+    pub weight: Tensor,
+}
+
+impl PatchEmbed {
+    /// pixel_values: [patches, patch_dim] in any float dtype -> [patches, hidden] in the weight's.
+    fn forward(&self, pixel_values: &Tensor) -> Tensor {
+        let kernel = &self.weight.size()[1..];
+        let hidden = self.weight.size()[0];
+        let x = pixel_values
+            .to_device(self.weight.device())
+            .to_kind(self.weight.kind())
+            .view([-1, kernel[0], kernel[1], kernel[2], kernel[3]]);
+        // The convolution `nn.Conv3d` runs, with TF32 off explicitly: cuDNN would otherwise run
+        // it in TF32 in f32 (its default) while every matmul runs in full f32. The CUDA parity
+        // reference (`scripts/cuda_parity.py`) sets `torch.backends.cudnn.allow_tf32 = False`
+        // the same way, as the CLIP tower does (`clip/mod.rs`). On CPU the flag changes nothing.
+        x.internal_convolution::<Tensor>(
+            &self.weight,
+            None,
+            &kernel[1..],
+            [0, 0, 0],
+            [1, 1, 1],
+            false,
+            [0, 0, 0],
+            1,
+            false,
+            false,
+            tch::Cuda::user_enabled_cudnn(),
+            false,
+        )
+        .view([-1, hidden])
+    }
+}
+
 pub struct VisionTransformer {
-    /// `patch_embed.proj`, the Conv3d weight flattened to [hidden, patch_dim].
-    pub patch_embed: Linear,
+    /// `patch_embed.proj`.
+    pub patch_embed: PatchEmbed,
     pub blocks: Vec<VisionBlock>,
     pub merger: PatchMerger,
     pub config: VisionConfig,
@@ -202,9 +251,9 @@ impl VisionTransformer {
             cfg.patch_size,
             cfg.patch_size,
         ];
-        let conv = vs.pp("patch_embed").pp("proj").get("weight", &kernel)?;
-        let patch_embed =
-            Linear::from_weight(conv.reshape([cfg.hidden_size, cfg.patch_dim()]), None);
+        let patch_embed = PatchEmbed {
+            weight: vs.pp("patch_embed").pp("proj").get("weight", &kernel)?,
+        };
         let blocks = (0..cfg.depth)
             .map(|i| VisionBlock::load(&vs.pp("blocks").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -239,10 +288,7 @@ impl VisionTransformer {
             )));
         }
         let device = self.patch_embed.weight.device();
-        let kind = self.patch_embed.weight.kind();
-        let hidden = self
-            .patch_embed
-            .forward(&pixel_values.to_device(device).to_kind(kind));
+        let hidden = self.patch_embed.forward(pixel_values);
         let seq = expected;
         let windows = window_index(grids, cfg);
         let order = Tensor::from_slice(&windows.order).to_device(device);

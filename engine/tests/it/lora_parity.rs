@@ -217,7 +217,7 @@ fn averaging_an_adapter_with_itself_changes_nothing() {
     assert!(LoraAdapter::average(&[&adapter, &other]).is_err());
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     std::env::var_os("SLC_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
