@@ -68,7 +68,7 @@ def hf_worker(args):
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     started = time.perf_counter()
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        args.model, torch_dtype=dtype, attn_implementation="sdpa"
+        args.model, dtype=dtype, attn_implementation="sdpa"
     ).eval().to(args.device)
     load_s = time.perf_counter() - started
     inputs = {k: v.to(args.device) for k, v in load_file(args.inputs).items()}

@@ -26,7 +26,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 torch.set_num_threads(int(sys.argv[3]))
 dtype = getattr(torch, sys.argv[2])
 started = time.perf_counter()
-model = Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1], torch_dtype=dtype).eval()
+model = Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1], dtype=dtype).eval()
 load_s = time.perf_counter() - started
 # The first forward pass of `slc-detector bench-load`: a 4x4-patch image and three tokens.
 c = model.config

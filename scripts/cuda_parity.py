@@ -43,8 +43,10 @@ def theirs(model_dir, image, device, dtype, new_tokens):
     torch.backends.cudnn.allow_tf32 = False
     torch_dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        model_dir, torch_dtype=torch_dtype, attn_implementation="sdpa").eval().to(device)
-    processor = AutoProcessor.from_pretrained(model_dir)
+        model_dir, dtype=torch_dtype, attn_implementation="sdpa").eval().to(device)
+    # The slow image processor: ours is bit-exact with it (transformers 4.57 picks the fast one
+    # by default, whose resize differs in the last bits).
+    processor = AutoProcessor.from_pretrained(model_dir, use_fast=False)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(text=[text], images=[load_image(image)], return_tensors="pt").to(device)
