@@ -286,6 +286,19 @@ impl Stack {
         .await
     }
 
+    /// The edge process's peak resident memory so far (VmHWM), in MiB.
+    pub fn edge_peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.edge.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
     /// An authorized request to the edge.
     pub fn edge(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client

@@ -15,8 +15,12 @@ pub async fn detect_only(
     model: &Path,
     count: usize,
 ) -> Result<Value> {
+    let started = Instant::now();
     let stack = start(config, bin_dir, model, "detect", true).await?;
+    // Start, load, warm-up and the sample concepts' registration.
+    let ready_s = started.elapsed().as_secs_f64();
     let mut latencies = Vec::with_capacity(count);
+    let mut responses = Vec::with_capacity(count);
     let before = metrics(&stack).await?;
     for turn in 0..count {
         let request = json!({"image": fresh_image(turn)?, "concepts": ["bo", "brown-duck"]});
@@ -27,17 +31,23 @@ pub async fn detect_only(
             .send()
             .await?;
         if !response.status().is_success() {
-            bail!("/v1/detect answered {}", response.status());
+            let status = response.status();
+            bail!("/v1/detect answered {status}: {}", response.text().await?);
         }
-        response.bytes().await?;
+        let body: Value = response.json().await?;
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        responses.push(json!({"usage": body["usage"], "timings": body["timings"]}));
     }
     let after = metrics(&stack).await?;
+    let edge_peak_rss_mib = stack.edge_peak_rss_mib();
     stack.stop()?;
     let steps = delta(&before, &after, "slc_detector_decode_steps_total");
     let tokens = delta(&before, &after, "slc_detector_generated_tokens_total");
     let result = json!({
         "requests": count,
+        "ready_s": ready_s,
+        "edge_peak_rss_mib": edge_peak_rss_mib,
+        "responses": responses,
         "p50_ms": percentile(&latencies, 50.0),
         "p99_ms": percentile(&latencies, 99.0),
         "decode_steps": steps,

@@ -87,7 +87,7 @@ struct BenchConfig {
     /// `cpu` or `cuda`.
     #[arg(long, env = "SLC_BENCH_DEVICE", default_value = "cpu")]
     device: String,
-    /// `f32`, `bf16` or `f16`.
+    /// `f32` or `bf16`.
     #[arg(long, env = "SLC_BENCH_DTYPE", default_value = "f32")]
     dtype: String,
     /// Time this many `/v1/detect` calls instead of turns.
