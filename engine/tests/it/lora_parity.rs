@@ -3,14 +3,14 @@
 //! logits within 1e-4 of PEFT's for the one-image prompt of the Qwen2.5-VL references, applied
 //! unmerged or merged, in both key layouts; and adapters that do not fit the model are refused.
 
-use crate::qwen25vl_parity::{load, prompt, references};
+use crate::qwen25vl_parity::{fixture_dir, load, prompt, references};
 use slc_engine::lora::{
     LoraAdapter, attach_adapter, detach_adapters, merge_adapter, save_peft_adapter,
 };
-use slc_engine::qwen2_5_vl::Qwen25VlModel;
+use slc_engine::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 pub fn lora_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -225,9 +225,9 @@ pub fn python() -> PathBuf {
         })
 }
 
-/// Loads `adapter_dir` in HF PEFT (through `tests/fixtures/lora/peft_logits.py`) and asserts its
-/// one-image logits are within 1e-4 of ours, and that PEFT wrapped as many modules as we did.
-pub fn assert_peft_agrees(adapter_dir: &Path) {
+/// PEFT's one-image logits for `adapter_dir` on the base model in `dtype` (`f32` or `bf16`),
+/// through `tests/fixtures/lora/peft_logits.py`, and how many modules it wrapped.
+fn peft_logits(adapter_dir: &Path, dtype: &str) -> (Tensor, usize) {
     let out = std::env::temp_dir().join(format!(
         "slc-peft-logits-{}-{}.safetensors",
         std::process::id(),
@@ -240,6 +240,7 @@ pub fn assert_peft_agrees(adapter_dir: &Path) {
         .arg(lora_fixture("peft_logits.py"))
         .arg(adapter_dir)
         .arg(&out)
+        .arg(dtype)
         .status()
         .expect("the Python interpreter with PEFT (SLC_PYTHON) must run");
     assert!(
@@ -247,25 +248,55 @@ pub fn assert_peft_agrees(adapter_dir: &Path) {
         "peft_logits.py failed for {}",
         adapter_dir.display()
     );
-    let theirs: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
+    let mut theirs: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
         .unwrap()
         .into_iter()
         .collect();
     std::fs::remove_file(&out).unwrap();
+    let wrapped = theirs["wrapped_modules"].int64_value(&[0]) as usize;
+    (theirs.remove("logits").unwrap(), wrapped)
+}
+
+/// Loads `adapter_dir` in HF PEFT and asserts its one-image logits are within 1e-4 of ours, and
+/// that PEFT wrapped as many modules as we did.
+pub fn assert_peft_agrees(adapter_dir: &Path) {
+    let (theirs, wrapped) = peft_logits(adapter_dir, "f32");
     let mut model = load("untied");
     let adapter = LoraAdapter::load(adapter_dir, &model).unwrap();
     attach_adapter(&mut model, &adapter);
-    let diff = max_diff(&one_image_logits(&model), &theirs["logits"]);
+    let diff = max_diff(&one_image_logits(&model), &theirs);
     assert!(
         diff <= 1e-4,
         "{}: max abs logit diff from PEFT {diff} > 1e-4",
         adapter_dir.display()
     );
     assert_eq!(
-        theirs["wrapped_modules"].int64_value(&[0]) as usize,
+        wrapped,
         adapter.modules.len(),
         "PEFT adapted a different set of modules"
     );
+}
+
+/// On a bf16 base model the adapters' deltas are computed as PEFT computes them (f32 factors,
+/// the update added in f32, one cast back), so the logits are PEFT's bit for bit: the base
+/// model's bf16 path is already bit-identical with transformers on this CPU
+/// (`qwen25vl_bf16_parity.rs`), and any bf16 rounding of the factors or the sum would move a
+/// logit by at least one bf16 step.
+#[test]
+fn bf16_lora_deltas_equal_peft_bit_for_bit() {
+    for name in ["text-and-vision-mlp", "rslora-qkv"] {
+        let dir = lora_fixture(name);
+        let (theirs, _) = peft_logits(&dir, "bf16");
+        let options = LoadOptions {
+            device: Device::Cpu,
+            dtype: Kind::BFloat16,
+        };
+        let mut model = Qwen25VlModel::load(&fixture_dir("untied"), options).unwrap();
+        let adapter = LoraAdapter::load(&dir, &model).unwrap();
+        attach_adapter(&mut model, &adapter);
+        let diff = max_diff(&one_image_logits(&model), &theirs);
+        assert_eq!(diff, 0.0, "{name}: max abs logit diff from PEFT in bf16");
+    }
 }
 
 #[test]
