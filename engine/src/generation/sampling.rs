@@ -59,10 +59,12 @@ pub(super) fn apply_mask(logits: &Tensor, bits: &[u32]) -> Result<Tensor> {
     Ok(logits.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY))
 }
 
-/// Picks the next token from f32 logits [vocab], on the logits' device: only the chosen id
-/// comes back to the host. Temperature, top-k and top-p as transformers' warpers, then one
-/// draw from this request's own generator, inverted through the cumulative distribution in
-/// token order.
+/// Picks the next token from f32 logits [vocab]: greedy, or temperature, top-k and top-p as
+/// transformers' warpers and then one draw from this request's own generator, inverted through
+/// the cumulative distribution in token order. On an accelerator the draw is made there and
+/// only the id comes back; on the CPU the host's loops are faster than libtorch's sort and
+/// scans over 151,936 entries (10.9 vs 15.4 ms per token at top_p 0.9, measured). Both give
+/// the same token for the same seed.
 pub(super) fn choose(
     logits: &Tensor,
     params: &SamplingParams,
@@ -71,6 +73,13 @@ pub(super) fn choose(
     if params.temperature <= 0.0 {
         return Ok(logits.argmax(-1, false).int64_value(&[]));
     }
+    match logits.device() {
+        tch::Device::Cpu => choose_on_host(logits, params, rng),
+        _ => Ok(choose_on_device(logits, params, rng)),
+    }
+}
+
+fn choose_on_device(logits: &Tensor, params: &SamplingParams, rng: &mut SplitMix64) -> i64 {
     let mut scores = logits / params.temperature;
     let vocab = scores.size()[0] as usize;
     if params.top_k > 0 && params.top_k < vocab {
@@ -91,11 +100,11 @@ pub(super) fn choose(
     // does, as its cumulative equals its predecessor's.
     let index = cumulative.le(draw).sum(Kind::Int64).int64_value(&[]);
     if (index as usize) < vocab {
-        return Ok(index);
+        return index;
     }
     // The draw fell past the total through rounding: the last token with any mass.
     let positive = probs.gt(0.0).nonzero();
-    Ok(positive.int64_value(&[positive.size()[0] - 1, 0]))
+    positive.int64_value(&[positive.size()[0] - 1, 0])
 }
 
 /// Keeps the smallest set of most likely tokens whose mass reaches `top_p` (at least one;
@@ -110,59 +119,65 @@ fn keep_nucleus(probs: &Tensor, top_p: f64) -> Tensor {
     &kept / kept.sum(Kind::Double)
 }
 
+/// The same choice with the logits on the host.
+fn choose_on_host(logits: &Tensor, params: &SamplingParams, rng: &mut SplitMix64) -> Result<i64> {
+    let mut scores: Vec<f32> =
+        Vec::try_from(logits / params.temperature).map_err(EngineError::Torch)?;
+    if params.top_k > 0 && params.top_k < scores.len() {
+        let mut sorted = scores.clone();
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+        let threshold = sorted[params.top_k - 1];
+        scores
+            .iter_mut()
+            .filter(|s| **s < threshold)
+            .for_each(|s| *s = f32::NEG_INFINITY);
+    }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<f64> = scores.iter().map(|&s| ((s - max) as f64).exp()).collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if params.top_p < 1.0 {
+        keep_nucleus_on_host(&mut probs, params.top_p);
+    }
+    let draw = rng.next_f64();
+    let mut cumulative = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        cumulative += p;
+        if draw < cumulative && *p > 0.0 {
+            return Ok(i as i64);
+        }
+    }
+    Ok(probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as i64)
+}
+
+/// `keep_nucleus` on the host: the same set, ties in token order (a stable sort).
+fn keep_nucleus_on_host(probs: &mut [f64], top_p: f64) {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let mut cumulative = 0.0;
+    let mut keep = vec![false; probs.len()];
+    for &i in &order {
+        keep[i] = true;
+        cumulative += probs[i];
+        if cumulative >= top_p {
+            break;
+        }
+    }
+    for (p, k) in probs.iter_mut().zip(&keep) {
+        if !k {
+            *p = 0.0;
+        }
+    }
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The host implementation the device one replaced, kept as its reference.
-    fn host_choose(logits: &Tensor, params: &SamplingParams, rng: &mut SplitMix64) -> i64 {
-        let mut scores: Vec<f32> = Vec::try_from(logits / params.temperature).unwrap();
-        if params.top_k > 0 && params.top_k < scores.len() {
-            let mut sorted = scores.clone();
-            sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-            let threshold = sorted[params.top_k - 1];
-            scores
-                .iter_mut()
-                .filter(|s| **s < threshold)
-                .for_each(|s| *s = f32::NEG_INFINITY);
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut probs: Vec<f64> = scores.iter().map(|&s| ((s - max) as f64).exp()).collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        if params.top_p < 1.0 {
-            let mut order: Vec<usize> = (0..probs.len()).collect();
-            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-            let mut cumulative = 0.0;
-            let mut keep = vec![false; probs.len()];
-            for &i in &order {
-                keep[i] = true;
-                cumulative += probs[i];
-                if cumulative >= params.top_p {
-                    break;
-                }
-            }
-            probs
-                .iter_mut()
-                .zip(&keep)
-                .filter(|(_, k)| !**k)
-                .for_each(|(p, _)| *p = 0.0);
-            let total: f64 = probs.iter().sum();
-            probs.iter_mut().for_each(|p| *p /= total);
-        }
-        let draw = rng.next_f64();
-        let mut cumulative = 0.0;
-        for (i, p) in probs.iter().enumerate() {
-            cumulative += p;
-            if draw < cumulative && *p > 0.0 {
-                return i as i64;
-            }
-        }
-        probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as i64
-    }
-
     #[test]
-    fn device_sampling_draws_what_the_host_reference_draws() {
+    fn device_and_host_sampling_draw_the_same_tokens() {
         tch::manual_seed(7);
         let settings = [
             (1.0, 0, 1.0),
@@ -183,9 +198,9 @@ mod tests {
             };
             for seed in 0..200u64 {
                 let seed = seed * 7919 + case as u64;
-                let ours = choose(&logits, &params, &mut SplitMix64(seed)).unwrap();
-                let theirs = host_choose(&logits, &params, &mut SplitMix64(seed));
-                differences += usize::from(ours != theirs);
+                let device = choose_on_device(&logits, &params, &mut SplitMix64(seed));
+                let host = choose_on_host(&logits, &params, &mut SplitMix64(seed)).unwrap();
+                differences += usize::from(device != host);
             }
         }
         assert_eq!(differences, 0, "of 1000 draws");
