@@ -225,11 +225,11 @@ pub fn python() -> PathBuf {
         })
 }
 
-/// PEFT's one-image logits for `adapter_dir` on the base model in `dtype` (`f32` or `bf16`),
-/// through `tests/fixtures/lora/peft_logits.py`, and how many modules it wrapped.
-fn peft_logits(adapter_dir: &Path, dtype: &str) -> (Tensor, usize) {
+/// Runs a reference `script` with `args` and one more, a fresh safetensors path it writes;
+/// returns what it wrote.
+pub fn python_outputs(script: &Path, args: &[&std::ffi::OsStr]) -> HashMap<String, Tensor> {
     let out = std::env::temp_dir().join(format!(
-        "slc-peft-logits-{}-{}.safetensors",
+        "slc-reference-{}-{}.safetensors",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -237,22 +237,25 @@ fn peft_logits(adapter_dir: &Path, dtype: &str) -> (Tensor, usize) {
             .as_nanos()
     ));
     let status = std::process::Command::new(python())
-        .arg(lora_fixture("peft_logits.py"))
-        .arg(adapter_dir)
+        .arg(script)
+        .args(args)
         .arg(&out)
-        .arg(dtype)
         .status()
-        .expect("the Python interpreter with PEFT (SLC_PYTHON) must run");
-    assert!(
-        status.success(),
-        "peft_logits.py failed for {}",
-        adapter_dir.display()
-    );
-    let mut theirs: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
+        .expect("the Python interpreter with transformers and PEFT (SLC_PYTHON) must run");
+    assert!(status.success(), "{} {args:?} failed", script.display());
+    let outputs = Tensor::read_safetensors(&out)
         .unwrap()
         .into_iter()
         .collect();
     std::fs::remove_file(&out).unwrap();
+    outputs
+}
+
+/// PEFT's one-image logits for `adapter_dir` on the base model in `dtype` (`f32` or `bf16`),
+/// through `tests/fixtures/lora/peft_logits.py`, and how many modules it wrapped.
+fn peft_logits(adapter_dir: &Path, dtype: &str) -> (Tensor, usize) {
+    let script = lora_fixture("peft_logits.py");
+    let mut theirs = python_outputs(&script, &[adapter_dir.as_os_str(), dtype.as_ref()]);
     let wrapped = theirs["wrapped_modules"].int64_value(&[0]) as usize;
     (theirs.remove("logits").unwrap(), wrapped)
 }

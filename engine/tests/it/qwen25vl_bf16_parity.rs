@@ -21,10 +21,9 @@
 //! `references_bf16.safetensors` (made on an AMX Xeon) is the record of the figures, and the
 //! comparison is always with HF on the CPU the test runs on.
 
-use crate::lora_parity::python;
-use crate::qwen25vl_parity::{fixture_dir, prompt, references};
-use slc_engine::generation::{Decoding, GenerationInput, SamplingParams, generate};
-use slc_engine::qwen2_5_vl::{LoadOptions, Qwen25VlModel, eos_token_ids};
+use crate::lora_parity::python_outputs;
+use crate::qwen25vl_parity::{fixture_dir, greedy_output, prompt, references};
+use slc_engine::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -52,23 +51,7 @@ fn read(path: &Path) -> HashMap<String, Tensor> {
 
 /// HF's bf16 outputs computed now, on this CPU, by the committed script.
 fn hf_bf16_here() -> HashMap<String, Tensor> {
-    let out = std::env::temp_dir().join(format!(
-        "slc-hf-bf16-{}-{}.safetensors",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let status = std::process::Command::new(python())
-        .arg(fixture_dir("make_bf16_references.py"))
-        .arg(&out)
-        .status()
-        .expect("the Python interpreter with transformers (SLC_PYTHON) must run");
-    assert!(status.success(), "make_bf16_references.py failed");
-    let refs = read(&out);
-    std::fs::remove_file(&out).unwrap();
-    refs
+    python_outputs(&fixture_dir("make_bf16_references.py"), &[])
 }
 
 fn load_bf16(name: &str) -> Qwen25VlModel {
@@ -93,19 +76,7 @@ fn ours(model_dir: &str, prompt_name: &str) -> (Tensor, Vec<i64>) {
         .prefill(&input_ids, embeds.as_ref(), &grids, &mut cache)
         .unwrap();
     let logits = model.logits(&hidden);
-    let params = SamplingParams {
-        max_new_tokens: GREEDY_TOKENS,
-        stop_token_ids: eos_token_ids(&fixture_dir(model_dir)).unwrap(),
-        ..SamplingParams::default()
-    };
-    let input = GenerationInput {
-        input_ids: &input_ids,
-        pixel_values: pixels.as_ref(),
-        image_embeds: None,
-        grids: &grids,
-    };
-    let mut cache = model.new_cache();
-    let out = generate(&model, &input, &params, Decoding::default(), &mut cache).unwrap();
+    let (out, _) = greedy_output(&model, model_dir, prompt_name);
     (logits, out.token_ids)
 }
 

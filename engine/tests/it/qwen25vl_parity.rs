@@ -111,12 +111,19 @@ fn logits_match_hf_transformers5_layout() {
     assert_logits_close("untied-v5", "untied", "two_images");
 }
 
-fn greedy(model_dir: &str, reference: &str, prompt_name: &str) {
+/// 32 greedy tokens of `model` (loaded from `model_dir`) on a reference prompt, with the
+/// checkpoint's eos ids as stops; the output and the cache it left.
+pub fn greedy_output(
+    model: &Qwen25VlModel,
+    model_dir: &str,
+    prompt_name: &str,
+) -> (
+    slc_engine::generation::GenerationOutput,
+    slc_engine::qwen2_5_vl::KvCache,
+) {
     use slc_engine::generation::{Decoding, GenerationInput, SamplingParams, generate};
     use slc_engine::qwen2_5_vl::eos_token_ids;
-    let refs = references();
-    let model = load(model_dir);
-    let (input_ids, pixels, grids) = prompt(&refs, prompt_name);
+    let (input_ids, pixels, grids) = prompt(&references(), prompt_name);
     let params = SamplingParams {
         max_new_tokens: 32,
         stop_token_ids: eos_token_ids(&fixture_dir(model_dir)).unwrap(),
@@ -130,7 +137,15 @@ fn greedy(model_dir: &str, reference: &str, prompt_name: &str) {
         grids: &grids,
     };
     let mut cache = model.new_cache();
-    let out = generate(&model, &input, &params, Decoding::default(), &mut cache).unwrap();
+    let out = generate(model, &input, &params, Decoding::default(), &mut cache).unwrap();
+    (out, cache)
+}
+
+fn greedy(model_dir: &str, reference: &str, prompt_name: &str) {
+    let refs = references();
+    let model = load(model_dir);
+    let (input_ids, _, _) = prompt(&refs, prompt_name);
+    let (out, cache) = greedy_output(&model, model_dir, prompt_name);
     let expected = ids(&refs[&format!("greedy_{reference}_{prompt_name}")]);
     assert_eq!(out.token_ids, expected, "{model_dir}/{prompt_name}");
     assert_eq!(out.usage.completion_tokens, 32);
