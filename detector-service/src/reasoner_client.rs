@@ -170,19 +170,12 @@ impl ReasonerClient {
         tags: CallTags<'_>,
     ) -> Result<(ReasonResponse, f64), ReasonerError> {
         let started = Instant::now();
-        let response = self
-            .post(request, tags)
-            .send()
-            .await
-            .map_err(|error| self.classify(error))?;
-        let status = response.status();
-        let bytes = response
+        let bytes = self
+            .open(request, tags)
+            .await?
             .bytes()
             .await
             .map_err(|error| self.classify(error))?;
-        if !status.is_success() {
-            return Err(upstream_error(status.as_u16(), &bytes));
-        }
         let parsed = serde_json::from_slice::<ReasonResponse>(&bytes)
             .map_err(|error| ReasonerError::InvalidResponse(error.to_string()))?;
         Ok((parsed, started.elapsed().as_secs_f64() * 1000.0))
@@ -202,17 +195,7 @@ impl ReasonerClient {
         Fut: std::future::Future<Output = ()>,
     {
         let started = Instant::now();
-        let response = self
-            .post(request, tags)
-            .send()
-            .await
-            .map_err(|error| self.classify(error))?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response.bytes().await.unwrap_or_default();
-            return Err(upstream_error(status.as_u16(), &bytes));
-        }
-        let mut body = response.bytes_stream();
+        let mut body = self.open(request, tags).await?.bytes_stream();
         let mut parser = SseParser::new(MAX_EVENT_BYTES);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| self.classify(error))?;
@@ -231,6 +214,26 @@ impl ReasonerClient {
         Err(ReasonerError::InvalidResponse(
             "the reasoner's stream ended without a done or error event".into(),
         ))
+    }
+
+    /// Sends the request; a non-success status becomes the reasoner's typed error (its body
+    /// read for the error's type), a success is handed back unread.
+    async fn open(
+        &self,
+        request: &ReasonRequest,
+        tags: CallTags<'_>,
+    ) -> Result<reqwest::Response, ReasonerError> {
+        let response = self
+            .post(request, tags)
+            .send()
+            .await
+            .map_err(|error| self.classify(error))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(upstream_error(status.as_u16(), &bytes));
+        }
+        Ok(response)
     }
 
     fn post(&self, request: &ReasonRequest, tags: CallTags<'_>) -> reqwest::RequestBuilder {
