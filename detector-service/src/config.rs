@@ -262,6 +262,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SLC_DTYPE")]
     pub dtype: Option<String>,
 
+    /// `none` (default), `int8` or `int4`: the text decoder's linear layers and lm_head
+    /// quantized at load time, bf16 activations, CPU only (see the README's "Edge speed").
+    #[arg(long, env = "SLC_QUANT")]
+    pub quant: Option<String>,
+
     /// Adapters mixed per turn (paper Eq. 1 with top-K): 1 takes the most similar meta-concept
     /// (the paper's best setting); K > 1 averages the K most similar adapters' LoRA weights.
     #[arg(long, env = "SLC_ADAPTER_TOP_K", default_value_t = 1)]
@@ -353,6 +358,7 @@ impl ServeConfig {
             merge_adapter: self.merge_adapter,
             device: self.device.clone(),
             dtype: self.dtype.clone(),
+            quant: self.quant.clone(),
             vision_cache_bytes: self.vision_cache_mib * 1024 * 1024,
             prefix_cache_bytes: self.prefix_cache_mib * 1024 * 1024,
             jump_forward: self.jump_forward,

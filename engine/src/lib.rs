@@ -13,6 +13,7 @@ pub mod nn;
 pub mod pipeline;
 pub mod prefix_cache;
 pub mod preprocess;
+pub mod quant;
 pub mod qwen2_5_vl;
 pub mod safetensors_header;
 pub mod serving;

@@ -5,6 +5,7 @@
 //! entries of `src/transformers/activations.py` `ACT2FN` that Qwen2.5-VL configs name.
 
 use crate::error::Result;
+use crate::quant::{Quant, Weight};
 use crate::weights::WeightPath;
 use tch::{Kind, Tensor};
 
@@ -21,7 +22,7 @@ pub struct LoraDelta {
 }
 
 pub struct Linear {
-    pub weight: Tensor,
+    pub weight: Weight,
     pub bias: Option<Tensor>,
     /// Unmerged adapter deltas; `None` runs the base weight only.
     pub lora: Option<LoraDelta>,
@@ -35,14 +36,31 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear {
-            weight,
-            bias,
-            lora: None,
-        })
+        Ok(Linear::from_weight(Weight::Dense(weight), bias))
     }
 
-    pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Self {
+    /// `load`, with the weight quantized as `quant` says (read a slice of rows at a time; see
+    /// `crate::quant`). `Quant::None` is `load`.
+    pub fn load_quantized(
+        vs: &WeightPath,
+        in_features: i64,
+        out_features: i64,
+        bias: bool,
+        quant: Quant,
+    ) -> Result<Self> {
+        if quant == Quant::None {
+            return Self::load(vs, in_features, out_features, bias);
+        }
+        let weight = quantized_matrix(vs, "weight", out_features, in_features, quant)?;
+        let bias = if bias {
+            Some(vs.get("bias", &[out_features])?)
+        } else {
+            None
+        };
+        Ok(Linear::from_weight(weight, bias))
+    }
+
+    pub fn from_weight(weight: Weight, bias: Option<Tensor>) -> Self {
         Linear {
             weight,
             bias,
@@ -51,7 +69,7 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.linear(&self.weight, self.bias.as_ref());
+        let y = self.weight.linear(x, self.bias.as_ref());
         let Some(delta) = &self.lora else {
             return y;
         };
@@ -68,8 +86,23 @@ impl Linear {
     }
 
     pub fn out_features(&self) -> i64 {
-        self.weight.size()[0]
+        self.weight.shape().0
     }
+}
+
+/// The [rows, cols] matrix `name` under `vs`, quantized as `quant` says from f32 slices of rows.
+pub fn quantized_matrix(
+    vs: &WeightPath,
+    name: &str,
+    rows: i64,
+    cols: i64,
+    quant: Quant,
+) -> Result<Weight> {
+    let key = vs.key(name);
+    let checkpoint = vs.checkpoint();
+    Weight::quantize(quant, rows, cols, |start, count| {
+        checkpoint.get_rows_f32(&key, &[rows, cols], start, count)
+    })
 }
 
 /// A config's `hidden_act`, typed: a name this engine has no kernel for fails when the config
@@ -106,11 +139,13 @@ impl GatedMlp {
         intermediate: i64,
         bias: bool,
         act: Activation,
+        quant: Quant,
     ) -> Result<Self> {
+        let load = |name: &str, i, o| Linear::load_quantized(&vs.pp(name), i, o, bias, quant);
         Ok(GatedMlp {
-            gate_proj: Linear::load(&vs.pp("gate_proj"), hidden, intermediate, bias)?,
-            up_proj: Linear::load(&vs.pp("up_proj"), hidden, intermediate, bias)?,
-            down_proj: Linear::load(&vs.pp("down_proj"), intermediate, hidden, bias)?,
+            gate_proj: load("gate_proj", hidden, intermediate)?,
+            up_proj: load("up_proj", hidden, intermediate)?,
+            down_proj: load("down_proj", intermediate, hidden)?,
             act,
         })
     }

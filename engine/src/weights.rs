@@ -263,6 +263,41 @@ impl Checkpoint {
 
     /// The tensor named `key` with exactly `shape`, in the model dtype on the model device.
     pub fn get(&self, key: &str, shape: &[i64]) -> Result<Tensor> {
+        match self.stored(key, shape)? {
+            Stored::Memory(tensor) => Ok(tensor
+                .to_device(self.device)
+                .to_kind(self.dtype)
+                .contiguous()),
+            &Stored::File {
+                file, kind, offset, ..
+            } => self.read(file, kind, shape, offset, (self.dtype, self.device), true),
+        }
+    }
+
+    /// Rows `start..start + count` of the matrix `key` (which has exactly `shape`), copied as
+    /// f32 on the CPU whatever its stored dtype: what quantization reads, a slice at a time, so
+    /// a large matrix never exists whole in full precision. Never a view of the long-lived
+    /// mapping, whose touched pages would stay resident until the load ends.
+    pub fn get_rows_f32(&self, key: &str, shape: &[i64], start: i64, count: i64) -> Result<Tensor> {
+        let f32_cpu = (Kind::Float, Device::Cpu);
+        match self.stored(key, shape)? {
+            Stored::Memory(tensor) => Ok(tensor
+                .f_narrow(0, start, count)?
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)),
+            &Stored::File {
+                file, kind, offset, ..
+            } => {
+                let row_bytes =
+                    shape[1..].iter().product::<i64>() * kind.elt_size_in_bytes() as i64;
+                let rows = [&[count], &shape[1..]].concat();
+                let at = offset + (start * row_bytes) as u64;
+                self.read(file, kind, &rows, at, f32_cpu, false)
+            }
+        }
+    }
+
+    fn stored(&self, key: &str, shape: &[i64]) -> Result<&Stored> {
         let stored = self
             .tensors
             .get(key)
@@ -276,18 +311,10 @@ impl Checkpoint {
                 actual: stored.shape(),
             });
         }
-        match stored {
-            Stored::Memory(tensor) => Ok(tensor
-                .to_device(self.device)
-                .to_kind(self.dtype)
-                .contiguous()),
-            &Stored::File {
-                file, kind, offset, ..
-            } => self.read(file, kind, shape, offset),
-        }
+        Ok(stored)
     }
 
-    /// A stored tensor in the model's dtype on its device.
+    /// A stored tensor in `target` dtype on its device.
     ///
     /// - On the CPU in the stored dtype: a view of the shard mapped copy-on-write
     ///   (`torch.from_file(shared=False)`, as safetensors maps for transformers). No copy;
@@ -297,20 +324,30 @@ impl Checkpoint {
     ///   chunk's pages, never a whole tensor's or shard's.
     /// - A tensor not aligned for its dtype (files from before safetensors padded its header):
     ///   the same, each chunk read with `pread`.
-    fn read(&self, file: usize, kind: Kind, shape: &[i64], offset: u64) -> Result<Tensor> {
+    ///
+    /// `may_view: false` always copies.
+    fn read(
+        &self,
+        file: usize,
+        kind: Kind,
+        shape: &[i64],
+        offset: u64,
+        target: (Kind, Device),
+        may_view: bool,
+    ) -> Result<Tensor> {
         let shard = &self.files[file];
         let element = kind.elt_size_in_bytes() as i64;
         let numel: i64 = shape.iter().product();
         let aligned = offset as i64 % element == 0;
-        if aligned && self.device == Device::Cpu && kind == self.dtype {
+        if may_view && aligned && target == (kind, Device::Cpu) {
             return Ok(shard
                 .mapped()?
                 .f_narrow(0, offset as i64, numel * element)?
                 .f_view_dtype(kind)?
                 .f_view(shape)?);
         }
-        let target = Tensor::f_empty(shape, (self.dtype, self.device))?;
-        let flat = target.f_view([-1])?;
+        let result = Tensor::f_empty(shape, target)?;
+        let flat = result.f_view([-1])?;
         let chunk_elements = (READ_CHUNK_BYTES as i64 / element).max(1);
         let mut buffer = Vec::new();
         let mut start = 0i64;
@@ -330,7 +367,7 @@ impl Checkpoint {
             flat.f_narrow(0, start, count)?.f_copy_(&chunk)?;
             start += count;
         }
-        Ok(target)
+        Ok(result)
     }
 
     /// `key` as the checkpoint's files spell it, for error messages.

@@ -29,11 +29,15 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long)]
     pub dtype: Option<String>,
+    /// `none` (default), `int8` or `int4`: the text decoder's linear layers and lm_head
+    /// quantized at load time, bf16 activations, CPU only (see the README's "Edge speed").
+    #[arg(long, env = "SLC_QUANT")]
+    pub quant: Option<String>,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     tch::set_num_threads(args.threads);
-    let options = LoadOptions::parse(&args.device, args.dtype.as_deref())?;
+    let options = LoadOptions::parse(&args.device, args.dtype.as_deref(), args.quant.as_deref())?;
     let started = Instant::now();
     let model = Qwen25VlModel::load(&args.model, options)?;
     let load_s = started.elapsed().as_secs_f64();

@@ -50,7 +50,7 @@ fn model_bytes(dir: &Path, element: u64) -> anyhow::Result<u64> {
 }
 
 pub fn run(args: &BenchLoadArgs) -> anyhow::Result<serde_json::Value> {
-    let options = LoadOptions::parse(&args.device, args.dtype.as_deref())?;
+    let options = LoadOptions::parse(&args.device, args.dtype.as_deref(), None)?;
     let bytes = model_bytes(&args.model, options.dtype.elt_size_in_bytes() as u64)?;
     let rss_before_mib = status_mib("VmRSS:");
     let started = Instant::now();

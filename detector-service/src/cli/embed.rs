@@ -20,7 +20,7 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<EmbedReport> {
-    let device = LoadOptions::parse(&args.device, None)?.device;
+    let device = LoadOptions::parse(&args.device, None, None)?.device;
     let embedder = ClipImageEmbedder::load(&args.clip, device)
         .with_context(|| format!("loading CLIP from {}", args.clip.display()))?;
     Ok(embed_report(&embedder, &args.images)?)

@@ -47,6 +47,10 @@ pub struct GenerateArgs {
     /// f32 or bf16; bf16 on CUDA and f32 on CPU by default.
     #[arg(long, env = "SLC_DTYPE")]
     pub dtype: Option<String>,
+    /// `none` (default), `int8` or `int4`: the text decoder's linear layers and lm_head
+    /// quantized at load time, bf16 activations, CPU only (see the README's "Edge speed").
+    #[arg(long, env = "SLC_QUANT")]
+    pub quant: Option<String>,
     /// Write the first generated token's logits (f32, [vocab]) as `logits` in a safetensors file.
     #[arg(long)]
     pub logits_out: Option<PathBuf>,
@@ -79,7 +83,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<serde_json::Value> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
     }
-    let options = LoadOptions::parse(&args.device, args.dtype.as_deref())?;
+    let options = LoadOptions::parse(&args.device, args.dtype.as_deref(), args.quant.as_deref())?;
     let pipeline = VlmPipeline::load(&args.model, options)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let images = args

@@ -65,14 +65,14 @@ pub fn run(args: &MakeCheckpointArgs) -> anyhow::Result<serde_json::Value> {
         let started = Instant::now();
         let model = Qwen25VlModel::load(
             &args.out,
-            LoadOptions {
-                device: Device::Cpu,
-                dtype: if dtype == Kind::BFloat16 {
+            LoadOptions::dense(
+                Device::Cpu,
+                if dtype == Kind::BFloat16 {
                     Kind::BFloat16
                 } else {
                     Kind::Float
                 },
-            },
+            ),
         )?;
         report["load_s"] = started.elapsed().as_secs_f64().into();
         report["text_layers"] = model.language_model.layers.len().into();

@@ -50,6 +50,10 @@ pub struct MetaTrainArgs {
     /// `f32` or `bf16` (default: bf16 on CUDA, f32 on CPU).
     #[arg(long, env = "SLC_DTYPE")]
     pub dtype: Option<String>,
+    /// `none` (default), `int8` or `int4`: text decoder's linear layers and lm_head
+    /// quantized at load time, bf16 activations, CPU only (see the README's "Edge speed").
+    #[arg(long, env = "SLC_QUANT")]
+    pub quant: Option<String>,
     /// Steps between resumable checkpoints.
     #[arg(long, env = "SLC_META_CHECKPOINT_EVERY", default_value_t = 10)]
     pub checkpoint_every: usize,
@@ -63,7 +67,8 @@ pub struct MetaTrainArgs {
 
 /// Runs the command and returns the report it prints (losses per step of every adapter).
 pub fn run(args: &MetaTrainArgs) -> anyhow::Result<MetaTrainReport> {
-    let device = LoadOptions::parse(&args.device, args.dtype.as_deref())?.device;
+    let device =
+        LoadOptions::parse(&args.device, args.dtype.as_deref(), args.quant.as_deref())?.device;
     let embedder = ClipImageEmbedder::load(&args.clip, device)
         .with_context(|| format!("loading CLIP from {}", args.clip.display()))?;
     let mut config = MetaTrainConfig::new(
@@ -81,6 +86,7 @@ pub fn run(args: &MetaTrainArgs) -> anyhow::Result<MetaTrainReport> {
     config.recipe.seed = args.seed;
     config.device = args.device.clone();
     config.dtype = args.dtype.clone();
+    config.quant = args.quant.clone();
     config.recipe.checkpoint_every = args.checkpoint_every;
     config.max_pixels = args.max_pixels;
     config.show_progress = !args.quiet;

@@ -32,6 +32,8 @@ pub struct EngineOptions {
     pub device: String,
     /// `None`: the device's default (bf16 on CUDA, f32 on CPU).
     pub dtype: Option<String>,
+    /// `None`: full precision (see `slc_engine::quant`).
+    pub quant: Option<String>,
     /// Bound of the vision-encoder cache per worker; 0 turns it off.
     pub vision_cache_bytes: usize,
     /// Bound of the prefix KV cache per worker; 0 turns reuse off.
@@ -79,7 +81,8 @@ impl ModelLoader for EngineLoader {
     fn load(&self, worker: usize) -> Result<EdgeModels, ModelError> {
         let options = &self.options;
         let device = worker_device(&options.device, worker, cuda_device_count());
-        let load = LoadOptions::parse(&device, options.dtype.as_deref()).map_err(failed)?;
+        let load = LoadOptions::parse(&device, options.dtype.as_deref(), options.quant.as_deref())
+            .map_err(failed)?;
         let embedder = ClipImageEmbedder::load(&options.clip_dir, load.device)
             .map_err(|e| context(&options.clip_dir, e))?;
         let mut pipeline = VlmPipeline::load(&options.model_dir, load)
@@ -195,6 +198,7 @@ mod tests {
                 merge_adapter: false,
                 device: "cpu".into(),
                 dtype: Some("f32".into()),
+                quant: None,
                 vision_cache_bytes: 1 << 20,
                 prefix_cache_bytes: 1 << 20,
                 jump_forward: true,

@@ -52,7 +52,7 @@ impl ActiveAdapter {
             ));
         }
         let (name, adapter) = adapters.remove(0);
-        merge_adapter(model, &adapter);
+        merge_adapter(model, &adapter)?;
         Ok(Self::new(Vec::new(), Some(name)))
     }
 

@@ -4,8 +4,10 @@
 //! the base weights once: no extra matmuls, but the base weights are replaced for good.
 
 use super::adapter::LoraAdapter;
-use super::targets::visit_linears_mut;
+use super::targets::{visit_linears, visit_linears_mut};
+use crate::error::{EngineError, Result};
 use crate::nn::LoraDelta;
+use crate::quant::Weight;
 use crate::qwen2_5_vl::Qwen25VlModel;
 
 /// Makes `adapter` the active one: every module it targets gets its factors, every other
@@ -28,19 +30,35 @@ pub fn detach_adapters(model: &mut Qwen25VlModel) {
 /// Folds `adapter` into the base weights (`W += scale · B A`, computed in f32) and clears the
 /// unmerged slots. The previous weights are not kept: use this for a deployment with one fixed
 /// adapter.
-pub fn merge_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) {
+///
+/// Quantized layers cannot take a merge (the sum would be requantized, losing the adapter's
+/// small update in the rounding): with `--quant`, adapters stay unmerged, and merging a
+/// model with a quantized targeted layer is refused before anything changes.
+pub fn merge_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) -> Result<()> {
+    let mut quantized = None;
+    visit_linears(model, |path, linear| {
+        if adapter.modules.contains_key(path) && linear.weight.dense().is_none() {
+            quantized.get_or_insert_with(|| path.to_string());
+        }
+    });
+    if let Some(path) = quantized {
+        return Err(EngineError::Config(format!(
+            "cannot merge an adapter into `{path}`, which is quantized: quantized models apply adapters unmerged"
+        )));
+    }
     let _guard = tch::no_grad_guard();
     visit_linears_mut(model, |path, linear| {
         linear.lora = None;
-        if let Some(w) = adapter.modules.get(path) {
-            let kind = linear.weight.kind();
+        if let (Some(w), Some(base)) = (adapter.modules.get(path), linear.weight.dense()) {
+            let kind = base.kind();
             let delta =
                 w.b.to_kind(tch::Kind::Float)
                     .matmul(&w.a.to_kind(tch::Kind::Float))
                     * w.scale;
             // A new tensor, not an in-place add: other holders of the old weight (a tied
             // embedding, a snapshot) keep seeing the base model.
-            linear.weight = (linear.weight.to_kind(tch::Kind::Float) + delta).to_kind(kind);
+            linear.weight = Weight::Dense((base.to_kind(tch::Kind::Float) + delta).to_kind(kind));
         }
     });
+    Ok(())
 }

@@ -52,6 +52,6 @@ pub fn visit_linears_mut(model: &mut Qwen25VlModel, mut visit: impl FnMut(&str, 
 
 /// [in_features, out_features] of a linear layer.
 pub fn linear_shape(linear: &Linear) -> (i64, i64) {
-    let size = linear.weight.size();
-    (size[1], size[0])
+    let (out_features, in_features) = linear.weight.shape();
+    (in_features, out_features)
 }

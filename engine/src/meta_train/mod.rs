@@ -48,6 +48,9 @@ pub struct MetaTrainConfig {
     pub device: String,
     /// `f32` or `bf16`; `None` is bf16 on CUDA and f32 on CPU.
     pub dtype: Option<String>,
+    /// The frozen base model's `--quant` (`none`, `int8`, `int4`; `None` is none). Adapters
+    /// train unmerged on top in f32 either way.
+    pub quant: Option<String>,
     /// Largest image area in pixels fed to the model (`None`: the preprocessor config's).
     pub max_pixels: Option<u64>,
     pub show_progress: bool,
@@ -72,6 +75,7 @@ impl MetaTrainConfig {
             },
             device: "cpu".into(),
             dtype: None,
+            quant: None,
             max_pixels: None,
             show_progress: true,
         }
@@ -110,7 +114,11 @@ pub(crate) fn io_error(path: &std::path::Path, e: impl std::fmt::Display) -> Eng
 fn load_checkpoint(
     config: &MetaTrainConfig,
 ) -> Result<(Qwen25VlModel, QwenTokenizer, Qwen2VlImageProcessor)> {
-    let options = LoadOptions::parse(&config.device, config.dtype.as_deref())?;
+    let options = LoadOptions::parse(
+        &config.device,
+        config.dtype.as_deref(),
+        config.quant.as_deref(),
+    )?;
     let model = Qwen25VlModel::load(&config.model_dir, options)?;
     let tokenizer = QwenTokenizer::from_model_dir(&config.model_dir)
         .map_err(|e| EngineError::Config(format!("tokenizer: {e}")))?;

@@ -81,10 +81,9 @@ impl LoraTrainingState {
         }
     }
 
-    /// Sets every adapted `Linear`'s LoRA slot to the current factors, cast to the model dtype
-    /// through autograd.
+    /// Sets every adapted `Linear`'s LoRA slot to the current factors, in f32 whatever the
+    /// model dtype (PEFT's `autocast_adapter_dtype`: `Linear::forward` sums the delta in f32).
     pub fn attach(&self, model: &mut Qwen25VlModel, scale: f64) {
-        let kind = model.kind();
         let index: BTreeMap<&str, usize> = self
             .modules
             .iter()
@@ -93,8 +92,8 @@ impl LoraTrainingState {
             .collect();
         visit_linears_mut(model, |path, linear| {
             linear.lora = index.get(path).map(|&i| LoraDelta {
-                a: self.params[2 * i].to_kind(kind),
-                b: self.params[2 * i + 1].to_kind(kind),
+                a: self.params[2 * i].shallow_clone(),
+                b: self.params[2 * i + 1].shallow_clone(),
                 scale,
             });
         });

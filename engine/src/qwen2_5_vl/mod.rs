@@ -15,6 +15,7 @@ pub mod vision;
 use crate::device::parse_device;
 use crate::error::{EngineError, Result};
 use crate::nn::Linear;
+use crate::quant::Quant;
 use crate::weights::Checkpoint;
 use config::Qwen25VlConfig;
 pub use generation_config::eos_token_ids;
@@ -29,17 +30,57 @@ use vision::VisionTransformer;
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
     pub device: Device,
+    /// The activations' dtype and that of every weight not quantized.
     pub dtype: Kind,
+    /// The text decoder's linear layers and `lm_head` (see `crate::quant`).
+    pub quant: Quant,
 }
 
 impl LoadOptions {
-    /// From user strings (`cpu`/`cuda`, `f32`/`bf16`/none), with the device's default dtype.
-    pub fn parse(device: &str, dtype: Option<&str>) -> Result<Self> {
+    /// From user strings (`cpu`/`cuda`, `f32`/`bf16`/none, `none`/`int8`/`int4`/none), with
+    /// the device's default dtype, bf16 when quantized.
+    ///
+    /// Quantization is for the CPU (libtorch's int4 kernel there has no CUDA twin with the same
+    /// packing, and a GPU has the memory for bf16), and its activations are bf16 (the kernels'
+    /// vectorized path).
+    pub fn parse(device: &str, dtype: Option<&str>, quant: Option<&str>) -> Result<Self> {
         let device = parse_device(device)?;
+        let quant = Quant::parse(quant)?;
+        if quant == Quant::None {
+            let dtype = crate::device::parse_dtype(dtype, device)?;
+            return Ok(LoadOptions {
+                device,
+                dtype,
+                quant,
+            });
+        }
+        if device != Device::Cpu {
+            return Err(EngineError::Config(format!(
+                "--quant {} runs on the CPU only; on {device:?} use --dtype bf16",
+                quant.name()
+            )));
+        }
+        let dtype = crate::device::parse_dtype(dtype.or(Some("bf16")), device)?;
+        if dtype != Kind::BFloat16 {
+            return Err(EngineError::Config(format!(
+                "--quant {} computes in bf16; drop --dtype or pass --dtype bf16",
+                quant.name()
+            )));
+        }
         Ok(LoadOptions {
             device,
-            dtype: crate::device::parse_dtype(dtype, device)?,
+            dtype,
+            quant,
         })
+    }
+
+    /// Full precision in `dtype` on `device`.
+    pub fn dense(device: Device, dtype: Kind) -> Self {
+        LoadOptions {
+            device,
+            dtype,
+            quant: Quant::None,
+        }
     }
 }
 
@@ -56,18 +97,32 @@ impl Qwen25VlModel {
     pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
         let config = Qwen25VlConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = Checkpoint::open(dir, options.dtype, options.device)?;
-        Self::from_checkpoint(config, &checkpoint)
+        Self::from_checkpoint(config, &checkpoint, options.quant)
     }
 
-    pub fn from_checkpoint(config: Qwen25VlConfig, checkpoint: &Checkpoint) -> Result<Self> {
+    /// The vision tower stays dense in the model dtype whatever `quant`: it runs on batches of
+    /// hundreds of patches, where the weight-only kernels are slower than a bf16 GEMM.
+    pub fn from_checkpoint(
+        config: Qwen25VlConfig,
+        checkpoint: &Checkpoint,
+        quant: Quant,
+    ) -> Result<Self> {
         let _guard = tch::no_grad_guard();
         let root = checkpoint.root();
         let model = root.pp("model");
         let visual = VisionTransformer::load(&model.pp("visual"), &config.vision)?;
-        let language_model = TextModel::load(&model.pp("language_model"), &config.text)?;
+        let untied = root.pp("lm_head").contains("weight");
+        let language_model =
+            TextModel::load(&model.pp("language_model"), &config.text, quant, !untied)?;
         let t = &config.text;
-        let lm_head = if root.pp("lm_head").contains("weight") {
-            Linear::load(&root.pp("lm_head"), t.hidden_size, t.vocab_size, false)?
+        let lm_head = if untied {
+            Linear::load_quantized(
+                &root.pp("lm_head"),
+                t.hidden_size,
+                t.vocab_size,
+                false,
+                quant,
+            )?
         } else if config.tie_word_embeddings {
             Linear::from_weight(language_model.embed_tokens.shallow_clone(), None)
         } else {

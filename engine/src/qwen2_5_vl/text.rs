@@ -6,7 +6,8 @@
 use super::config::TextConfig;
 use super::rope::apply_rotary;
 use crate::error::Result;
-use crate::nn::{GatedMlp, Linear, RmsNorm};
+use crate::nn::{GatedMlp, Linear, RmsNorm, quantized_matrix};
+use crate::quant::{Quant, Weight};
 use crate::weights::WeightPath;
 use tch::{Device, Kind, Tensor};
 
@@ -87,13 +88,15 @@ pub struct TextAttention {
 }
 
 impl TextAttention {
-    fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
+    fn load(vs: &WeightPath, cfg: &TextConfig, quant: Quant) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim());
+        let (heads, kv_heads) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+        let load = |name: &str, i, o, bias| Linear::load_quantized(&vs.pp(name), i, o, bias, quant);
         Ok(TextAttention {
-            q_proj: Linear::load(&vs.pp("q_proj"), h, cfg.num_attention_heads * d, true)?,
-            k_proj: Linear::load(&vs.pp("k_proj"), h, cfg.num_key_value_heads * d, true)?,
-            v_proj: Linear::load(&vs.pp("v_proj"), h, cfg.num_key_value_heads * d, true)?,
-            o_proj: Linear::load(&vs.pp("o_proj"), cfg.num_attention_heads * d, h, false)?,
+            q_proj: load("q_proj", h, heads, true)?,
+            k_proj: load("k_proj", h, kv_heads, true)?,
+            v_proj: load("v_proj", h, kv_heads, true)?,
+            o_proj: load("o_proj", heads, h, false)?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: d,
@@ -168,15 +171,16 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
+    fn load(vs: &WeightPath, cfg: &TextConfig, quant: Quant) -> Result<Self> {
         Ok(DecoderLayer {
-            self_attn: TextAttention::load(&vs.pp("self_attn"), cfg)?,
+            self_attn: TextAttention::load(&vs.pp("self_attn"), cfg, quant)?,
             mlp: GatedMlp::load(
                 &vs.pp("mlp"),
                 cfg.hidden_size,
                 cfg.intermediate_size,
                 false,
                 cfg.hidden_act,
+                quant,
             )?,
             input_layernorm: RmsNorm::load(
                 &vs.pp("input_layernorm"),
@@ -193,20 +197,33 @@ impl DecoderLayer {
 }
 
 pub struct TextModel {
-    pub embed_tokens: Tensor,
+    /// [vocab, hidden]: dense, or quantized when it is also the (tied) `lm_head`.
+    pub embed_tokens: Weight,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     pub config: TextConfig,
 }
 
 impl TextModel {
-    pub fn load(vs: &WeightPath, cfg: &TextConfig) -> Result<Self> {
+    /// `quant_embedding`: store the embedding quantized too (it is the tied `lm_head`, so one
+    /// quantized table serves both; lookups dequantize their few rows).
+    pub fn load(
+        vs: &WeightPath,
+        cfg: &TextConfig,
+        quant: Quant,
+        quant_embedding: bool,
+    ) -> Result<Self> {
+        let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
+        let embed = vs.pp("embed_tokens");
+        let embed_tokens = if quant_embedding && quant != Quant::None {
+            quantized_matrix(&embed, "weight", vocab, hidden, quant)?
+        } else {
+            Weight::Dense(embed.get("weight", &[vocab, hidden])?)
+        };
         Ok(TextModel {
-            embed_tokens: vs
-                .pp("embed_tokens")
-                .get("weight", &[cfg.vocab_size, cfg.hidden_size])?,
+            embed_tokens,
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| DecoderLayer::load(&vs.pp("layers").pp(i), cfg))
+                .map(|i| DecoderLayer::load(&vs.pp("layers").pp(i), cfg, quant))
                 .collect::<Result<Vec<_>>>()?,
             norm: RmsNorm::load(&vs.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?,
             config: cfg.clone(),
@@ -214,15 +231,19 @@ impl TextModel {
     }
 
     pub fn device(&self) -> Device {
-        self.embed_tokens.device()
+        self.norm.weight.device()
     }
+    /// The activations' dtype (bf16 when quantized).
     pub fn kind(&self) -> Kind {
-        self.embed_tokens.kind()
+        self.norm.weight.kind()
     }
 
     pub fn embed(&self, ids: &[i64]) -> Tensor {
         let ids = Tensor::from_slice(ids).to_device(self.device());
-        self.embed_tokens.index_select(0, &ids).unsqueeze(0)
+        self.embed_tokens
+            .rows(&ids)
+            .to_kind(self.kind())
+            .unsqueeze(0)
     }
 
     /// Runs `embeds` [1, len, hidden] at M-RoPE cos/sin [len, head_dim] after `cache.len` cached

@@ -110,6 +110,7 @@ impl VisionBlock {
                 cfg.intermediate_size,
                 true,
                 cfg.hidden_act,
+                crate::quant::Quant::None,
             )?,
         })
     }

@@ -8,6 +8,7 @@ mod lora_parity;
 mod meta_train;
 mod prefix_reuse;
 mod preprocess_parity;
+mod quantized;
 mod qwen25vl_bf16_parity;
 mod qwen25vl_config;
 mod qwen25vl_loading;

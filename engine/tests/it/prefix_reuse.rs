@@ -47,7 +47,7 @@ fn run(
 fn reused_prefixes_give_the_logits_of_a_full_prefill() {
     let pipeline = VlmPipeline::load(
         &fixtures().join("qwen25vl/untied"),
-        LoadOptions::parse("cpu", None).unwrap(),
+        LoadOptions::parse("cpu", None, None).unwrap(),
     )
     .unwrap();
     let image_token = pipeline.model.config.image_token_id;

@@ -58,6 +58,7 @@ fn load_bf16(name: &str) -> Qwen25VlModel {
     let options = LoadOptions {
         device: Device::Cpu,
         dtype: Kind::BFloat16,
+        quant: slc_engine::quant::Quant::None,
     };
     let model = Qwen25VlModel::load(&fixture_dir(name), options).unwrap();
     assert_eq!(model.kind(), Kind::BFloat16);

@@ -13,6 +13,7 @@ fn f32_cpu() -> LoadOptions {
     LoadOptions {
         device: Device::Cpu,
         dtype: Kind::Float,
+        quant: slc_engine::quant::Quant::None,
     }
 }
 
@@ -79,14 +80,18 @@ fn tied_checkpoint_uses_the_embedding_as_lm_head() {
         model
             .lm_head
             .weight
-            .equal(&model.language_model.embed_tokens)
+            .dense()
+            .unwrap()
+            .equal(model.language_model.embed_tokens.dense().unwrap())
     );
     let untied = load("untied");
     assert!(
         !untied
             .lm_head
             .weight
-            .equal(&untied.language_model.embed_tokens)
+            .dense()
+            .unwrap()
+            .equal(untied.language_model.embed_tokens.dense().unwrap())
     );
 }
 
@@ -160,27 +165,27 @@ fn a_directory_without_weights_is_a_checkpoint_error() {
 #[test]
 fn unknown_dtype_and_device_are_typed_errors() {
     assert!(matches!(
-        LoadOptions::parse("tpu", None),
+        LoadOptions::parse("tpu", None, None),
         Err(EngineError::UnknownDevice(_))
     ));
     assert!(matches!(
-        LoadOptions::parse("cpu", Some("int3")),
+        LoadOptions::parse("cpu", Some("int3"), None),
         Err(EngineError::UnknownDtype(_))
     ));
-    let cpu = LoadOptions::parse("cpu", None).unwrap();
+    let cpu = LoadOptions::parse("cpu", None, None).unwrap();
     assert_eq!(cpu.dtype, Kind::Float, "f32 is the CPU default");
     assert_eq!(
-        LoadOptions::parse("cpu", Some("bf16")).unwrap().dtype,
+        LoadOptions::parse("cpu", Some("bf16"), None).unwrap().dtype,
         Kind::BFloat16
     );
     if !tch::Cuda::is_available() {
         assert!(matches!(
-            LoadOptions::parse("cuda", None),
+            LoadOptions::parse("cuda", None, None),
             Err(EngineError::DeviceUnavailable(_))
         ));
     } else {
         assert_eq!(
-            LoadOptions::parse("cuda", None).unwrap().dtype,
+            LoadOptions::parse("cuda", None, None).unwrap().dtype,
             Kind::BFloat16
         );
     }
@@ -225,6 +230,7 @@ fn bf16_loads_and_runs() {
         LoadOptions {
             device: Device::Cpu,
             dtype: Kind::BFloat16,
+            quant: slc_engine::quant::Quant::None,
         },
     )
     .unwrap();
@@ -260,10 +266,7 @@ fn unaligned_copy(name: &str) -> PathBuf {
 #[test]
 fn every_load_path_reads_the_same_weights() {
     let logits = |dir: &Path, dtype: Kind| {
-        let options = LoadOptions {
-            device: Device::Cpu,
-            dtype,
-        };
+        let options = LoadOptions::dense(Device::Cpu, dtype);
         let model = Qwen25VlModel::load(dir, options).unwrap();
         model.logits(
             &model

@@ -25,6 +25,7 @@ pub fn load(name: &str) -> Qwen25VlModel {
     let options = LoadOptions {
         device: Device::Cpu,
         dtype: Kind::Float,
+        quant: slc_engine::quant::Quant::None,
     };
     Qwen25VlModel::load(&fixture_dir(name), options).unwrap()
 }

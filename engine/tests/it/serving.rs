@@ -23,7 +23,7 @@ const BOUNDS: CacheBounds = CacheBounds {
 fn pipeline() -> VlmPipeline {
     VlmPipeline::load(
         &fixture_dir("untied"),
-        LoadOptions::parse("cpu", None).unwrap(),
+        LoadOptions::parse("cpu", None, None).unwrap(),
     )
     .unwrap()
 }

@@ -15,7 +15,7 @@ fn fixtures() -> PathBuf {
 fn pipeline() -> VlmPipeline {
     VlmPipeline::load(
         &fixtures().join("untied"),
-        LoadOptions::parse("cpu", None).unwrap(),
+        LoadOptions::parse("cpu", None, None).unwrap(),
     )
     .unwrap()
 }
