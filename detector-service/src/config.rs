@@ -29,6 +29,9 @@ pub enum Command {
     MakeCheckpoint(crate::cli::make_checkpoint::MakeCheckpointArgs),
     /// Time the engine on fixed inputs (driven by scripts/bench_engine.py).
     BenchEngine(crate::cli::bench::BenchArgs),
+    /// Logits of bf16/int8/int4 against f32 on one checkpoint, teacher-forced over a real
+    /// prompt: top-1 agreement, cosine similarity, max abs diff.
+    BenchAccuracy(crate::cli::bench_accuracy::BenchAccuracyArgs),
     /// Load a checkpoint once: load time, the model's bytes and the peak resident memory.
     BenchLoad(crate::cli::bench_load::BenchLoadArgs),
     /// Offline meta-training: cluster training concepts and train one LoRA adapter per

@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         Command::MetaTrain(args) => print_json(&slc_detector::cli::meta_train::run(&args)?),
         Command::Embed(args) => print_json(&slc_detector::cli::embed::run(&args)?),
         Command::BenchEngine(args) => print_json(&slc_detector::cli::bench::run(&args)?),
+        Command::BenchAccuracy(args) => print_json(&slc_detector::cli::bench_accuracy::run(&args)?),
         Command::BenchLoad(args) => print_json(&slc_detector::cli::bench_load::run(&args)?),
         Command::DeviceInfo => print_json(&serde_json::json!({
             "cuda_available": slc_detector::cuda_available()

@@ -86,5 +86,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "tokens": tokens,
         "peak_rss_mib": super::bench_load::status_mib("VmHWM:"),
         "threads": tch::get_num_threads(),
+        "quant": options.quant.name(),
+        "weight_bytes_per_token": decode_weight_bytes(&model),
     }))
+}
+
+/// The weight bytes one decode step reads: every linear layer of the text decoder and the
+/// `lm_head`, as stored (quantized or not); norms and biases are noise beside them, and the
+/// embedding lookup reads one row.
+pub fn decode_weight_bytes(model: &Qwen25VlModel) -> i64 {
+    let mut total = 0;
+    slc_engine::lora::targets::visit_linears(model, |path, linear| {
+        if path.starts_with("model.language_model.") || path == "lm_head" {
+            total += linear.weight.bytes();
+        }
+    });
+    total
 }

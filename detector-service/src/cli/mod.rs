@@ -1,6 +1,7 @@
 //! Subcommands of the `slc-detector` binary other than `serve`.
 
 pub mod bench;
+pub mod bench_accuracy;
 pub mod bench_grammar;
 pub mod bench_load;
 pub mod check;

@@ -17,6 +17,7 @@ mod helpers;
 mod isolation;
 mod meta_train_cli;
 mod operations;
+mod quantized_edge;
 mod real_engine;
 mod real_tokenizer;
 mod registry;

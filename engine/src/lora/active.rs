@@ -45,6 +45,12 @@ impl ActiveAdapter {
         if !merge {
             return Ok(Self::from_adapters(adapters));
         }
+        if model.is_quantized() {
+            return Err(adapter_error(
+                &bank.directory,
+                "an adapter cannot be merged into a quantized model (--quant): serve it unmerged",
+            ));
+        }
         if adapters.len() != 1 {
             return Err(adapter_error(
                 &bank.directory,

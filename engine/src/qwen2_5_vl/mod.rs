@@ -151,6 +151,10 @@ impl Qwen25VlModel {
     pub fn kind(&self) -> Kind {
         self.language_model.kind()
     }
+    /// Whether the text decoder is quantized (`--quant`; the `lm_head` always is then).
+    pub fn is_quantized(&self) -> bool {
+        self.lm_head.weight.dense().is_none()
+    }
     /// The longest sequence (prompt plus generated tokens) the model accepts.
     pub fn context_length(&self) -> usize {
         self.config.text.max_position_embeddings as usize

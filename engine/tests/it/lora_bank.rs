@@ -7,7 +7,7 @@ use crate::qwen25vl_parity::load;
 use slc_engine::lora::{AdapterBank, ClipModelId};
 use std::path::{Path, PathBuf};
 
-fn tiny_clip_id() -> ClipModelId {
+pub fn tiny_clip_id() -> ClipModelId {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/tiny-clip");
     ClipModelId::from_clip_dir(&dir).unwrap()
 }

@@ -2,9 +2,12 @@
 //! dequantized matrix it stands for, the streaming quantizer against a whole-matrix one, and
 //! the quantized model against the f32 one on the tiny fixtures.
 
+use crate::lora_bank::tiny_clip_id;
+use crate::lora_parity::lora_fixture;
 use crate::qwen25vl_parity::fixture_dir;
 use slc_engine::lora::adapter::LoraAdapter;
 use slc_engine::lora::apply::{attach_adapter, merge_adapter};
+use slc_engine::lora::{ActiveAdapter, AdapterBank};
 use slc_engine::quant::{KERNEL_MAX_ROWS, Quant, Weight};
 use slc_engine::qwen2_5_vl::{LoadOptions, Qwen25VlModel};
 use tch::{Kind, Tensor};
@@ -226,7 +229,7 @@ fn prefill_and_decode_paths_agree_on_a_quantized_model() {
 }
 
 fn adapter(model: &Qwen25VlModel) -> LoraAdapter {
-    LoraAdapter::load(&fixture_dir("../lora/text-and-vision-mlp"), model).unwrap()
+    LoraAdapter::load(&lora_fixture("text-and-vision-mlp"), model).unwrap()
 }
 
 /// The adapter stays unmerged on the quantized base: its effect is the f32 delta PEFT adds,
@@ -248,6 +251,13 @@ fn adapters_apply_unmerged_on_quantized_weights() {
     assert!(error.to_string().contains("quantized"), "{error}");
     let gate = &model.language_model.layers[0].mlp.gate_proj;
     assert!(gate.lora.is_none() && gate.weight.dense().is_none());
+
+    // A deployment asking to merge its bank's adapter is refused before the bank is looked at.
+    let bank = AdapterBank::load(&lora_fixture("bank"), &mut model, &tiny_clip_id()).unwrap();
+    let Err(error) = ActiveAdapter::from_bank(bank, &mut model, true) else {
+        panic!("merged into a quantized model")
+    };
+    assert!(error.to_string().contains("quantized model"), "{error}");
 }
 
 #[test]
