@@ -106,23 +106,36 @@ impl Int4Weight {
         x.linear::<Tensor>(&self.dequantize(), None)
     }
 
-    /// The 4-bit values [out, in] as uint8.
-    fn unpacked(&self) -> Tensor {
+    /// The whole matrix in bf16, unpacked and scaled in one pass over the packed bytes on
+    /// every intra-op thread. Measured on the 22016 × 2048 gate/up shape, libtorch elementwise
+    /// ops (mask, shift, interleave, affine) took ~300 ms where the layer's bf16 GEMM for a
+    /// 300-token prompt takes 29 ms; this pass is one read and one write.
+    pub(super) fn dequantize(&self) -> Tensor {
         let (out_features, in_features) = self.shape();
-        let blocks = self
-            .packed
-            .view([out_features / BLOCK_N, in_features, BLOCK_N / 2]);
-        let nibbles = Tensor::stack(
-            &[
-                blocks.bitwise_and(15),
-                blocks.bitwise_right_shift_tensor_scalar(4),
-            ],
-            2,
-        );
-        nibbles
-            .view([out_features / BLOCK_N, in_features, BLOCK_N])
-            .transpose(1, 2)
-            .reshape([out_features, in_features])
+        let packed = Vec::<u8>::try_from(&self.packed.view([-1])).expect("uint8 weights");
+        let scales_zeros = Vec::<f32>::try_from(&self.scales_zeros.to_kind(Kind::Float).view([-1]))
+            .expect("float scales");
+        let layout = Layout {
+            rows: out_features as usize,
+            cols: in_features as usize,
+            group: self.group as usize,
+        };
+        let mut bf16 = vec![0u8; layout.rows * layout.cols * 2];
+        let threads = (tch::get_num_threads().max(1) as usize).min(layout.rows / BLOCK_N as usize);
+        let rows_per_thread = layout.rows.div_ceil(threads.max(1));
+        std::thread::scope(|scope| {
+            for (part, out) in bf16
+                .chunks_mut(rows_per_thread * layout.cols * 2)
+                .enumerate()
+            {
+                let (packed, scales_zeros) = (&packed, &scales_zeros);
+                scope.spawn(move || {
+                    layout.dequantize_rows(packed, scales_zeros, part * rows_per_thread, out)
+                });
+            }
+        });
+        Tensor::f_from_data_size(&bf16, &[out_features, in_features], Kind::BFloat16)
+            .expect("a buffer of the matrix's size")
     }
 
     /// Values [rows, in] (uint8 in [0, 15]) of rows `rows` of the scale/zero tensor -> bf16.
@@ -146,10 +159,6 @@ impl Int4Weight {
             .to_kind(Kind::BFloat16)
     }
 
-    pub(super) fn dequantize(&self) -> Tensor {
-        self.apply_scales(self.unpacked(), None)
-    }
-
     pub(super) fn rows(&self, ids: &Tensor) -> Tensor {
         let (_, in_features) = self.shape();
         let n = ids.size()[0];
@@ -170,4 +179,39 @@ impl Int4Weight {
             .where_self(&high, &bytes.bitwise_and(15));
         self.apply_scales(values, Some(ids))
     }
+}
+
+/// Shape of a packed matrix, for the host-side dequantization.
+#[derive(Clone, Copy)]
+struct Layout {
+    rows: usize,
+    cols: usize,
+    group: usize,
+}
+
+impl Layout {
+    /// Writes rows `first..` (as many as `out` holds) as little-endian bf16, each value
+    /// `(q - 8) · scale + zero` in f32 in the kernel's order of operations, rounded once to
+    /// nearest-even, so it equals libtorch's elementwise result bit for bit.
+    fn dequantize_rows(&self, packed: &[u8], scales_zeros: &[f32], first: usize, out: &mut [u8]) {
+        let half = BLOCK_N as usize / 2;
+        for (i, row) in out.chunks_exact_mut(self.cols * 2).enumerate() {
+            let n = first + i;
+            let (block, within) = (n / BLOCK_N as usize, n % BLOCK_N as usize);
+            let shift = if within >= half { 4 } else { 0 };
+            let bytes = &packed[block * self.cols * half..(block + 1) * self.cols * half];
+            for (k, value) in row.chunks_exact_mut(2).enumerate() {
+                let q = (bytes[k * half + within % half] >> shift) & 15;
+                let at = ((k / self.group) * self.rows + n) * 2;
+                let w = (f32::from(q) - 8.0) * scales_zeros[at] + scales_zeros[at + 1];
+                value.copy_from_slice(&bf16_bits(w).to_le_bytes());
+            }
+        }
+    }
+}
+
+/// f32 -> bf16 bits, round to nearest even (finite values: these are weights).
+fn bf16_bits(value: f32) -> u16 {
+    let bits = value.to_bits();
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
