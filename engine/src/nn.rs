@@ -69,7 +69,11 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = self.weight.linear(x, self.bias.as_ref());
+        self.add_delta(x, self.weight.linear(x, self.bias.as_ref()))
+    }
+
+    /// `y` (this layer's base output for `x`) plus the adapter's update, if one is attached.
+    fn add_delta(&self, x: &Tensor, y: Tensor) -> Tensor {
         let Some(delta) = &self.lora else {
             return y;
         };
@@ -123,11 +127,149 @@ impl Activation {
     }
 }
 
+/// Linear layers over the same input stored as one matrix (q/k/v, gate/up): one GEMM or
+/// weight-only kernel call per token where there were two or three. Each part keeps a `Linear`
+/// of its own for its LoRA slot and shape, its weight a view of its rows of the fused matrix,
+/// so adapters target `q_proj`, `k_proj`, … as PEFT names them and switch per request as before.
+pub struct FusedLinear {
+    weight: Weight,
+    bias: Option<Tensor>,
+    /// In output order: part i owns the next `parts[i].out_features()` outputs.
+    pub parts: Vec<Linear>,
+}
+
+impl FusedLinear {
+    /// Reads `names` (each [out, in_features], with a bias if `bias`) under `vs` into one matrix
+    /// in their order. Quantized as int4 only when every part is whole packing blocks, so each
+    /// part's rows stay a view; otherwise int8.
+    pub fn load(
+        vs: &WeightPath,
+        names: &[&str],
+        in_features: i64,
+        outs: &[i64],
+        bias: bool,
+        quant: Quant,
+    ) -> Result<Self> {
+        let parts: Vec<(String, i64)> = names
+            .iter()
+            .zip(outs)
+            .map(|(name, &rows)| (vs.pp(name).key("weight"), rows))
+            .collect();
+        let checkpoint = vs.checkpoint();
+        let weight = match quant {
+            Quant::None => Weight::Dense(checkpoint.get_concat(&parts, in_features)?),
+            _ => {
+                let blocks = outs
+                    .iter()
+                    .all(|rows| rows % crate::quant::INT4_BLOCK_ROWS == 0);
+                let quant = if blocks { quant } else { Quant::Int8 };
+                let total = outs.iter().sum();
+                Weight::quantize(quant, total, in_features, |start, count| {
+                    stacked_rows_f32(checkpoint, &parts, in_features, start, count)
+                })?
+            }
+        };
+        let bias = if bias {
+            let biases = names
+                .iter()
+                .zip(outs)
+                .map(|(name, &rows)| vs.pp(name).get("bias", &[rows]))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&biases, 0))
+        } else {
+            None
+        };
+        let mut fused = FusedLinear {
+            weight,
+            bias,
+            parts: Vec::new(),
+        };
+        fused.parts = fused.part_views(outs);
+        Ok(fused)
+    }
+
+    /// Each part's `Linear` over its rows of the fused weight and bias (no LoRA).
+    fn part_views(&self, outs: &[i64]) -> Vec<Linear> {
+        let mut at = 0;
+        outs.iter()
+            .map(|&rows| {
+                let part = Linear::from_weight(
+                    self.weight.narrow_rows(at, rows),
+                    self.bias.as_ref().map(|b| b.narrow(0, at, rows)),
+                );
+                at += rows;
+                part
+            })
+            .collect()
+    }
+
+    /// The fused matrix [sum of the parts' outputs, in].
+    pub fn weight(&self) -> &Weight {
+        &self.weight
+    }
+
+    /// Every part's output for `x`, each with its own adapter update.
+    pub fn forward(&self, x: &Tensor) -> Vec<Tensor> {
+        let y = self.weight.linear(x, self.bias.as_ref());
+        let mut at = 0;
+        self.parts
+            .iter()
+            .map(|part| {
+                let rows = part.out_features();
+                let out = part.add_delta(x, y.narrow(-1, at, rows));
+                at += rows;
+                out
+            })
+            .collect()
+    }
+
+    /// After a merge replaced parts' weights with new tensors: rebuild the fused matrix from
+    /// them, so the forward pass sees the merged model, and point the parts at it again.
+    pub fn refuse(&mut self) {
+        let Some(dense) = self
+            .parts
+            .iter()
+            .map(|p| p.weight.dense().map(Tensor::shallow_clone))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
+        let outs: Vec<i64> = self.parts.iter().map(Linear::out_features).collect();
+        let adapters: Vec<Option<LoraDelta>> =
+            self.parts.iter_mut().map(|p| p.lora.take()).collect();
+        self.weight = Weight::Dense(Tensor::cat(&dense, 0));
+        self.parts = self.part_views(&outs);
+        for (part, lora) in self.parts.iter_mut().zip(adapters) {
+            part.lora = lora;
+        }
+    }
+}
+
+/// Rows `start..start + count` of `parts` stacked, as f32: what quantizing a fused matrix reads.
+fn stacked_rows_f32(
+    checkpoint: &crate::weights::Checkpoint,
+    parts: &[(String, i64)],
+    cols: i64,
+    start: i64,
+    count: i64,
+) -> Result<Tensor> {
+    let (end, mut at, mut pieces) = (start + count, 0, Vec::new());
+    for (key, rows) in parts {
+        let (from, to) = (start.max(at), end.min(at + rows));
+        if from < to {
+            pieces.push(checkpoint.get_rows_f32(key, &[*rows, cols], from - at, to - from)?);
+        }
+        at += rows;
+    }
+    Ok(Tensor::cat(&pieces, 0))
+}
+
 /// `down_proj(act(gate_proj(x)) * up_proj(x))`: `Qwen2_5_VLMLP` in the vision blocks (with bias)
-/// and `Qwen2MLP` in the decoder layers (without); the two are the same computation.
+/// and `Qwen2MLP` in the decoder layers (without); the two are the same computation. Gate and
+/// up are one fused matrix.
 pub struct GatedMlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
+    /// Parts: gate_proj, up_proj.
+    pub gate_up: FusedLinear,
     pub down_proj: Linear,
     act: Activation,
 }
@@ -141,18 +283,39 @@ impl GatedMlp {
         act: Activation,
         quant: Quant,
     ) -> Result<Self> {
-        let load = |name: &str, i, o| Linear::load_quantized(&vs.pp(name), i, o, bias, quant);
+        let gate_up = FusedLinear::load(
+            vs,
+            &["gate_proj", "up_proj"],
+            hidden,
+            &[intermediate, intermediate],
+            bias,
+            quant,
+        )?;
         Ok(GatedMlp {
-            gate_proj: load("gate_proj", hidden, intermediate)?,
-            up_proj: load("up_proj", hidden, intermediate)?,
-            down_proj: load("down_proj", intermediate, hidden)?,
+            gate_up,
+            down_proj: Linear::load_quantized(
+                &vs.pp("down_proj"),
+                intermediate,
+                hidden,
+                bias,
+                quant,
+            )?,
             act,
         })
     }
 
+    pub fn gate_proj(&self) -> &Linear {
+        &self.gate_up.parts[0]
+    }
+    pub fn up_proj(&self) -> &Linear {
+        &self.gate_up.parts[1]
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.act.forward(&self.gate_proj.forward(x)) * self.up_proj.forward(x)))
+        let [gate, up] = &self.gate_up.forward(x)[..] else {
+            unreachable!("gate and up")
+        };
+        self.down_proj.forward(&(self.act.forward(gate) * up))
     }
 }
 

@@ -347,7 +347,18 @@ impl Checkpoint {
                 .f_view(shape)?);
         }
         let result = Tensor::f_empty(shape, target)?;
-        let flat = result.f_view([-1])?;
+        self.fill(file, kind, offset, &result)?;
+        Ok(result)
+    }
+
+    /// Copies the stored tensor at `offset` (as many elements as `dest` holds) into the
+    /// contiguous `dest`, converting its dtype and device, a chunk at a time (see `read`).
+    fn fill(&self, file: usize, kind: Kind, offset: u64, dest: &Tensor) -> Result<()> {
+        let shard = &self.files[file];
+        let element = kind.elt_size_in_bytes() as i64;
+        let numel = dest.numel() as i64;
+        let aligned = offset as i64 % element == 0;
+        let flat = dest.f_view([-1])?;
         let chunk_elements = (READ_CHUNK_BYTES as i64 / element).max(1);
         let mut buffer = Vec::new();
         let mut start = 0i64;
@@ -366,6 +377,29 @@ impl Checkpoint {
             };
             flat.f_narrow(0, start, count)?.f_copy_(&chunk)?;
             start += count;
+        }
+        Ok(())
+    }
+
+    /// The matrices `parts` (key, rows), each `cols` wide, stacked into one
+    /// [sum of rows, cols] tensor of the model's dtype on its device: a fused projection. Always
+    /// copied (from short-lived mappings), so no page of the long-lived mapping stays resident
+    /// beside the copy.
+    pub fn get_concat(&self, parts: &[(String, i64)], cols: i64) -> Result<Tensor> {
+        let total = parts.iter().map(|(_, rows)| rows).sum::<i64>();
+        let result = Tensor::f_empty([total, cols], (self.dtype, self.device))?;
+        let mut at = 0;
+        for (key, rows) in parts {
+            let mut dest = result.f_narrow(0, at, *rows)?;
+            match self.stored(key, &[*rows, cols])? {
+                Stored::Memory(tensor) => {
+                    dest.f_copy_(tensor)?;
+                }
+                &Stored::File {
+                    file, kind, offset, ..
+                } => self.fill(file, kind, offset, &dest)?,
+            }
+            at += rows;
         }
         Ok(result)
     }

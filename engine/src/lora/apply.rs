@@ -60,5 +60,6 @@ pub fn merge_adapter(model: &mut Qwen25VlModel, adapter: &LoraAdapter) -> Result
             linear.weight = Weight::Dense((base.to_kind(tch::Kind::Float) + delta).to_kind(kind));
         }
     });
+    model.refuse_projections();
     Ok(())
 }

@@ -16,12 +16,12 @@ macro_rules! walk_linears {
         for (i, layer) in (& $($mutability)? $model.language_model.layers).into_iter().enumerate() {
             let at = |name: &str| format!("model.language_model.layers.{i}.{name}");
             let (attn, mlp) = (& $($mutability)? layer.self_attn, & $($mutability)? layer.mlp);
-            $visit(&at("self_attn.q_proj"), & $($mutability)? attn.q_proj);
-            $visit(&at("self_attn.k_proj"), & $($mutability)? attn.k_proj);
-            $visit(&at("self_attn.v_proj"), & $($mutability)? attn.v_proj);
+            $visit(&at("self_attn.q_proj"), & $($mutability)? attn.qkv.parts[0]);
+            $visit(&at("self_attn.k_proj"), & $($mutability)? attn.qkv.parts[1]);
+            $visit(&at("self_attn.v_proj"), & $($mutability)? attn.qkv.parts[2]);
             $visit(&at("self_attn.o_proj"), & $($mutability)? attn.o_proj);
-            $visit(&at("mlp.gate_proj"), & $($mutability)? mlp.gate_proj);
-            $visit(&at("mlp.up_proj"), & $($mutability)? mlp.up_proj);
+            $visit(&at("mlp.gate_proj"), & $($mutability)? mlp.gate_up.parts[0]);
+            $visit(&at("mlp.up_proj"), & $($mutability)? mlp.gate_up.parts[1]);
             $visit(&at("mlp.down_proj"), & $($mutability)? mlp.down_proj);
         }
         for (i, block) in (& $($mutability)? $model.visual.blocks).into_iter().enumerate() {
@@ -29,8 +29,8 @@ macro_rules! walk_linears {
             let (attn, mlp) = (& $($mutability)? block.attn, & $($mutability)? block.mlp);
             $visit(&at("attn.qkv"), & $($mutability)? attn.qkv);
             $visit(&at("attn.proj"), & $($mutability)? attn.proj);
-            $visit(&at("mlp.gate_proj"), & $($mutability)? mlp.gate_proj);
-            $visit(&at("mlp.up_proj"), & $($mutability)? mlp.up_proj);
+            $visit(&at("mlp.gate_proj"), & $($mutability)? mlp.gate_up.parts[0]);
+            $visit(&at("mlp.up_proj"), & $($mutability)? mlp.gate_up.parts[1]);
             $visit(&at("mlp.down_proj"), & $($mutability)? mlp.down_proj);
         }
         let merger = & $($mutability)? $model.visual.merger;

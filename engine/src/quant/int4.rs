@@ -88,6 +88,20 @@ impl Int4Weight {
         [&self.packed, &self.scales_zeros]
     }
 
+    /// A view of whole packing blocks; its scales are a strided view (only the fused matrix
+    /// runs the kernel, so the parts' views are never made contiguous).
+    pub(super) fn narrow_rows(&self, start: i64, count: i64) -> Self {
+        assert!(
+            start % BLOCK_N == 0 && count % BLOCK_N == 0,
+            "int4 rows are sliced on packing blocks"
+        );
+        Int4Weight {
+            packed: self.packed.narrow(0, start, count),
+            scales_zeros: self.scales_zeros.narrow(1, start, count),
+            group: self.group,
+        }
+    }
+
     pub(super) fn shallow_clone(&self) -> Self {
         Int4Weight {
             packed: self.packed.shallow_clone(),

@@ -52,6 +52,13 @@ impl Int8Weight {
         [&self.q, &self.scales]
     }
 
+    pub(super) fn narrow_rows(&self, start: i64, count: i64) -> Self {
+        Int8Weight {
+            q: self.q.narrow(0, start, count),
+            scales: self.scales.narrow(0, start, count),
+        }
+    }
+
     pub(super) fn shallow_clone(&self) -> Self {
         Int8Weight {
             q: self.q.shallow_clone(),
@@ -69,7 +76,7 @@ impl Int8Weight {
     pub(super) fn via_scratch(&self, x: &Tensor) -> Tensor {
         let (out_features, in_features) = self.shape();
         with_scratch([out_features, in_features], |w| {
-            let _ = w.shallow_clone().copy_(&self.q);
+            w.shallow_clone().copy_(&self.q);
             x.linear::<Tensor>(w, None) * &self.scales
         })
     }

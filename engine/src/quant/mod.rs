@@ -24,6 +24,10 @@ use tch::{Kind, Tensor};
 /// the crossover measured for the decoder's shapes lies between 16 and 64 rows.
 pub const KERNEL_MAX_ROWS: i64 = 32;
 
+/// Output rows per block of the int4 kernel's packing: a slice of int4 rows on these
+/// boundaries is a view.
+pub const INT4_BLOCK_ROWS: i64 = int4::BLOCK_N;
+
 /// The most bytes of full-precision rows converted at once while quantizing: a 151936 × 2048
 /// `lm_head` is never whole in f32 (1.2 GB).
 const QUANTIZE_CHUNK_BYTES: i64 = 64 << 20;
@@ -148,6 +152,15 @@ impl Weight {
             Weight::Dense(w) => bytes(w),
             Weight::Int8(w) => w.tensors().iter().map(|t| bytes(t)).sum(),
             Weight::Int4(w) => w.tensors().iter().map(|t| bytes(t)).sum(),
+        }
+    }
+
+    /// Rows `start..start + count` as a view (int4: on `INT4_BLOCK_ROWS` boundaries).
+    pub fn narrow_rows(&self, start: i64, count: i64) -> Self {
+        match self {
+            Weight::Dense(w) => Weight::Dense(w.narrow(0, start, count)),
+            Weight::Int8(w) => Weight::Int8(w.narrow_rows(start, count)),
+            Weight::Int4(w) => Weight::Int4(w.narrow_rows(start, count)),
         }
     }
 

@@ -151,6 +151,17 @@ impl Qwen25VlModel {
     pub fn kind(&self) -> Kind {
         self.language_model.kind()
     }
+    /// Rebuilds every fused projection from its parts' weights (after a merge replaced them).
+    pub fn refuse_projections(&mut self) {
+        for layer in &mut self.language_model.layers {
+            layer.self_attn.qkv.refuse();
+            layer.mlp.gate_up.refuse();
+        }
+        for block in &mut self.visual.blocks {
+            block.mlp.gate_up.refuse();
+        }
+    }
+
     /// Whether the text decoder is quantized (`--quant`; the `lm_head` always is then).
     pub fn is_quantized(&self) -> bool {
         self.lm_head.weight.dense().is_none()

@@ -6,7 +6,7 @@
 use super::config::TextConfig;
 use super::rope::apply_rotary;
 use crate::error::Result;
-use crate::nn::{GatedMlp, Linear, RmsNorm, quantized_matrix};
+use crate::nn::{FusedLinear, GatedMlp, Linear, RmsNorm, quantized_matrix};
 use crate::quant::{Quant, Weight};
 use crate::weights::WeightPath;
 use tch::{Device, Kind, Tensor};
@@ -74,9 +74,8 @@ impl KvCache {
 }
 
 pub struct TextAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
+    /// Parts: q_proj, k_proj, v_proj.
+    pub qkv: FusedLinear,
     pub o_proj: Linear,
     num_heads: i64,
     num_kv_heads: i64,
@@ -91,12 +90,10 @@ impl TextAttention {
     fn load(vs: &WeightPath, cfg: &TextConfig, quant: Quant) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim());
         let (heads, kv_heads) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
-        let load = |name: &str, i, o, bias| Linear::load_quantized(&vs.pp(name), i, o, bias, quant);
+        let names = ["q_proj", "k_proj", "v_proj"];
         Ok(TextAttention {
-            q_proj: load("q_proj", h, heads, true)?,
-            k_proj: load("k_proj", h, kv_heads, true)?,
-            v_proj: load("v_proj", h, kv_heads, true)?,
-            o_proj: load("o_proj", heads, h, false)?,
+            qkv: FusedLinear::load(vs, &names, h, &[heads, kv_heads, kv_heads], true, quant)?,
+            o_proj: Linear::load_quantized(&vs.pp("o_proj"), heads, h, false, quant)?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: d,
@@ -128,9 +125,12 @@ impl TextAttention {
     ) -> Tensor {
         let len = x.size()[1];
         let shape = |t: Tensor, heads: i64| t.view([1, len, heads, self.head_dim]).transpose(1, 2);
-        let q = shape(self.q_proj.forward(x), self.num_heads);
-        let k = shape(self.k_proj.forward(x), self.num_kv_heads);
-        let v = shape(self.v_proj.forward(x), self.num_kv_heads);
+        let [q, k, v] = &self.qkv.forward(x)[..] else {
+            unreachable!("q, k and v")
+        };
+        let q = shape(q.shallow_clone(), self.num_heads);
+        let k = shape(k.shallow_clone(), self.num_kv_heads);
+        let v = shape(v.shallow_clone(), self.num_kv_heads);
         let q = apply_rotary(&q, cos, sin);
         let k = apply_rotary(&k, cos, sin);
         let (k, v) = cache.append(layer, k, v);

@@ -177,9 +177,20 @@ fn quantized_models_follow_the_f32_model() {
         for (quant, at_least) in [("int8", 0.999), ("int4", 0.95)] {
             let model = load(name, quant);
             assert_eq!(model.kind(), Kind::BFloat16);
-            let quantized = model.language_model.layers[0].mlp.gate_proj.weight.quant();
+            let quantized = model.language_model.layers[0]
+                .mlp
+                .gate_proj()
+                .weight
+                .quant();
             assert_eq!(quantized.name(), quant, "{name}");
-            assert!(model.visual.blocks[0].mlp.up_proj.weight.dense().is_some());
+            assert!(
+                model.visual.blocks[0]
+                    .mlp
+                    .up_proj()
+                    .weight
+                    .dense()
+                    .is_some()
+            );
             let logits = prompt_logits(&model, &prompt());
             let similarity = cosine(&logits, &reference);
             assert!(
@@ -249,7 +260,7 @@ fn adapters_apply_unmerged_on_quantized_weights() {
     assert!(prompt_logits(&model, &prompt()).equal(&base));
     let error = merge_adapter(&mut model, &adapter).unwrap_err();
     assert!(error.to_string().contains("quantized"), "{error}");
-    let gate = &model.language_model.layers[0].mlp.gate_proj;
+    let gate = model.language_model.layers[0].mlp.gate_proj();
     assert!(gate.lora.is_none() && gate.weight.dense().is_none());
 
     // A deployment asking to merge its bank's adapter is refused before the bank is looked at.

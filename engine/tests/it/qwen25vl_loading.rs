@@ -289,3 +289,39 @@ fn every_load_path_reads_the_same_weights() {
     );
     std::fs::remove_dir_all(unaligned).unwrap();
 }
+
+/// q/k/v and gate/up are one matrix each, in every precision; each part's weight (what
+/// adapters and `check` see) is a view of its rows of it, not a second copy.
+#[test]
+fn projections_are_fused_and_their_parts_are_views_of_them() {
+    for quant in [None, Some("int8"), Some("int4")] {
+        let options = LoadOptions::parse("cpu", None, quant).unwrap();
+        let model = Qwen25VlModel::load(&fixture_dir("tied-hub-sharded"), options).unwrap();
+        let layer = &model.language_model.layers[0];
+        for fused in [&layer.self_attn.qkv, &layer.mlp.gate_up] {
+            let whole = fused.weight();
+            let (rows, cols) = whole.shape();
+            assert_eq!(
+                rows,
+                fused.parts.iter().map(|p| p.out_features()).sum::<i64>()
+            );
+            let mut at = 0;
+            for part in &fused.parts {
+                assert_eq!(part.weight.shape().1, cols);
+                assert_eq!(part.weight.quant(), whole.quant(), "{quant:?}");
+                let expected = whole.narrow_rows(at, part.out_features());
+                assert!(
+                    part.weight
+                        .dequantize_fresh()
+                        .equal(&expected.dequantize_fresh()),
+                    "{quant:?}: a part is its rows of the fused matrix"
+                );
+                if let (Some(view), Some(base)) = (part.weight.dense(), whole.dense()) {
+                    let offset = at * cols * base.kind().elt_size_in_bytes() as i64;
+                    assert_eq!(view.data_ptr() as i64, base.data_ptr() as i64 + offset);
+                }
+                at += part.out_features();
+            }
+        }
+    }
+}
