@@ -12,8 +12,11 @@ use tch::{Kind, Tensor};
 
 /// Output rows per packing block.
 pub(super) const BLOCK_N: i64 = 64;
-/// Group sizes the kernel accepts, largest (fewest scales) first.
-const GROUPS: [i64; 3] = [128, 64, 32];
+/// Inputs per (scale, zero) pair: the kernel's smallest group. Measured on the 3B-width
+/// random weights, min-max rounding in groups of 32 leaves 7.8% relative weight error against
+/// 10.0% in groups of 128, for 5 bits per weight instead of 4.25 (llama.cpp's Q4_K_M: 4.85),
+/// and the kernel runs as fast (lm_head 151936 x 2048: 10.0 ms vs 10.8 ms, 2 threads).
+const GROUP: i64 = 32;
 
 pub struct Int4Weight {
     /// [out, in / 2] uint8 in the kernel's layout.
@@ -25,7 +28,7 @@ pub struct Int4Weight {
 
 impl Int4Weight {
     pub(super) fn fits(out_features: i64, in_features: i64) -> bool {
-        out_features % BLOCK_N == 0 && GROUPS.iter().any(|g| in_features % g == 0)
+        out_features % BLOCK_N == 0 && in_features % GROUP == 0
     }
 
     /// Quantizes `chunk` rows (a multiple of `BLOCK_N`) at a time of the f32 matrix `rows`
@@ -37,10 +40,7 @@ impl Int4Weight {
         mut rows: impl FnMut(i64, i64) -> Result<Tensor>,
     ) -> Result<Self> {
         let cpu = tch::Device::Cpu;
-        let group = *GROUPS
-            .iter()
-            .find(|g| in_features % **g == 0)
-            .expect("fits() was checked");
+        let group = GROUP;
         let groups = in_features / group;
         let packed = Tensor::f_empty([out_features, in_features / 2], (Kind::Uint8, cpu))?;
         let scales_zeros = Tensor::f_empty([groups, out_features, 2], (Kind::BFloat16, cpu))?;

@@ -40,7 +40,7 @@ pub enum Quant {
     None,
     /// Symmetric int8 per output channel.
     Int8,
-    /// Asymmetric int4 in groups of up to 128 along the input dimension.
+    /// Asymmetric int4 in groups of 32 along the input dimension.
     Int4,
 }
 
@@ -77,7 +77,7 @@ pub enum Weight {
 impl Weight {
     /// Quantizes the `[out, in]` matrix that `rows(start, count)` reads as f32 a slice of rows
     /// at a time. Int4 needs `out` a multiple of 64 (the CPU kernel's packing block) and `in`
-    /// a multiple of 32; a layer that fits neither is stored as int8.
+    /// a multiple of 32 (the group); a layer that fits neither is stored as int8.
     pub fn quantize(
         quant: Quant,
         out_features: i64,
