@@ -8,7 +8,16 @@
 //! its own rows of the [out, in / 2] result, and rows can be unpacked with tensor ops.
 
 use crate::error::Result;
+use std::cell::RefCell;
 use tch::{Kind, Tensor};
+
+thread_local! {
+    /// Host-side bf16 bytes of the last dequantized slice (see `Int4Weight::dequantize_rows`).
+    static HOST_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most bytes of bf16 weights dequantized at once for a prefill (see `via_scratch`).
+const DEQUANTIZE_SLICE_BYTES: i64 = 8 << 20;
 
 /// Output rows per packing block.
 pub(super) const BLOCK_N: i64 = 64;
@@ -115,41 +124,54 @@ impl Int4Weight {
         x.internal_weight_int4pack_mm_for_cpu(&self.packed, self.group, &self.scales_zeros)
     }
 
-    /// x [M, in] bf16, many rows: dequantize, then a bf16 GEMM.
+    /// x [M, in] bf16, many rows: dequantize a slice of rows at a time, each followed by its
+    /// bf16 GEMM. Slices of at most `DEQUANTIZE_SLICE_BYTES` stay below glibc's mmap
+    /// threshold, so their buffers are reused from the heap instead of being faulted in afresh
+    /// per layer (a whole 22016 × 2048 matrix in bf16 is 90 MB of fresh pages each time).
     pub(super) fn via_scratch(&self, x: &Tensor) -> Tensor {
-        x.linear::<Tensor>(&self.dequantize(), None)
+        let (out_features, in_features) = self.shape();
+        let slice = (DEQUANTIZE_SLICE_BYTES / (2 * in_features) / BLOCK_N).max(1) * BLOCK_N;
+        let mut outputs = Vec::new();
+        let mut start = 0;
+        while start < out_features {
+            let count = slice.min(out_features - start);
+            outputs.push(x.linear::<Tensor>(&self.dequantize_rows(start, count), None));
+            start += count;
+        }
+        Tensor::cat(&outputs, -1)
     }
 
-    /// The whole matrix in bf16, unpacked and scaled in one pass over the packed bytes on
-    /// every intra-op thread. Measured on the 22016 × 2048 gate/up shape, libtorch elementwise
-    /// ops (mask, shift, interleave, affine) took ~300 ms where the layer's bf16 GEMM for a
-    /// 300-token prompt takes 29 ms; this pass is one read and one write.
+    /// The whole matrix in bf16 (see `dequantize_rows`).
     pub(super) fn dequantize(&self) -> Tensor {
-        let (out_features, in_features) = self.shape();
-        let packed = Vec::<u8>::try_from(&self.packed.view([-1])).expect("uint8 weights");
-        let scales_zeros = Vec::<f32>::try_from(&self.scales_zeros.to_kind(Kind::Float).view([-1]))
-            .expect("float scales");
+        self.dequantize_rows(0, self.shape().0)
+    }
+
+    /// Rows `start..start + count` (whole packing blocks) in bf16, unpacked and scaled in one
+    /// pass over their packed bytes on every intra-op thread. Measured on the 22016 × 2048
+    /// gate/up shape, libtorch elementwise ops (mask, shift, interleave, affine) took ~300 ms
+    /// where the layer's bf16 GEMM for a 300-token prompt takes 29 ms.
+    fn dequantize_rows(&self, start: i64, count: i64) -> Tensor {
+        let in_features = self.shape().1;
+        let packed = Vec::<u8>::try_from(&self.packed.narrow(0, start, count).reshape([-1]))
+            .expect("uint8 weights");
+        let scales_zeros = self
+            .scales_zeros
+            .narrow(1, start, count)
+            .to_kind(Kind::Float)
+            .contiguous();
+        let scales_zeros = Vec::<f32>::try_from(&scales_zeros.view([-1])).expect("float scales");
         let layout = Layout {
-            rows: out_features as usize,
+            rows: count as usize,
             cols: in_features as usize,
             group: self.group as usize,
         };
-        let mut bf16 = vec![0u8; layout.rows * layout.cols * 2];
-        let threads = (tch::get_num_threads().max(1) as usize).min(layout.rows / BLOCK_N as usize);
-        let rows_per_thread = layout.rows.div_ceil(threads.max(1));
-        std::thread::scope(|scope| {
-            for (part, out) in bf16
-                .chunks_mut(rows_per_thread * layout.cols * 2)
-                .enumerate()
-            {
-                let (packed, scales_zeros) = (&packed, &scales_zeros);
-                scope.spawn(move || {
-                    layout.dequantize_rows(packed, scales_zeros, part * rows_per_thread, out)
-                });
-            }
-        });
-        Tensor::f_from_data_size(&bf16, &[out_features, in_features], Kind::BFloat16)
-            .expect("a buffer of the matrix's size")
+        HOST_BUFFER.with(|cell| {
+            let mut bf16 = cell.borrow_mut();
+            bf16.resize(layout.rows * layout.cols * 2, 0);
+            layout.dequantize_parallel(&packed, &scales_zeros, &mut bf16);
+            Tensor::f_from_data_size(&bf16, &[count, in_features], Kind::BFloat16)
+                .expect("a buffer of the slice's size")
+        })
     }
 
     /// Values [rows, in] (uint8 in [0, 15]) of rows `rows` of the scale/zero tensor -> bf16.
@@ -204,21 +226,58 @@ struct Layout {
 }
 
 impl Layout {
-    /// Writes rows `first..` (as many as `out` holds) as little-endian bf16, each value
-    /// `(q - 8) · scale + zero` in f32 in the kernel's order of operations, rounded once to
-    /// nearest-even, so it equals libtorch's elementwise result bit for bit.
+    /// Splits the rows over the intra-op threads.
+    fn dequantize_parallel(&self, packed: &[u8], scales_zeros: &[f32], out: &mut [u8]) {
+        let blocks = self.rows / BLOCK_N as usize;
+        let threads = (tch::get_num_threads().max(1) as usize).clamp(1, blocks.max(1));
+        // Whole packing blocks per thread.
+        let rows_per_thread = blocks.div_ceil(threads) * BLOCK_N as usize;
+        std::thread::scope(|scope| {
+            for (part, out) in out.chunks_mut(rows_per_thread * self.cols * 2).enumerate() {
+                scope.spawn(move || {
+                    self.dequantize_rows(packed, scales_zeros, part * rows_per_thread, out)
+                });
+            }
+        });
+    }
+
+    /// Writes rows `first..` (whole packing blocks, as many as `out` holds) as little-endian
+    /// bf16. Each value is `(q - 8) · scale + zero` in f32 in the kernel's order of operations,
+    /// rounded once to nearest-even, so it equals libtorch's elementwise result bit for bit.
+    ///
+    /// Works a block and a group at a time: for each input index the block's 32 packed bytes
+    /// are contiguous and give all 64 rows' values at once (a loop the compiler vectorizes),
+    /// into a [group][64] tile that is then written out row by row.
     fn dequantize_rows(&self, packed: &[u8], scales_zeros: &[f32], first: usize, out: &mut [u8]) {
-        let half = BLOCK_N as usize / 2;
-        for (i, row) in out.chunks_exact_mut(self.cols * 2).enumerate() {
-            let n = first + i;
-            let (block, within) = (n / BLOCK_N as usize, n % BLOCK_N as usize);
-            let shift = if within >= half { 4 } else { 0 };
+        let (block_rows, half) = (BLOCK_N as usize, BLOCK_N as usize / 2);
+        let mut tile = vec![0u16; self.group * block_rows];
+        let (mut scale, mut zero) = ([0f32; BLOCK_N as usize], [0f32; BLOCK_N as usize]);
+        let row_bytes = self.cols * 2;
+        for (b, rows) in out.chunks_exact_mut(block_rows * row_bytes).enumerate() {
+            let block = first / block_rows + b;
             let bytes = &packed[block * self.cols * half..(block + 1) * self.cols * half];
-            for (k, value) in row.chunks_exact_mut(2).enumerate() {
-                let q = (bytes[k * half + within % half] >> shift) & 15;
-                let at = ((k / self.group) * self.rows + n) * 2;
-                let w = (f32::from(q) - 8.0) * scales_zeros[at] + scales_zeros[at + 1];
-                value.copy_from_slice(&bf16_bits(w).to_le_bytes());
+            for g in 0..self.cols / self.group {
+                for j in 0..block_rows {
+                    let at = (g * self.rows + block * block_rows + j) * 2;
+                    (scale[j], zero[j]) = (scales_zeros[at], scales_zeros[at + 1]);
+                }
+                for (kk, values) in tile.chunks_exact_mut(block_rows).enumerate() {
+                    let k = g * self.group + kk;
+                    let column = &bytes[k * half..(k + 1) * half];
+                    let (low, high) = values.split_at_mut(half);
+                    for j in 0..half {
+                        let q = f32::from(column[j] & 15);
+                        low[j] = bf16_bits((q - 8.0) * scale[j] + zero[j]);
+                        let q = f32::from(column[j] >> 4);
+                        high[j] = bf16_bits((q - 8.0) * scale[half + j] + zero[half + j]);
+                    }
+                }
+                for (j, row) in rows.chunks_exact_mut(row_bytes).enumerate() {
+                    let span = &mut row[g * self.group * 2..(g + 1) * self.group * 2];
+                    for (kk, value) in span.chunks_exact_mut(2).enumerate() {
+                        value.copy_from_slice(&tile[kk * block_rows + j].to_le_bytes());
+                    }
+                }
             }
         }
     }
